@@ -1,0 +1,125 @@
+"""SQS I/O: sending claim-check messages, dead-lettering poison, extending visibility.
+
+The client is created once per process on first use. Endpoints come only from boto3's own
+configuration (``AWS_ENDPOINT_URL_SQS`` / ``AWS_ENDPOINT_URL``), which is how the local stack and
+the tests point it at moto.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tasklane import codec
+from tasklane.config import Settings
+from tasklane.lanes import Lane, dead_letter_url, queue_name, queue_url
+from tasklane.logs import logger, task_fields
+
+SEND_BATCH_MAX = 10  # SQS SendMessageBatch limit
+REASON_ATTRIBUTE = "tasklane-dead-letter-reason"
+
+
+@functools.cache
+def sqs() -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "sqs",
+        config=Config(
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=3,
+            read_timeout=25,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    id: uuid.UUID
+    task: str
+    lane: Lane
+
+
+def _origin() -> str:
+    # Per call, not per import: Celery workers fork after import.
+    return f"gen{os.getpid()}@{socket.gethostname()}"
+
+
+def message_body(task: str, task_id: uuid.UUID, routing_key: str) -> str:
+    origin = _origin()
+    return codec.encode(
+        task,
+        str(task_id),
+        routing_key=routing_key,
+        origin=origin,
+        reply_to=str(uuid.uuid3(uuid.NAMESPACE_OID, origin)),
+        delivery_tag=str(uuid.uuid4()),
+    )
+
+
+def _chunks(items: Sequence[Outgoing], size: int) -> Iterable[Sequence[Outgoing]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def publish(outgoing: Sequence[Outgoing], config: Settings) -> set[uuid.UUID]:
+    """Send one message per task with SendMessageBatch; returns the ids SQS accepted.
+
+    A failed send is logged and left out of the result: its task stays ``pending`` in Postgres and
+    the reconciler sends it later, so nothing is lost between the commit and the send.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    sent: set[uuid.UUID] = set()
+    by_lane: dict[Lane, list[Outgoing]] = {}
+    for item in outgoing:
+        by_lane.setdefault(item.lane, []).append(item)
+    for lane, items in by_lane.items():
+        url = queue_url(lane, config)
+        routing_key = queue_name(url)
+        for chunk in _chunks(items, SEND_BATCH_MAX):
+            entries = [
+                {"Id": str(i), "MessageBody": message_body(o.task, o.id, routing_key)}
+                for i, o in enumerate(chunk)
+            ]
+            try:
+                response = sqs().send_message_batch(QueueUrl=url, Entries=entries)
+            except (BotoCoreError, ClientError) as exc:
+                logger.warning(
+                    "send failed, tasks stay pending", extra={"lane": lane, "error": str(exc)}
+                )
+                continue
+            for ok in response.get("Successful", []):
+                sent.add(chunk[int(ok["Id"])].id)
+            for bad in response.get("Failed", []):
+                item = chunk[int(bad["Id"])]
+                logger.warning(
+                    "send refused, task stays pending",
+                    extra=task_fields(item.id, item.task, error=bad.get("Message")),
+                )
+    return sent
+
+
+def dead_letter(body: str, lane: Lane, reason: str, config: Settings) -> bool:
+    """Move a poison message to the lane's DLQ at once; False when no DLQ is configured."""
+    url = dead_letter_url(lane, config)
+    if not url:
+        return False
+    sqs().send_message(
+        QueueUrl=url,
+        MessageBody=body,
+        MessageAttributes={REASON_ATTRIBUTE: {"DataType": "String", "StringValue": reason[:1000]}},
+    )
+    return True
+
+
+def change_visibility(queue: str, receipt_handle: str, seconds: int) -> None:
+    sqs().change_message_visibility(
+        QueueUrl=queue, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
+    )

@@ -1,0 +1,92 @@
+"""Configuration: read from the environment once per process, frozen, validated.
+
+Every setting tasklane reads is here, so the template tests can check that each one is set in
+``template.yaml``. AWS endpoints are deliberately absent: boto3 reads ``AWS_ENDPOINT_URL_SQS`` /
+``AWS_ENDPOINT_URL`` itself, which is how the local stack and the tests point at moto.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from tasklane.errors import ConfigurationError
+
+DEFAULT_TASK_MODULES = ("tasklane.examples",)
+DEFAULT_MAX_PAYLOAD_BYTES = 5 * 1024 * 1024
+
+#: Environment variables the code reads (kept in one place for the template tests).
+ENV_VARS = (
+    "DATABASE_URL",
+    "DATABASE_SECRET_ARN",
+    "LAMBDA_QUEUE_URL",
+    "CELERY_QUEUE_URL",
+    "LAMBDA_DLQ_URL",
+    "CELERY_DLQ_URL",
+    "TASK_MODULES",
+    "MAX_PAYLOAD_BYTES",
+    "LEASE_SECONDS",
+    "PENDING_GRACE_SECONDS",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The process's configuration; build it with :func:`settings` (cached) or :meth:`from_env`."""
+
+    database_url: str | None = None
+    database_secret_arn: str | None = None
+    lambda_queue_url: str | None = None
+    celery_queue_url: str | None = None
+    lambda_dlq_url: str | None = None
+    celery_dlq_url: str | None = None
+    task_modules: tuple[str, ...] = DEFAULT_TASK_MODULES
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    #: How long a claim holds a task before another delivery may take it over (crashed consumer).
+    lease_seconds: int = 900
+    #: How long a task may stay ``pending`` before the reconciler sends it again.
+    pending_grace_seconds: int = 60
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        def text(name: str) -> str | None:
+            value = environ.get(name, "").strip()
+            return value or None
+
+        def number(name: str, default: int) -> int:
+            raw = text(name)
+            if raw is None:
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ConfigurationError(f"{name} must be a whole number, got {raw!r}") from None
+            if value <= 0:
+                raise ConfigurationError(f"{name} must be positive, got {value}")
+            return value
+
+        modules = text("TASK_MODULES")
+        return cls(
+            database_url=text("DATABASE_URL"),
+            database_secret_arn=text("DATABASE_SECRET_ARN"),
+            lambda_queue_url=text("LAMBDA_QUEUE_URL"),
+            celery_queue_url=text("CELERY_QUEUE_URL"),
+            lambda_dlq_url=text("LAMBDA_DLQ_URL"),
+            celery_dlq_url=text("CELERY_DLQ_URL"),
+            task_modules=(
+                tuple(m.strip() for m in modules.split(",") if m.strip())
+                if modules
+                else DEFAULT_TASK_MODULES
+            ),
+            max_payload_bytes=number("MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES),
+            lease_seconds=number("LEASE_SECONDS", cls.lease_seconds),
+            pending_grace_seconds=number("PENDING_GRACE_SECONDS", cls.pending_grace_seconds),
+        )
+
+
+@functools.cache
+def settings() -> Settings:
+    """The settings of this process, read on first use (Lambda containers and workers reuse it)."""
+    return Settings.from_env()

@@ -1,0 +1,71 @@
+"""The Postgres engine: one per process, created on first use and reused by warm containers.
+
+In AWS the URL comes from an RDS-style Secrets Manager secret (``DATABASE_SECRET_ARN``), read
+once per container; elsewhere from ``DATABASE_URL``. The pool is tiny on purpose: one Lambda
+container serves one request at a time, and RDS Proxy multiplexes the connections.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+from sqlalchemy import URL, Engine, create_engine, make_url
+
+from tasklane.config import Settings, settings
+from tasklane.errors import ConfigurationError
+
+
+def url_from_secret(secret: dict) -> URL:
+    """A SQLAlchemy URL from an RDS secret (host, port, username, password, dbname)."""
+    try:
+        return URL.create(
+            "postgresql+pg8000",
+            username=secret["username"],
+            password=secret["password"],
+            host=secret["host"],
+            port=int(secret.get("port", 5432)),
+            database=secret.get("dbname", "postgres"),
+        )
+    except KeyError as exc:
+        raise ConfigurationError(f"database secret lacks {exc.args[0]!r}") from None
+
+
+def _read_secret(arn: str) -> dict:
+    import boto3  # only in AWS: keep it off the import path of everything else
+
+    value = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+    return json.loads(value)
+
+
+def database_url(config: Settings) -> URL:
+    if config.database_url:
+        return make_url(config.database_url)
+    if config.database_secret_arn:
+        return url_from_secret(_read_secret(config.database_secret_arn))
+    raise ConfigurationError("set DATABASE_URL, or DATABASE_SECRET_ARN in AWS")
+
+
+@functools.cache
+def engine() -> Engine:
+    """The process's engine. Credentials are read here once, not per request."""
+    config = settings()
+    url = database_url(config)
+    connect_args: dict = {"timeout": 10}
+    if config.database_secret_arn and not config.database_url:
+        connect_args["ssl_context"] = True  # RDS and RDS Proxy speak TLS
+    return create_engine(
+        url,
+        pool_size=1,
+        max_overflow=4,
+        pool_pre_ping=True,
+        pool_recycle=300,
+        connect_args=connect_args,
+    )
+
+
+def reset() -> None:
+    """Forget the engine (after a fork, or when tests change the configuration)."""
+    if engine.cache_info().currsize:
+        engine().dispose(close=False)
+    engine.cache_clear()

@@ -1,0 +1,57 @@
+"""Every failure tasklane names. Adapters map these to HTTP statuses or queue outcomes."""
+
+from __future__ import annotations
+
+
+class TasklaneError(Exception):
+    """Base class. ``code`` is the stable, machine-readable name used in API error bodies."""
+
+    code = "error"
+
+
+class ConfigurationError(TasklaneError):
+    code = "configuration_error"
+
+
+class InvalidRequest(TasklaneError):
+    """Malformed input from a client (HTTP 400)."""
+
+    code = "invalid_request"
+
+
+class UnknownTask(TasklaneError):
+    """No registered task has that name (HTTP 422; poison on a queue)."""
+
+    code = "unknown_task"
+
+
+class PayloadTooLarge(TasklaneError):
+    code = "payload_too_large"
+
+
+class IdempotencyConflict(TasklaneError):
+    """An Idempotency-Key was reused with a different request body."""
+
+    code = "idempotency_conflict"
+
+
+class TaskNotFound(TasklaneError):
+    code = "not_found"
+
+
+class InvalidTransition(TasklaneError):
+    """The task's status does not allow the operation (e.g. retrying a task that did not fail)."""
+
+    code = "conflict"
+
+
+class StoreUnavailable(TasklaneError):
+    """Postgres cannot be reached; the caller should retry later (HTTP 503, record not acked)."""
+
+    code = "database_unavailable"
+
+
+class MessageDecodeError(TasklaneError):
+    """A queue message is not a Celery protocol-2 JSON message. Poison: never retried."""
+
+    code = "undecodable_message"

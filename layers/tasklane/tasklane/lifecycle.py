@@ -1,0 +1,57 @@
+"""The task state machine: statuses and the transitions between them. Pure; no I/O.
+
+    pending ──send──▶ queued ──claim──▶ running ──▶ succeeded
+       │                ▲                  │  └───▶ failed ──retry──▶ pending
+       └──claim─────────┼──────────────────┘            ▲
+                        └── attempt failed, retryable ◀─┘ (max_attempts or dead letter)
+
+``pending`` means stored but not yet confirmed on SQS (the reconciler re-sends those);
+``running`` holds a lease, so a crashed consumer's task can be claimed again once it expires.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED})
+
+#: Statuses from which a delivery may claim the task (``running`` only once its lease expired).
+CLAIMABLE = frozenset({Status.PENDING, Status.QUEUED})
+
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.PENDING: frozenset({Status.QUEUED, Status.RUNNING, Status.FAILED}),
+    Status.QUEUED: frozenset({Status.RUNNING, Status.FAILED}),
+    Status.RUNNING: frozenset({Status.RUNNING, Status.SUCCEEDED, Status.QUEUED, Status.FAILED}),
+    Status.SUCCEEDED: frozenset(),
+    Status.FAILED: frozenset({Status.PENDING}),
+}
+
+
+def can_transition(current: Status, target: Status) -> bool:
+    """Whether ``current → target`` is allowed; the store's conditional updates encode the same."""
+    return target in TRANSITIONS[current]
+
+
+def status_after_failure(attempts: int, max_attempts: int | None) -> Status:
+    """A failed attempt ends the task only when it used its last attempt; else it is retried."""
+    if max_attempts is not None and attempts >= max_attempts:
+        return Status.FAILED
+    return Status.QUEUED
+
+
+def retry_delay_seconds(attempts: int, *, base: int = 2, cap: int = 300) -> int:
+    """Exponential back-off for the message's visibility after a failed attempt (capped)."""
+    return min(cap, base ** max(1, attempts))

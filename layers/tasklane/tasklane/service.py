@@ -1,0 +1,183 @@
+"""Use cases: submit tasks, read them, retry them, reconcile those left pending.
+
+Plain functions over the store and the broker; the HTTP routes, the CLI and the scheduled
+reconciler call these and only shape their input and output.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from tasklane import broker, registry
+from tasklane.config import Settings, settings
+from tasklane.errors import IdempotencyConflict, InvalidRequest, PayloadTooLarge
+from tasklane.lanes import Lane
+from tasklane.lifecycle import Status
+from tasklane.logs import logger, task_fields
+from tasklane.store import NewTask, TaskRecord, TaskStore
+
+BATCH_MAX = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A validated request to run ``task`` on a payload (already serialized, size-checked)."""
+
+    task: str
+    payload_json: str
+
+    @property
+    def request_hash(self) -> str:
+        digest = hashlib.sha256(self.task.encode())
+        digest.update(b"\0")
+        digest.update(self.payload_json.encode())
+        return digest.hexdigest()
+
+
+def parse_submission(body: Any, config: Settings) -> Submission:
+    """Validate ``{"task": NAME, "payload": JSON}``: shape (400), task name (422), size (413)."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    name = body.get("task")
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest("'task' is required and must be a non-empty string")
+    if "payload" not in body:
+        raise InvalidRequest("'payload' is required (any JSON value)")
+    extra = set(body) - {"task", "payload"}
+    if extra:
+        raise InvalidRequest(f"unexpected fields: {', '.join(sorted(extra))}")
+    registry.get(name)  # UnknownTask → 422
+    payload_json = json.dumps(body["payload"], ensure_ascii=False, separators=(",", ":"))
+    size = len(payload_json.encode())
+    if size > config.max_payload_bytes:
+        raise PayloadTooLarge(
+            f"payload is {size} bytes, the limit is {config.max_payload_bytes} (MAX_PAYLOAD_BYTES)"
+        )
+    return Submission(name, payload_json)
+
+
+def parse_batch(body: Any, config: Settings) -> list[Submission]:
+    if not isinstance(body, dict) or not isinstance(body.get("tasks"), list):
+        raise InvalidRequest('the request body must be {"tasks": [{"task", "payload"}, ...]}')
+    items = body["tasks"]
+    if not 1 <= len(items) <= BATCH_MAX:
+        raise InvalidRequest(f"a batch holds 1 to {BATCH_MAX} tasks, got {len(items)}")
+    subs = []
+    for i, item in enumerate(items):
+        try:
+            subs.append(parse_submission(item, config))
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"tasks[{i}]: {exc}") from None
+    total = sum(len(s.payload_json.encode()) for s in subs)
+    if total > config.max_payload_bytes:
+        raise PayloadTooLarge(
+            f"the batch's payloads are {total} bytes, the limit is {config.max_payload_bytes}"
+        )
+    return subs
+
+
+@functools.cache
+def default_store() -> TaskStore:
+    from tasklane.database import engine
+
+    return TaskStore(engine())
+
+
+def _new(sub: Submission) -> NewTask:
+    spec = registry.get(sub.task)
+    return NewTask(uuid.uuid4(), spec.name, spec.lane.value, sub.payload_json, spec.max_attempts)
+
+
+def _send(records: Sequence[TaskRecord], store: TaskStore, config: Settings) -> list[TaskRecord]:
+    """Send the messages of committed tasks and mark those SQS accepted as queued."""
+    outgoing = [broker.Outgoing(r.id, r.task, Lane(r.lane)) for r in records]
+    sent = broker.publish(outgoing, config)
+    queued = store.mark_queued([r.id for r in records if r.id in sent])
+    return [replace(r, status=Status.QUEUED) if r.id in queued else r for r in records]
+
+
+def submit(
+    sub: Submission,
+    *,
+    idempotency_key: str | None = None,
+    store: TaskStore | None = None,
+    config: Settings | None = None,
+) -> tuple[TaskRecord, bool]:
+    """Store then send one task. Returns (task, created); created is False for a replayed key.
+
+    The row is committed before the message is sent (the claim check must exist when a consumer
+    reads the message); a send that fails leaves the task ``pending`` for the reconciler.
+    """
+    store = store or default_store()
+    config = config or settings()
+    new = _new(sub)
+    if idempotency_key is None:
+        (record,) = store.insert([new])
+    else:
+        record, request_hash, created = store.insert_idempotent(
+            new, idempotency_key, sub.request_hash
+        )
+        if not created:
+            if request_hash != sub.request_hash:
+                raise IdempotencyConflict(
+                    "this Idempotency-Key was used with a different request body"
+                )
+            return record, False
+    (record,) = _send([record], store, config)
+    logger.info("task submitted", extra=task_fields(record.id, record.task, status=record.status))
+    return record, True
+
+
+def submit_batch(
+    subs: Sequence[Submission], *, store: TaskStore | None = None, config: Settings | None = None
+) -> list[TaskRecord]:
+    """Store many tasks in one insert, then send them with SendMessageBatch."""
+    store = store or default_store()
+    config = config or settings()
+    records = _send(store.insert([_new(s) for s in subs]), store, config)
+    logger.info("batch submitted", extra={"count": len(records)})
+    return records
+
+
+def get_task(task_id: str | uuid.UUID, *, store: TaskStore | None = None) -> TaskRecord:
+    from tasklane.errors import TaskNotFound
+
+    try:
+        parsed = task_id if isinstance(task_id, uuid.UUID) else uuid.UUID(str(task_id))
+    except ValueError:
+        raise TaskNotFound(f"no task with id {task_id}") from None
+    return (store or default_store()).get(parsed)
+
+
+def retry_task(
+    task_id: str | uuid.UUID, *, store: TaskStore | None = None, config: Settings | None = None
+) -> TaskRecord:
+    """Re-queue a ``failed`` task from Postgres (its payload never left the database)."""
+    store = store or default_store()
+    record = store.requeue_failed(get_task(task_id, store=store).id)
+    (record,) = _send([record], store, config or settings())
+    logger.info("task retried", extra=task_fields(record.id, record.task))
+    return record
+
+
+def reconcile(
+    *, store: TaskStore | None = None, config: Settings | None = None, limit: int = 100
+) -> list[TaskRecord]:
+    """Send again the tasks left ``pending`` past the grace period (the outbox relay)."""
+    store = store or default_store()
+    config = config or settings()
+    stale = store.claim_stale_pending(config.pending_grace_seconds, limit)
+    if not stale:
+        return []
+    records = _send(stale, store, config)
+    logger.info(
+        "reconciled pending tasks",
+        extra={"found": len(stale), "queued": sum(r.status is Status.QUEUED for r in records)},
+    )
+    return records

@@ -1,0 +1,131 @@
+"""The Celery lane: ``celery -A tasklane.worker worker -Q <celery lane queue name>``.
+
+A stock Celery app on kombu's SQS transport. Every registered tasklane task is also a Celery task
+of the same name taking one argument, the task id, so stock Celery producers (``send_task``) and
+tasklane's producer reach the same code. Settings follow what is known to work on SQS:
+
+- acks late, never on failure: a failed attempt's message returns after its visibility timeout
+  (kombu's back-off policy shortens that wait per receive count) and reaches the DLQ after
+  ``maxReceiveCount``; a killed worker's message is redelivered (``reject_on_worker_lost``);
+- prefetch 1, JSON only, predefined queues (no ListQueues/CreateQueue), no remote control or
+  event queues (they would create pidbox/reply queues on SQS).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from celery import Celery, signals
+
+from tasklane import broker, database, registry
+from tasklane.config import settings
+from tasklane.errors import TasklaneError
+from tasklane.executor import Attempt, Executor, Outcome, Pointer, Verdict
+from tasklane.lanes import Lane, queue_name
+from tasklane.lifecycle import retry_delay_seconds
+from tasklane.logs import logger, task_fields
+
+BACKOFF_STEPS = 20
+
+
+class AttemptNotDone(TasklaneError):
+    """The attempt failed or could not run now; the message is left for SQS to redeliver."""
+
+    code = "attempt_not_done"
+
+
+def _region() -> str:
+    import boto3
+
+    return boto3.session.Session().region_name or "us-east-1"
+
+
+def _queues() -> dict[str, dict]:
+    """Predefined queues: the lambda lane's too, so a worker can drain it if told ``-Q``."""
+    config = settings()
+    names = [spec.name for spec in registry.all_tasks()]
+    backoff = {n: retry_delay_seconds(n) for n in range(1, BACKOFF_STEPS + 1)}
+    queues = {}
+    for url in filter(None, (config.celery_queue_url, config.lambda_queue_url)):
+        queues[queue_name(url)] = {"url": url, "backoff_policy": backoff, "backoff_tasks": names}
+    return queues
+
+
+def create_app() -> Celery:
+    config = settings()
+    queues = _queues()
+    default_queue = queue_name(config.celery_queue_url) if config.celery_queue_url else "celery"
+    app = Celery("tasklane", set_as_current=True)
+    app.conf.update(
+        broker_url="sqs://",
+        broker_transport_options={
+            "region": _region(),
+            "predefined_queues": queues,
+            "wait_time_seconds": 10,
+            "polling_interval": 0.2,
+        },
+        broker_connection_retry_on_startup=True,
+        task_default_queue=default_queue,
+        task_create_missing_queues=False,
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_acks_on_failure_or_timeout=False,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_enable_remote_control=False,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+        worker_hijack_root_logger=False,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_soft_shutdown_timeout=10.0,
+    )
+    for spec in registry.all_tasks():
+        _register(app, spec)
+    return app
+
+
+def _register(app: Celery, spec: registry.TaskSpec) -> None:
+    def run(task_id: str) -> str:
+        return execute(spec, task_id)
+
+    run.__name__ = run.__qualname__ = spec.name.replace(".", "_")
+    run.__doc__ = spec.fn.__doc__
+    app.task(name=spec.name, typing=False)(run)
+
+
+def execute(spec: registry.TaskSpec, task_id: str) -> str:
+    """Run one delivery in this worker; raises :class:`AttemptNotDone` to leave it unacked."""
+    from tasklane.service import default_store
+
+    config = settings()
+    try:
+        pointer = Pointer(spec.name, uuid.UUID(str(task_id)))
+    except ValueError:
+        step: Attempt | Verdict = Verdict(Outcome.POISON, f"{task_id!r} is not a task id")
+    else:
+        executor = Executor(default_store())
+        (step,) = executor.claim([pointer], config.lease_seconds)
+        if isinstance(step, Attempt):
+            step = executor.run(step)
+    if step.outcome.acknowledge:
+        return step.outcome.value
+    if step.outcome is Outcome.POISON:
+        logger.error("poison message", extra=task_fields(task_id, spec.name, reason=step.reason))
+        url = config.celery_queue_url
+        body = broker.message_body(spec.name, task_id, queue_name(url) if url else "celery")
+        if broker.dead_letter(body, Lane.CELERY, step.reason, config):
+            return step.outcome.value
+    raise AttemptNotDone(f"{step.outcome}: {step.reason}")
+
+
+@signals.worker_process_init.connect
+def _after_fork(**_: object) -> None:
+    """Each pool process opens its own connections (sockets do not survive a fork)."""
+    database.reset()
+    broker.sqs.cache_clear()
+
+
+app = create_app()

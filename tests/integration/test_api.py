@@ -1,0 +1,200 @@
+"""The HTTP API through the real producer handler, Postgres and moto's SQS server."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from tasklane import codec, database
+
+from tests.integration.helpers import call_api
+
+
+def test_submit_stores_the_payload_and_sends_only_the_id(stack):
+    status, headers, body = call_api(
+        "POST", "/tasks", {"task": "test.echo", "payload": {"x": [1, 2]}}
+    )
+    assert status == 202
+    assert body["task"] == "test.echo" and body["lane"] == "lambda" and body["status"] == "queued"
+    assert headers["location"] == f"/tasks/{body['id']}"
+    (message,) = stack.receive(stack.lambda_queue)
+    decoded = codec.decode(message["Body"])
+    assert decoded.task == "test.echo" and decoded.id == body["id"] and decoded.args == [body["id"]]
+    assert (
+        '"x"' not in message["Body"]
+        and "[1, 2]" not in codec.decode(message["Body"]).headers["argsrepr"]
+    )
+    (row,) = stack.query("SELECT payload FROM tasks WHERE id = :id", id=uuid.UUID(body["id"]))
+    assert row.payload == {"x": [1, 2]}
+
+
+def test_celery_lane_task_goes_to_the_celery_queue(stack):
+    status, _, body = call_api("POST", "/tasks", {"task": "math.primes", "payload": {"limit": 10}})
+    assert status == 202 and body["lane"] == "celery"
+    (message,) = stack.receive(stack.celery_queue)
+    assert codec.decode(message["Body"]).routing_key == "tl-celery"
+    assert stack.receive(stack.lambda_queue) == []
+
+
+def test_get_shows_the_task(stack):
+    _, _, created = call_api("POST", "/tasks", {"task": "test.echo", "payload": None})
+    status, _, body = call_api("GET", f"/tasks/{created['id']}")
+    assert status == 200
+    assert set(body) == {
+        "id",
+        "task",
+        "lane",
+        "status",
+        "attempts",
+        "result",
+        "error",
+        "created_at",
+        "updated_at",
+    }
+    assert body["status"] == "queued" and body["attempts"] == 0 and body["result"] is None
+
+
+@pytest.mark.parametrize("path", [f"/tasks/{uuid.uuid4()}", "/tasks/not-a-uuid"])
+def test_unknown_ids_are_404(stack, path):
+    status, _, body = call_api("GET", path)
+    assert status == 404 and body["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "code"),
+    [
+        ("{not json", 400, "invalid_request"),
+        ("", 400, "invalid_request"),
+        ("[1, 2]", 400, "invalid_request"),
+        ('{"payload": {}}', 400, "invalid_request"),
+        ('{"task": "test.echo"}', 400, "invalid_request"),
+        ('{"task": 7, "payload": {}}', 400, "invalid_request"),
+        ('{"task": "test.echo", "payload": {}, "extra": 1}', 400, "invalid_request"),
+        ('{"task": "no.such.task", "payload": {}}', 422, "unknown_task"),
+        ('{"task": "test.echo", "payload": "\\u0000"}', 400, "invalid_request"),
+    ],
+)
+def test_bad_input_is_a_json_4xx_and_stores_nothing(stack, raw, status, code):
+    got, headers, body = call_api("POST", "/tasks", raw=raw)
+    assert (got, body["error"]["code"]) == (status, code)
+    assert body["error"]["message"] and "Traceback" not in body["error"]["message"]
+    assert headers["content-type"] == "application/json"
+    assert stack.query("SELECT count(*) AS n FROM tasks")[0].n == 0
+    assert stack.receive(stack.lambda_queue) == []
+
+
+def test_payload_over_the_limit_is_413(stack, monkeypatch):
+    from tasklane.config import settings
+
+    monkeypatch.setenv("MAX_PAYLOAD_BYTES", "1000")
+    settings.cache_clear()
+    status, _, body = call_api("POST", "/tasks", {"task": "test.echo", "payload": "x" * 1001})
+    assert status == 413 and body["error"]["code"] == "payload_too_large"
+    status, _, _ = call_api("POST", "/tasks", {"task": "test.echo", "payload": "x" * 900})
+    assert status == 202
+
+
+def test_idempotency_key(stack):
+    request = {"task": "test.echo", "payload": {"n": 1}}
+    key = {"Idempotency-Key": "order-42"}
+    s1, _, first = call_api("POST", "/tasks", request, key)
+    s2, _, again = call_api("POST", "/tasks", request, key)
+    s3, _, conflict = call_api("POST", "/tasks", {"task": "test.echo", "payload": {"n": 2}}, key)
+    assert (s1, s2, s3) == (202, 200, 422)
+    assert again["id"] == first["id"]
+    assert conflict["error"]["code"] == "idempotency_conflict"
+    assert len(stack.receive(stack.lambda_queue)) == 1  # the replay sent nothing
+
+
+def test_batch_is_one_insert_and_batched_sends(stack):
+    from sqlalchemy import event
+
+    statements = []
+    engine = database.engine()
+    listener = lambda *a: statements.append(a[2])  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        tasks = [{"task": "test.echo", "payload": {"i": i}} for i in range(25)]
+        tasks.append({"task": "math.primes", "payload": {"limit": 100}})
+        status, _, body = call_api("POST", "/tasks/batch", {"tasks": tasks})
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert status == 202 and len(body["tasks"]) == 26
+    assert all(t["status"] == "queued" for t in body["tasks"])
+    assert [t["lane"] for t in body["tasks"]].count("celery") == 1
+    assert len([s for s in statements if "INSERT" in s.upper()]) == 1
+    assert stack.depth(stack.lambda_queue) == 25 and stack.depth(stack.celery_queue) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"tasks": []}, "1 to 100"),
+        ({"tasks": [{"task": "test.echo"}] * 101}, "1 to 100"),
+        ({"tasks": [{"task": "test.echo", "payload": 1}, {"task": "x"}]}, "tasks\\[1\\]"),
+    ],
+)
+def test_bad_batches_are_400(stack, body, message):
+    import re
+
+    status, _, got = call_api("POST", "/tasks/batch", body)
+    assert status == 400 and re.search(message, got["error"]["message"])
+
+
+def test_unknown_task_in_batch_is_422(stack):
+    status, _, got = call_api("POST", "/tasks/batch", {"tasks": [{"task": "nope", "payload": 1}]})
+    assert status == 422 and got["error"]["code"] == "unknown_task"
+
+
+def test_retry_only_failed_tasks(stack):
+    _, _, created = call_api("POST", "/tasks", {"task": "test.echo", "payload": 1})
+    status, _, body = call_api("POST", f"/tasks/{created['id']}/retry")
+    assert status == 409 and body["error"]["code"] == "conflict"
+    stack.query("SELECT 1")  # connection sanity
+    with database.engine().begin() as conn:
+        from sqlalchemy import text
+
+        conn.execute(
+            text("UPDATE tasks SET status = 'failed', attempts = 5 WHERE id = :id"),
+            {"id": uuid.UUID(created["id"])},
+        )
+    stack.receive(stack.lambda_queue)  # drain the first message
+    status, _, body = call_api("POST", f"/tasks/{created['id']}/retry")
+    assert status == 202 and body["status"] == "queued"
+    assert call_api("GET", f"/tasks/{created['id']}")[2]["attempts"] == 0
+    status, _, _ = call_api("POST", f"/tasks/{uuid.uuid4()}/retry")
+    assert status == 404
+
+
+def test_unknown_route_is_a_json_404(stack):
+    status, _, body = call_api("GET", "/nothing/here")
+    assert status == 404 and body["error"]["code"] == "not_found"
+
+
+def test_send_failure_leaves_the_task_pending_and_still_202(stack):
+    stack.sqs.delete_queue(QueueUrl=stack.lambda_queue)
+    status, _, body = call_api("POST", "/tasks", {"task": "test.echo", "payload": 1})
+    assert status == 202 and body["status"] == "pending"
+    assert call_api("GET", f"/tasks/{body['id']}")[2]["status"] == "pending"
+
+
+def test_database_down_is_503_and_sends_nothing(stack, monkeypatch):
+    from tasklane import service
+    from tasklane.config import settings
+    from tasklane.local.postgres import free_port
+
+    monkeypatch.setenv("DATABASE_URL", f"postgresql+pg8000://postgres@127.0.0.1:{free_port()}/x")
+    settings.cache_clear()
+    database.reset()
+    service.default_store.cache_clear()
+    try:
+        status, _, body = call_api("POST", "/tasks", {"task": "test.echo", "payload": 1})
+        assert status == 503 and body["error"]["code"] == "database_unavailable"
+        status, _, body = call_api("GET", f"/tasks/{uuid.uuid4()}")
+        assert status == 503
+    finally:
+        monkeypatch.undo()
+        settings.cache_clear()
+        database.reset()
+        service.default_store.cache_clear()
+    assert stack.receive(stack.lambda_queue) == []

@@ -1,0 +1,64 @@
+"""Tasks used by the tests (loaded through TASK_MODULES, like any project's tasks)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from tasklane import task
+
+
+@task(name="test.echo", lane="lambda")
+def echo(payload):
+    return {"echo": payload}
+
+
+@task(name="test.size", lane="lambda")
+def size(payload):
+    return {"chars": len(payload["data"])}
+
+
+@task(name="test.fail", lane="lambda")
+def fail(payload):
+    raise ValueError(f"always fails: {payload.get('why', 'no reason')}")
+
+
+@task(name="test.fail_twice", lane="lambda", max_attempts=2)
+def fail_twice(payload):
+    raise RuntimeError("fails on every attempt, two attempts allowed")
+
+
+@task(name="test.flaky", lane="lambda")
+def flaky(payload):
+    """Fails until it has run ``fail_times`` times; counts its runs in a file."""
+    marker = Path(payload["marker"])
+    runs = int(marker.read_text()) + 1 if marker.exists() else 1
+    marker.write_text(str(runs))
+    if runs <= payload["fail_times"]:
+        raise ConnectionError(f"transient failure {runs}")
+    return {"runs": runs}
+
+
+@task(name="test.ledger", lane="lambda")
+def ledger(payload):
+    """Appends one line per execution, so a test can count how often the task really ran."""
+    with open(payload["ledger"], "a") as f:
+        f.write(f"{payload['n']}\n")
+    return {"n": payload["n"]}
+
+
+@task(name="test.echo_celery", lane="celery")
+def echo_celery(payload):
+    return {"echo": payload, "pid": os.getpid()}
+
+
+@task(name="test.fail_celery", lane="celery")
+def fail_celery(payload):
+    raise ValueError("celery lane failure")
+
+
+@task(name="test.sleep_celery", lane="celery")
+def sleep_celery(payload):
+    time.sleep(payload["seconds"])
+    return {"slept": payload["seconds"]}

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+from tasklane.lifecycle import (
+    TERMINAL,
+    Status,
+    can_transition,
+    retry_delay_seconds,
+    status_after_failure,
+)
+
+
+def test_terminal_statuses_allow_only_a_retry_of_failed():
+    assert {Status.SUCCEEDED, Status.FAILED} == TERMINAL
+    assert not any(can_transition(Status.SUCCEEDED, s) for s in Status)
+    assert [s for s in Status if can_transition(Status.FAILED, s)] == [Status.PENDING]
+
+
+@pytest.mark.parametrize(
+    ("current", "target", "allowed"),
+    [
+        (Status.PENDING, Status.QUEUED, True),
+        (Status.PENDING, Status.RUNNING, True),  # consumer may beat the producer's queued update
+        (Status.QUEUED, Status.RUNNING, True),
+        (Status.RUNNING, Status.RUNNING, True),  # an expired lease re-claimed
+        (Status.RUNNING, Status.QUEUED, True),  # a failed attempt that will be retried
+        (Status.QUEUED, Status.SUCCEEDED, False),  # only a claim holder finishes a task
+        (Status.SUCCEEDED, Status.RUNNING, False),
+    ],
+)
+def test_transitions(current, target, allowed):
+    assert can_transition(current, target) is allowed
+
+
+def test_failure_ends_the_task_only_on_its_last_attempt():
+    assert status_after_failure(1, None) is Status.QUEUED
+    assert status_after_failure(99, None) is Status.QUEUED  # the DLQ decides
+    assert status_after_failure(1, 2) is Status.QUEUED
+    assert status_after_failure(2, 2) is Status.FAILED
+
+
+def test_back_off_grows_and_is_capped():
+    delays = [retry_delay_seconds(n) for n in range(1, 12)]
+    assert delays[:4] == [2, 4, 8, 16]
+    assert delays == sorted(delays)
+    assert max(delays) == 300
