@@ -237,6 +237,7 @@ def celery_worker(stack: Stack) -> Iterator[Worker]:
         yield worker.wait_ready()
     finally:
         worker.stop()
+        print("\n--- celery worker output ---\n" + "\n".join(worker.lines[-80:]))
 
 
 def wait_for(predicate, timeout: float = 30, interval: float = 0.1, what: str = "condition"):

@@ -10,6 +10,8 @@ def test_defaults():
     assert s.task_modules == DEFAULT_TASK_MODULES
     assert s.max_payload_bytes == 5 * 1024 * 1024
     assert s.database_url is None
+    assert s.lease_seconds == 900 and s.pending_grace_seconds == 60
+    assert Settings.from_env({"LEASE_SECONDS": "30"}).lease_seconds == 30
 
 
 def test_values_are_read_and_trimmed():

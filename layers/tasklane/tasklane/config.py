@@ -16,6 +16,8 @@ from tasklane.errors import ConfigurationError
 
 DEFAULT_TASK_MODULES = ("tasklane.examples",)
 DEFAULT_MAX_PAYLOAD_BYTES = 5 * 1024 * 1024
+DEFAULT_LEASE_SECONDS = 900
+DEFAULT_PENDING_GRACE_SECONDS = 60
 
 #: Environment variables the code reads (kept in one place for the template tests).
 ENV_VARS = (
@@ -45,9 +47,9 @@ class Settings:
     task_modules: tuple[str, ...] = DEFAULT_TASK_MODULES
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     #: How long a claim holds a task before another delivery may take it over (crashed consumer).
-    lease_seconds: int = 900
+    lease_seconds: int = DEFAULT_LEASE_SECONDS
     #: How long a task may stay ``pending`` before the reconciler sends it again.
-    pending_grace_seconds: int = 60
+    pending_grace_seconds: int = DEFAULT_PENDING_GRACE_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -81,8 +83,8 @@ class Settings:
                 else DEFAULT_TASK_MODULES
             ),
             max_payload_bytes=number("MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES),
-            lease_seconds=number("LEASE_SECONDS", cls.lease_seconds),
-            pending_grace_seconds=number("PENDING_GRACE_SECONDS", cls.pending_grace_seconds),
+            lease_seconds=number("LEASE_SECONDS", DEFAULT_LEASE_SECONDS),
+            pending_grace_seconds=number("PENDING_GRACE_SECONDS", DEFAULT_PENDING_GRACE_SECONDS),
         )
 
 
