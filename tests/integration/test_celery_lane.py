@@ -72,9 +72,11 @@ def test_a_stock_celery_worker_runs_our_messages_and_ignores_other_content(stack
         assert get(task_id)["result"]["echo"] == [1, "two"]
         assert get(task_id)["attempts"] == 1  # the pickle twin never ran
         wait_for(
-            lambda: any("ContentDisallowed" in line or "disallowed" in line.lower()
-                        for line in worker.lines),
-            30, what="content refused",
+            lambda: any(
+                "ContentDisallowed" in line or "disallowed" in line.lower() for line in worker.lines
+            ),
+            30,
+            what="content refused",
         )
     finally:
         worker.stop()

@@ -23,6 +23,8 @@ DEFAULT_PENDING_GRACE_SECONDS = 60
 ENV_VARS = (
     "DATABASE_URL",
     "DATABASE_SECRET_ARN",
+    "DATABASE_HOST",
+    "DATABASE_NAME",
     "LAMBDA_QUEUE_URL",
     "CELERY_QUEUE_URL",
     "LAMBDA_DLQ_URL",
@@ -40,6 +42,10 @@ class Settings:
 
     database_url: str | None = None
     database_secret_arn: str | None = None
+    #: Override the secret's host and database (RDS Proxy endpoint; managed master secrets hold
+    #: only the user name and password).
+    database_host: str | None = None
+    database_name: str | None = None
     lambda_queue_url: str | None = None
     celery_queue_url: str | None = None
     lambda_dlq_url: str | None = None
@@ -73,6 +79,8 @@ class Settings:
         return cls(
             database_url=text("DATABASE_URL"),
             database_secret_arn=text("DATABASE_SECRET_ARN"),
+            database_host=text("DATABASE_HOST"),
+            database_name=text("DATABASE_NAME"),
             lambda_queue_url=text("LAMBDA_QUEUE_URL"),
             celery_queue_url=text("CELERY_QUEUE_URL"),
             lambda_dlq_url=text("LAMBDA_DLQ_URL"),

@@ -16,16 +16,21 @@ from tasklane.config import Settings, settings
 from tasklane.errors import ConfigurationError
 
 
-def url_from_secret(secret: dict) -> URL:
-    """A SQLAlchemy URL from an RDS secret (host, port, username, password, dbname)."""
+def url_from_secret(secret: dict, host: str | None = None, database: str | None = None) -> URL:
+    """A SQLAlchemy URL from an RDS secret (username, password; host, port, dbname if present).
+
+    ``host`` and ``database`` override the secret's: an RDS-managed master secret holds only the
+    user name and password, and functions connect through RDS Proxy, not the cluster endpoint.
+    """
     try:
+        host = host or secret["host"]
         return URL.create(
             "postgresql+pg8000",
             username=secret["username"],
             password=secret["password"],
-            host=secret["host"],
+            host=host,
             port=int(secret.get("port", 5432)),
-            database=secret.get("dbname", "postgres"),
+            database=database or secret.get("dbname", "postgres"),
         )
     except KeyError as exc:
         raise ConfigurationError(f"database secret lacks {exc.args[0]!r}") from None
@@ -42,7 +47,9 @@ def database_url(config: Settings) -> URL:
     if config.database_url:
         return make_url(config.database_url)
     if config.database_secret_arn:
-        return url_from_secret(_read_secret(config.database_secret_arn))
+        return url_from_secret(
+            _read_secret(config.database_secret_arn), config.database_host, config.database_name
+        )
     raise ConfigurationError("set DATABASE_URL, or DATABASE_SECRET_ARN in AWS")
 
 

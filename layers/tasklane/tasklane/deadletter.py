@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from tasklane import codec
+from tasklane import codec, metrics
 from tasklane.broker import REASON_ATTRIBUTE
 from tasklane.errors import MessageDecodeError
 from tasklane.logs import logger, task_fields
@@ -38,6 +38,8 @@ def record_dead(record: SQSRecord, store: TaskStore) -> str:
         "message": reason or "the task's message reached the dead-letter queue",
     }
     marked = store.mark_dead(task_id, error)
+    if marked:
+        metrics.count(metrics.FAILED, "celery" if "celery" in record.event_source_arn else "lambda")
     logger.warning(
         "task dead-lettered",
         extra=task_fields(task_id, message.task, marked_failed=marked, reason=reason),

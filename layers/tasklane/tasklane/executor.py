@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from tasklane import registry
+from tasklane import metrics, registry
 from tasklane.errors import InvalidRequest, UnknownTask
 from tasklane.lifecycle import Status, retry_delay_seconds, status_after_failure
 from tasklane.logs import logger, task_fields
@@ -144,6 +144,7 @@ class Executor:
             logger.warning("claim lost before the result was stored", extra=fields)
             return Verdict(Outcome.DONE, "claim lost")
         logger.info("task succeeded", extra=fields)
+        metrics.count(metrics.SUCCEEDED, attempt.spec.lane)
         return Verdict(Outcome.SUCCEEDED)
 
     def _failed(self, attempt: Attempt, exc: Exception, fields: dict) -> Verdict:
@@ -155,7 +156,9 @@ class Executor:
         )
         if not stored:
             return Verdict(Outcome.DONE, "claim lost")
+        metrics.count(metrics.ATTEMPTS_FAILED, attempt.spec.lane)
         if status is Status.FAILED:
+            metrics.count(metrics.FAILED, attempt.spec.lane)
             return Verdict(Outcome.FAILED, f"{type(exc).__name__}: {exc}")
         return Verdict(
             Outcome.RETRY, f"{type(exc).__name__}: {exc}", retry_delay_seconds(attempt.number)

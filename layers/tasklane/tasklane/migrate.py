@@ -24,3 +24,44 @@ def current_revision(connection: Connection) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
     return MigrationContext.configure(connection).get_current_revision()
+
+
+def handle_custom_resource(event: dict, context: object) -> dict:
+    """The deploy-time migration: a CloudFormation custom resource that runs ``upgrade``.
+
+    Create and Update migrate (the resource's properties change with every new layer, so every
+    deploy runs it); Delete does nothing, because the schema and its data outlive the stack's
+    functions. The outcome is reported to CloudFormation's pre-signed URL; a failure fails the
+    deploy and CloudFormation rolls back.
+    """
+    import json
+    import urllib.request
+
+    from tasklane.logs import logger
+
+    status, reason = "SUCCESS", "schema is current"
+    if event.get("RequestType") in ("Create", "Update"):
+        try:
+            upgrade()
+        except Exception as exc:
+            logger.exception("migration failed")
+            status, reason = "FAILED", f"migration failed: {exc}"[:500]
+    response = {
+        "Status": status,
+        "Reason": reason,
+        "PhysicalResourceId": event.get("PhysicalResourceId") or "tasklane-schema",
+        "StackId": event.get("StackId"),
+        "RequestId": event.get("RequestId"),
+        "LogicalResourceId": event.get("LogicalResourceId"),
+        "Data": {},
+    }
+    if url := event.get("ResponseURL"):
+        body = json.dumps(response).encode()
+        request = urllib.request.Request(
+            url,
+            data=body,
+            method="PUT",
+            headers={"Content-Type": "", "Content-Length": str(len(body))},
+        )
+        urllib.request.urlopen(request, timeout=30).close()
+    return response

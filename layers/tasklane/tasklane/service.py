@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tasklane import broker, registry
+from tasklane import broker, metrics, registry
 from tasklane.config import Settings, settings
 from tasklane.errors import IdempotencyConflict, InvalidRequest, PayloadTooLarge
 from tasklane.lanes import Lane
@@ -99,6 +99,10 @@ def _send(records: Sequence[TaskRecord], store: TaskStore, config: Settings) -> 
     outgoing = [broker.Outgoing(r.id, r.task, Lane(r.lane)) for r in records]
     sent = broker.publish(outgoing, config)
     queued = store.mark_queued([r.id for r in records if r.id in sent])
+    for lane in Lane:
+        metrics.count(
+            metrics.SUBMITTED, lane, sum(o.lane is lane and o.id in sent for o in outgoing)
+        )
     return [replace(r, status=Status.QUEUED) if r.id in queued else r for r in records]
 
 
