@@ -59,7 +59,7 @@ class SqsEventSource:
 
     def gather(self) -> list[dict]:
         """One batch: long-poll until the batch is full or the batching window has passed."""
-        messages: list[dict] = []
+        messages: dict[str, dict] = {}  # by MessageId: a message seen again keeps its newest handle
         deadline = time.monotonic() + self.batching_window
         while len(messages) < self.batch_size:
             remaining = deadline - time.monotonic()
@@ -71,12 +71,12 @@ class SqsEventSource:
                 AttributeNames=["All"],
                 MessageAttributeNames=["All"],
             ).get("Messages", [])
-            messages.extend(got)
+            messages.update((m["MessageId"], m) for m in got)
             if not messages or time.monotonic() >= deadline:
                 break
             if not got and wait == 0:
                 time.sleep(min(0.05, max(0.0, remaining)))
-        return messages
+        return list(messages.values())
 
     def invoke(self, messages: list[dict]) -> InvocationResult:
         """Invoke the handler with these messages and settle them as Lambda would."""
@@ -89,8 +89,9 @@ class SqsEventSource:
         )
         future = self._pool.submit(self.handler, event, context)
         try:
-            response = future.result(timeout=self.timeout)
-        except concurrent.futures.TimeoutError:
+            # A moment of grace: a handler that enforces the deadline itself reports it first.
+            response = future.result(timeout=self.timeout + 1)
+        except TimeoutError:
             logger.warning(
                 "invocation timed out, its batch returns to the queue",
                 extra={"function": self.function_name, "records": len(messages)},

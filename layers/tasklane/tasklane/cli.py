@@ -1,0 +1,311 @@
+"""``tasklane``: run the local stack, invoke functions, manage the schema, look at tasks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from tasklane.errors import TasklaneError
+
+console = Console()
+err = Console(stderr=True)
+STATUS_STYLE = {
+    "pending": "yellow",
+    "queued": "cyan",
+    "running": "blue",
+    "succeeded": "green",
+    "failed": "red",
+}
+
+
+def _use_local_stack(data_dir: Path) -> dict | None:
+    """Point DATABASE_URL at a running ``tasklane dev`` when none is set."""
+    from tasklane.local.stack import read_state
+
+    state = read_state(data_dir)
+    if state and not os.environ.get("DATABASE_URL"):
+        os.environ["DATABASE_URL"] = state["database_url"]
+    return state
+
+
+def _age(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    seconds = int((datetime.now(UTC) - moment).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from tasklane.local import logstream
+    from tasklane.local.stack import LocalStack, Options
+
+    logstream.install()
+    options = Options(
+        template=args.template,
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        postgres_port=args.postgres_port,
+        parameters=dict(p.split("=", 1) for p in args.parameter_overrides),
+        celery_worker=not args.no_worker,
+        worker_concurrency=args.worker_concurrency,
+    )
+    stack = LocalStack(options).start()
+    logstream.set_part("stack")
+    print("tasklane local stack is up\n" + stack.banner())
+    stack.wait()
+    return 0
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    from tasklane.local.events import LambdaContext
+    from tasklane.local.functions import load_handler
+    from tasklane.local.template import Template
+
+    _use_local_stack(args.data_dir)
+    template = Template.load(args.template, dict(p.split("=", 1) for p in args.parameter_overrides))
+    fn = template.function(args.function)
+    for key, value in fn.environment.items():
+        if key in os.environ:
+            continue
+        try:
+            resolved = template.resolve(value, _local_refs(args.data_dir))
+        except TasklaneError:
+            continue  # an AWS-only resource; the local stack's DATABASE_URL stands in
+        os.environ[key] = str(resolved)
+    event = json.loads(Path(args.event).read_text()) if args.event else {}
+    handler = load_handler(fn.code_uri, fn.handler, fn.logical_id)
+    context = LambdaContext(
+        function_name=fn.logical_id, timeout_seconds=fn.timeout, memory_limit_in_mb=fn.memory
+    )
+    response = handler(event, context)
+    print(json.dumps(response, indent=2, default=str))
+    return 0
+
+
+def _local_refs(data_dir: Path) -> dict[str, Any]:
+    """Queue logical ids → URLs/ARNs/names of a running local stack (empty when none runs)."""
+    from tasklane.lanes import queue_name
+    from tasklane.local.events import queue_arn
+    from tasklane.local.stack import read_state
+
+    state = read_state(data_dir) or {}
+    if state.get("sqs_endpoint"):
+        os.environ.setdefault("AWS_ENDPOINT_URL_SQS", state["sqs_endpoint"])
+        from tasklane.local.sqs import FAKE_CREDENTIALS
+
+        for key, value in FAKE_CREDENTIALS.items():
+            os.environ.setdefault(key, value)
+    refs: dict[str, Any] = {}
+    for logical_id, url in (state.get("queues") or {}).items():
+        name = queue_name(url)
+        refs |= {
+            logical_id: url,
+            f"{logical_id}.Arn": queue_arn(name),
+            f"{logical_id}.QueueName": name,
+        }
+    return refs
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from tasklane import migrate
+
+    _use_local_stack(args.data_dir)
+    migrate.upgrade()
+    console.print("[green]schema is current[/green]")
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from tasklane.lifecycle import Status
+    from tasklane.service import default_store
+
+    _use_local_stack(args.data_dir)
+    records = default_store().recent(args.limit, Status(args.status) if args.status else None)
+    table = Table(title=f"{len(records)} most recent tasks", title_justify="left")
+    for column in ("id", "task", "lane", "status", "attempts", "age"):
+        table.add_column(column, justify="right" if column in ("attempts", "age") else "left")
+    for r in records:
+        style = STATUS_STYLE.get(r.status, "")
+        table.add_row(
+            str(r.id),
+            r.task,
+            r.lane,
+            f"[{style}]{r.status}[/{style}]",
+            str(r.attempts),
+            _age(r.created_at),
+        )
+    console.print(table)
+    return 0
+
+
+def _print_task(task: dict) -> None:
+    style = STATUS_STYLE.get(task["status"], "")
+    console.print(
+        f"[bold]{task['id']}[/bold]  {task['task']} ({task['lane']} lane)  "
+        f"[{style}]{task['status']}[/{style}]  attempts {task['attempts']}"
+    )
+    if task.get("result") is not None:
+        console.print_json(json.dumps(task["result"]))
+    if task.get("error"):
+        console.print(f"[red]{task['error'].get('type')}: {task['error'].get('message')}[/red]")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from tasklane import api, service
+
+    _use_local_stack(args.data_dir)
+    detail = json.loads(json.dumps(api.detail(service.get_task(args.id)), default=str))
+    _print_task(detail)
+    return 0
+
+
+def _request(method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=35) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from tasklane.local.stack import read_state
+
+    raw = Path(args.payload[1:]).read_text() if args.payload.startswith("@") else args.payload
+    try:
+        payload = json.loads(raw)
+    except ValueError as exc:
+        raise TasklaneError(f"--payload is not JSON: {exc}") from None
+    api_url = args.api or (read_state(args.data_dir) or {}).get("api") or "http://127.0.0.1:3000"
+    try:
+        status, body = _request("POST", f"{api_url}/tasks", {"task": args.name, "payload": payload})
+    except urllib.error.URLError as exc:
+        raise TasklaneError(
+            f"cannot reach {api_url} ({exc.reason}): is `tasklane dev` running?"
+        ) from None
+    if status >= 400:
+        err.print(f"[red]{status} {body['error']['code']}: {body['error']['message']}[/red]")
+        return 1
+    console.print(f"submitted [bold]{body['id']}[/bold] ({body['lane']} lane, {body['status']})")
+    if not args.wait:
+        return 0
+    deadline = time.monotonic() + args.timeout
+    with console.status("waiting…") as spinner:
+        while time.monotonic() < deadline:
+            _, task = _request("GET", f"{api_url}/tasks/{body['id']}")
+            spinner.update(f"{task['status']} (attempt {task['attempts']})…")
+            if task["status"] in ("succeeded", "failed"):
+                break
+            time.sleep(0.3)
+    _print_task(task)
+    return 0 if task["status"] == "succeeded" else 1
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from tasklane import service
+
+    _use_local_stack(args.data_dir)
+    _local_refs(args.data_dir)
+    record = service.retry_task(args.id)
+    console.print(f"{record.id} is {record.status} again")
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from tasklane import service
+
+    _use_local_stack(args.data_dir)
+    _local_refs(args.data_dir)
+    records = service.reconcile()
+    console.print(
+        f"re-sent {sum(r.status == 'queued' for r in records)} of {len(records)} pending tasks"
+    )
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="tasklane", description=__doc__)
+    top.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(".tasklane"),
+        help="where the local stack keeps its state (default .tasklane)",
+    )
+    sub = top.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="run the whole pipeline locally (no Docker, no AWS)")
+    dev.add_argument("--template", type=Path, default=Path("template.yaml"))
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=3000, help="HTTP API port (default 3000)")
+    dev.add_argument("--postgres-port", type=int, default=54329)
+    dev.add_argument("--parameter-overrides", nargs="*", default=[], metavar="KEY=VALUE")
+    dev.add_argument("--no-worker", action="store_true", help="do not start a celery worker")
+    dev.add_argument("--worker-concurrency", type=int, default=2)
+    dev.set_defaults(run=cmd_dev)
+
+    invoke = sub.add_parser("invoke", help="invoke one function of template.yaml with an event")
+    invoke.add_argument("function", help="the function's logical id, e.g. ConsumerFunction")
+    invoke.add_argument("--event", "-e", help="a JSON event file (events/)")
+    invoke.add_argument("--template", type=Path, default=Path("template.yaml"))
+    invoke.add_argument("--parameter-overrides", nargs="*", default=[], metavar="KEY=VALUE")
+    invoke.set_defaults(run=cmd_invoke)
+
+    sub.add_parser("migrate", help="create or upgrade the schema").set_defaults(run=cmd_migrate)
+
+    tasks = sub.add_parser("tasks", help="list recent tasks")
+    tasks.add_argument("--limit", type=int, default=20)
+    tasks.add_argument("--status", choices=list(STATUS_STYLE))
+    tasks.set_defaults(run=cmd_tasks)
+
+    show = sub.add_parser("show", help="show one task with its result or error")
+    show.add_argument("id")
+    show.set_defaults(run=cmd_show)
+
+    submit = sub.add_parser("submit", help="submit a task through the local HTTP API")
+    submit.add_argument("name")
+    submit.add_argument("--payload", default="null", help="JSON, or @file")
+    submit.add_argument("--api", help="API base URL (default: the running local stack)")
+    submit.add_argument("--wait", action="store_true", help="wait until the task ends")
+    submit.add_argument("--timeout", type=float, default=300)
+    submit.set_defaults(run=cmd_submit)
+
+    retry = sub.add_parser("retry", help="re-queue a failed task")
+    retry.add_argument("id")
+    retry.set_defaults(run=cmd_retry)
+
+    reconcile = sub.add_parser("reconcile", help="re-send tasks left pending")
+    reconcile.set_defaults(run=cmd_reconcile)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except TasklaneError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

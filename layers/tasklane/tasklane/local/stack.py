@@ -1,0 +1,555 @@
+"""``tasklane dev``: the whole application of ``template.yaml`` on one machine, no Docker, no AWS.
+
+- Postgres: a cluster under ``.tasklane/postgres`` (kept across restarts), or ``DATABASE_URL``;
+  migrations applied.
+- SQS: moto's server on loopback, or ``AWS_ENDPOINT_URL_SQS``; every ``AWS::SQS::Queue`` of the
+  template created with its attributes and redrive policy.
+- The HTTP API: every ``HttpApi`` event of the template's functions, served on
+  ``http://127.0.0.1:3000``; each request becomes a payload-format-2.0 event for the function.
+- Every ``SQS`` event becomes an emulated event source mapping; every ``Schedule``/``ScheduleV2``
+  event a timer.
+- A real ``celery worker`` process on the celery lane's queue.
+
+Functions run in this process, in their own threads, with their template environment (Globals and
+their own, ``!Ref``/``!GetAtt`` of queues resolved to the local ones) and a Lambda context.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from tasklane.errors import ConfigurationError
+from tasklane.local import logstream
+from tasklane.local.events import LambdaContext, http_event, queue_arn, schedule_event
+from tasklane.local.eventsource import SqsEventSource
+from tasklane.local.postgres import LocalPostgres, free_port, port_is_free
+from tasklane.local.runtime import FunctionPool, InvocationError
+from tasklane.local.sqs import FAKE_CREDENTIALS, MotoServer, QueueSpec, create_queues
+from tasklane.local.template import Function, Template
+from tasklane.logs import logger
+
+STATE_FILE = "stack.json"
+API_TIMEOUT_S = 30  # API Gateway's integration timeout
+API_MAX_BODY = 6 * 1024 * 1024  # Lambda's synchronous request payload limit
+QUEUE_ATTRIBUTES = (
+    "VisibilityTimeout",
+    "MessageRetentionPeriod",
+    "DelaySeconds",
+    "MaximumMessageSize",
+    "ReceiveMessageWaitTimeSeconds",
+)
+_RATE = re.compile(r"rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)")
+_UNIT = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+@dataclass
+class Options:
+    template: Path = Path("template.yaml")
+    host: str = "127.0.0.1"
+    port: int = 3000
+    data_dir: Path = Path(".tasklane")
+    postgres_port: int = 54329
+    sqs_port: int | None = None
+    parameters: dict[str, str] = field(default_factory=dict)
+    celery_worker: bool = True
+    worker_concurrency: int = 2
+
+
+@dataclass
+class Route:
+    method: str
+    path: str
+    pattern: re.Pattern
+    function: str
+
+    @classmethod
+    def of(cls, method: str, path: str, function: str) -> Route:
+        regex = re.sub(r"\\\{(\w+)\\\+\\\}", r"(?P<\1>.+)", re.escape(path))
+        regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", regex)
+        return cls(method.upper(), path, re.compile(f"^{regex}$"), function)
+
+    @property
+    def specificity(self) -> tuple[int, int]:
+        return (self.path.count("{"), -len(self.path))
+
+
+class LocalStack:
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.template = Template.load(options.template, options.parameters)
+        self.stop_event = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.processes: list[subprocess.Popen] = []
+        self.sources: list[SqsEventSource] = []
+        self.refs: dict[str, Any] = {}
+        self.routes: list[Route] = []
+        self.handlers: dict[str, FunctionPool] = {}
+        self.environments: dict[str, dict[str, str]] = {}
+        self.functions: dict[str, Function] = {}
+        self.postgres: LocalPostgres | None = None
+        self.moto: MotoServer | None = None
+        self.server: http.server.ThreadingHTTPServer | None = None
+        self.database_url = ""
+        self.sqs_endpoint = ""
+        self.celery_queue: str | None = None
+
+    # -- start --------------------------------------------------------------------------------
+    def start(self) -> LocalStack:
+        if not port_is_free(self.options.port, self.options.host):
+            raise ConfigurationError(
+                f"port {self.options.port} is taken: stop what uses it (another `tasklane dev`?) "
+                "or pass --port"
+            )
+        self.options.data_dir.mkdir(parents=True, exist_ok=True)
+        logstream.set_part("stack")
+        try:
+            self._start_database()
+            self._start_sqs()
+            self._load_functions()
+            self._start_api()
+            self._start_event_sources()
+            self._start_schedules()
+            if self.options.celery_worker:
+                self._start_worker()
+            self._write_state()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_database(self) -> None:
+        from sqlalchemy import create_engine
+
+        from tasklane import migrate
+
+        if url := os.environ.get("DATABASE_URL"):
+            self.database_url = url
+        else:
+            data = (self.options.data_dir / "postgres").resolve()
+            self.postgres = LocalPostgres(data, self.options.postgres_port).start()
+            self.postgres.create_database("tasklane")
+            self.database_url = self.postgres.url("tasklane")
+        engine = create_engine(self.database_url)
+        try:
+            with engine.begin() as conn:
+                migrate.upgrade(conn)
+        finally:
+            engine.dispose()
+        logger.info("postgres ready, schema migrated", extra={"url": self.database_url})
+
+    def _start_sqs(self) -> None:
+        import boto3
+
+        for key, value in FAKE_CREDENTIALS.items():
+            os.environ.setdefault(key, value)
+        if endpoint := os.environ.get("AWS_ENDPOINT_URL_SQS"):
+            self.sqs_endpoint = endpoint
+        else:
+            self.moto = MotoServer(self.options.sqs_port or free_port())
+            self.moto.start(log=subprocess.PIPE)
+            assert self.moto.process is not None
+            # moto logs every request; only its errors are worth a line
+            quiet = re.compile(r'" (200|201|204) -$')
+            self.threads.append(logstream.pipe(self.moto.process, "sqs", quiet))
+            self.sqs_endpoint = self.moto.endpoint
+            os.environ["AWS_ENDPOINT_URL_SQS"] = self.sqs_endpoint
+        self.sqs = boto3.client("sqs", endpoint_url=self.sqs_endpoint)
+        specs = [
+            self._queue_spec(lid, res) for lid, res in self.template.of_type("AWS::SQS::Queue")
+        ]
+        urls = create_queues(self.sqs, specs)
+        for spec in specs:
+            url = urls[spec.logical_id]
+            self.refs |= {
+                spec.logical_id: url,
+                f"{spec.logical_id}.Arn": queue_arn(spec.name),
+                f"{spec.logical_id}.QueueName": spec.name,
+                f"{spec.logical_id}.QueueUrl": url,
+            }
+        logger.info("queues ready", extra={"queues": {s.logical_id: s.name for s in specs}})
+
+    def _queue_spec(self, logical_id: str, resource: dict) -> QueueSpec:
+        props = resource.get("Properties") or {}
+        name = self.template.resolve(props.get("QueueName"), {}) or f"tasklane-local-{logical_id}"
+        attributes = {
+            key: str(self.template.resolve(props[key], {}))
+            for key in QUEUE_ATTRIBUTES
+            if key in props
+        }
+        redrive = props.get("RedrivePolicy")
+        target = max_receives = None
+        if redrive:
+            target_arn = redrive["deadLetterTargetArn"]
+            if not (isinstance(target_arn, dict) and "Fn::GetAtt" in target_arn):
+                raise ConfigurationError(f"{logical_id}: RedrivePolicy must !GetAtt a queue's Arn")
+            target = target_arn["Fn::GetAtt"][0]
+            max_receives = int(self.template.resolve(redrive["maxReceiveCount"], {}))
+        return QueueSpec(logical_id, name, attributes, target, max_receives)
+
+    def _environment(self, fn: Function) -> dict[str, str]:
+        env = {}
+        for key, value in fn.environment.items():
+            try:
+                resolved = self.template.resolve(value, self.refs)
+            except ConfigurationError:
+                resolved = ""  # an AWS-only resource (e.g. the database secret): not used locally
+            env[key] = "" if resolved is None else str(resolved)
+        env["DATABASE_URL"] = self.database_url
+        env.pop("POWERTOOLS_METRICS_NAMESPACE", None)  # no metric lines in the local log stream
+        return env
+
+    def _load_functions(self) -> None:
+        """Start each function's warm "container" (a child process with its own environment)."""
+        layers = [
+            str(self.template.path.parent / str(layer["Properties"].get("ContentUri", "")))
+            for _, layer in self.template.of_type("AWS::Serverless::LayerVersion")
+        ]
+        for fn in self.template.functions(self.refs):
+            env = self._environment(fn)
+            pool = FunctionPool(
+                fn.code_uri,
+                fn.handler,
+                fn.logical_id,
+                os.environ | env,
+                timeout=fn.timeout,
+                memory=fn.memory,
+                layers=layers,
+            )
+            pool.warm()
+            self.functions[fn.logical_id] = fn
+            self.handlers[fn.logical_id] = pool
+            self.environments[fn.logical_id] = env
+            self.celery_queue = self.celery_queue or env.get("CELERY_QUEUE_URL") or None
+
+    # -- HTTP API -----------------------------------------------------------------------------
+    def _start_api(self) -> None:
+        for fn in self.functions.values():
+            for event in fn.events.values():
+                if event.get("Type") == "HttpApi":
+                    props = event.get("Properties") or {}
+                    self.routes.append(
+                        Route.of(
+                            props.get("Method", "ANY"),
+                            props.get("Path", "/{proxy+}"),
+                            fn.logical_id,
+                        )
+                    )
+        self.routes.sort(key=lambda r: r.specificity)
+        stack = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, fmt: str, *args: Any) -> None:
+                logstream.set_part("api")
+                sys.stdout.write(f'{self.address_string()} "{self.requestline}" {args[1]}\n')
+
+            def _serve(self) -> None:
+                status, headers, body = stack.handle_http(self)
+                self.send_response(status)
+                for key, value in headers:
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
+
+        self.server = http.server.ThreadingHTTPServer(
+            (self.options.host, self.options.port), Handler
+        )
+        self.server.daemon_threads = True
+        thread = threading.Thread(target=self.server.serve_forever, name="api", daemon=True)
+        thread.start()
+        self.threads.append(thread)
+        self.api_pool = ThreadPoolExecutor(8, thread_name_prefix="invoke")
+
+    def handle_http(self, request: http.server.BaseHTTPRequestHandler) -> tuple[int, list, bytes]:
+        """One HTTP request → the route's function → an HTTP response, as API Gateway does."""
+        url = urlsplit(request.path)
+        method = request.command
+        length = int(request.headers.get("Content-Length") or 0)
+        if length > API_MAX_BODY:
+            return _plain(413, "Request Entity Too Large")
+        raw = request.rfile.read(length) if length else None
+        for route in self.routes:
+            match = route.pattern.match(url.path)
+            if match and route.method in (method, "ANY"):
+                break
+        else:
+            return _plain(404, "Not Found")
+        fn = self.functions[route.function]
+        event = http_event(
+            method,
+            url.path,
+            route_key=f"{route.method} {route.path}",
+            path_parameters=match.groupdict() or None,
+            headers=dict(request.headers.items()),
+            query=url.query,
+            body=raw,
+        )
+        timeout = min(fn.timeout, API_TIMEOUT_S)
+        context = LambdaContext(
+            function_name=fn.logical_id, timeout_seconds=timeout, memory_limit_in_mb=fn.memory
+        )
+        future = self.api_pool.submit(self.handlers[fn.logical_id], event, context)
+        try:
+            response = future.result(timeout=timeout + 1)
+        except (FutureTimeout, InvocationError) as exc:
+            logger.warning(
+                "invocation failed", extra={"function": fn.logical_id, "error": str(exc)}
+            )
+            return _plain(503, "Service Unavailable")
+        return _http_response(response)
+
+    # -- event sources, schedules, worker -------------------------------------------------------
+    def _start_event_sources(self) -> None:
+        arns = {v: k[: -len(".Arn")] for k, v in self.refs.items() if k.endswith(".Arn")}
+        for fn in self.functions.values():
+            for name, event in fn.events.items():
+                if event.get("Type") != "SQS":
+                    continue
+                props = event.get("Properties") or {}
+                if not self.template.resolve(props.get("Enabled", True), self.refs):
+                    continue
+                arn = self.template.resolve(props["Queue"], self.refs)
+                source = SqsEventSource(
+                    self.sqs,
+                    self.refs[arns[arn]],
+                    arn,
+                    self.handlers[fn.logical_id],
+                    function_name=fn.logical_id,
+                    batch_size=int(self.template.resolve(props.get("BatchSize", 10), self.refs)),
+                    batching_window=float(
+                        self.template.resolve(
+                            props.get("MaximumBatchingWindowInSeconds", 0), self.refs
+                        )
+                    ),
+                    report_batch_item_failures="ReportBatchItemFailures"
+                    in (props.get("FunctionResponseTypes") or []),
+                    timeout=fn.timeout,
+                    memory_mb=fn.memory,
+                )
+                self.sources.append(source)
+                self._thread(f"{fn.logical_id}.{name}", fn.logical_id, source.run, self.stop_event)
+
+    def _start_schedules(self) -> None:
+        for fn in self.functions.values():
+            for name, event in fn.events.items():
+                if event.get("Type") not in ("Schedule", "ScheduleV2"):
+                    continue
+                props = event.get("Properties") or {}
+                expression = str(
+                    self.template.resolve(
+                        props.get("ScheduleExpression") or props.get("Schedule"), self.refs
+                    )
+                )
+                state = str(props.get("State", "ENABLED")).upper()
+                if state == "DISABLED" or props.get("Enabled") is False:
+                    continue
+                match = _RATE.fullmatch(expression.strip())
+                if not match:
+                    logger.warning(
+                        "only rate() schedules run locally; use `tasklane invoke`",
+                        extra={"function": fn.logical_id, "schedule": expression},
+                    )
+                    continue
+                every = int(match.group(1)) * _UNIT[match.group(2).rstrip("s")]
+                rule = f"arn:aws:scheduler:us-east-1:123456789012:schedule/default/{fn.logical_id}{name}"
+                self._thread(f"{fn.logical_id}.{name}", fn.logical_id, self._tick, fn, rule, every)
+
+    def _tick(self, fn: Function, rule: str, every: float) -> None:
+        while not self.stop_event.wait(every):
+            context = LambdaContext(function_name=fn.logical_id, timeout_seconds=fn.timeout)
+            try:
+                self.handlers[fn.logical_id](schedule_event(rule), context)
+            except Exception:
+                logger.exception("scheduled invocation failed", extra={"function": fn.logical_id})
+
+    def _thread(self, name: str, part: str, target: Callable, *args: Any) -> None:
+        def run() -> None:
+            logstream.set_part(part)
+            target(*args)
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def _start_worker(self) -> None:
+        if not self.celery_queue:
+            logger.warning("no CELERY_QUEUE_URL in the template: no celery worker started")
+            return
+        from tasklane.lanes import queue_name
+
+        env = next(e for e in self.environments.values() if e.get("CELERY_QUEUE_URL"))
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tasklane.worker",
+            "worker",
+            "-Q",
+            queue_name(self.celery_queue),
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            str(self.options.worker_concurrency),
+            "--without-mingle",
+            "--without-gossip",
+            "--without-heartbeat",
+        ]
+        process = subprocess.Popen(
+            command,
+            env=os.environ | env | {"PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # Ctrl-C reaches the stack, which stops the worker in order
+        )
+        self.processes.append(process)
+        self.threads.append(logstream.pipe(process, "celery"))
+
+    # -- state, banner, stop --------------------------------------------------------------------
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.options.host}:{self.options.port}"
+
+    def _write_state(self) -> None:
+        state = {
+            "api": self.api_url,
+            "database_url": self.database_url,
+            "sqs_endpoint": self.sqs_endpoint,
+            "queues": {k: v for k, v in self.refs.items() if "." not in k},
+            "pid": os.getpid(),
+            "children": self.child_pids(),
+        }
+        (self.options.data_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+    def child_pids(self) -> list[int]:
+        pids = [p.pid for p in self.processes]
+        if self.moto and self.moto.process:
+            pids.append(self.moto.process.pid)
+        for pool in self.handlers.values():
+            pids += pool.pids
+        return pids
+
+    def banner(self) -> str:
+        lines = [
+            f"HTTP API        {self.api_url}  ({len(self.routes)} routes from {self.template.path.name})",
+        ]
+        for route in self.routes:
+            lines.append(f"  {route.method:<6} {route.path:<22} → {route.function}")
+        lines.append(f"Postgres        {self.database_url}")
+        lines.append(f"SQS (moto)      {self.sqs_endpoint}")
+        for source in self.sources:
+            lines.append(
+                f"  {source.queue_url.rsplit('/', 1)[-1]:<22} → {source.function_name}"
+                f" (batch {source.batch_size}, window {source.batching_window:g}s,"
+                f" {'partial failures' if source.report_batch_item_failures else 'all or nothing'})"
+            )
+        if self.processes:
+            lines.append(f"Celery worker   pid {self.processes[0].pid} on {self.celery_queue}")
+        lines += [
+            "",
+            "Submit a task:",
+            f"  curl -s -X POST {self.api_url}/tasks -H 'content-type: application/json' \\",
+            """    -d '{"task": "text.wordcount", "payload": {"text": "hello local world"}}'""",
+            "  tasklane submit math.primes --payload '{\"limit\": 1000000}' --wait",
+            "  tasklane tasks",
+            "Ctrl-C stops everything.",
+        ]
+        return "\n".join(lines)
+
+    def wait(self) -> None:
+        """Block until Ctrl-C or SIGTERM, then stop everything."""
+        previous = signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
+        try:
+            while not self.stop_event.wait(0.5):
+                for process in self.processes:
+                    if process.poll() is not None:
+                        logger.error("the celery worker exited", extra={"code": process.returncode})
+                        self.processes.remove(process)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            self.stop()
+
+    def stop(self) -> None:
+        logstream.set_part("stack")
+        self.stop_event.set()
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)  # Celery's warm shutdown
+        deadline = time.monotonic() + 30
+        for process in self.processes:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
+        for source in self.sources:
+            source.close()
+        for pool in self.handlers.values():
+            pool.close()
+        for thread in self.threads:
+            if thread.name != "api":
+                thread.join(timeout=5)
+        if self.moto:
+            self.moto.stop()
+            self.moto = None
+        if self.postgres:
+            self.postgres.stop()
+            self.postgres = None
+        (self.options.data_dir / STATE_FILE).unlink(missing_ok=True)
+        logger.info("local stack stopped")
+
+
+def _plain(status: int, message: str) -> tuple[int, list, bytes]:
+    return status, [("Content-Type", "application/json")], json.dumps({"message": message}).encode()
+
+
+def _http_response(response: Any) -> tuple[int, list, bytes]:
+    """A payload-format-2.0 Lambda response as HTTP (a bare value means 200 and JSON)."""
+    import base64
+
+    if not (isinstance(response, dict) and "statusCode" in response):
+        body = response if isinstance(response, str) else json.dumps(response)
+        return 200, [("Content-Type", "application/json")], body.encode()
+    headers = [(k, str(v)) for k, v in (response.get("headers") or {}).items()]
+    for key, values in (response.get("multiValueHeaders") or {}).items():
+        headers += [(key, str(v)) for v in values]
+    headers += [("Set-Cookie", c) for c in response.get("cookies") or []]
+    body = response.get("body") or ""
+    data = base64.b64decode(body) if response.get("isBase64Encoded") else str(body).encode()
+    return int(response["statusCode"]), headers, data
+
+
+def read_state(data_dir: Path = Path(".tasklane")) -> dict | None:
+    """What a running ``tasklane dev`` wrote about itself (for the other CLI commands)."""
+    path = data_dir / STATE_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,227 @@
+"""`tasklane dev` end to end, started as a user starts it, stopped as a user stops it (Ctrl-C)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from tasklane.local.postgres import free_port
+
+from tests.conftest import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+MAX_RECEIVES = 5  # template.yaml's MaxReceiveCount default
+
+
+def http(method: str, url: str, body=None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+class Stack:
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="tasklane-e2e-"))
+        self.dir.chmod(0o755)  # as root, Postgres runs as the postgres user and must reach it
+        self.port = free_port()
+        self.lines: list[str] = []
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("DATABASE_URL", "AWS_ENDPOINT_URL_SQS") and not k.endswith("_QUEUE_URL")
+        }
+        env |= {"PYTHONPATH": str(ROOT)}
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tasklane.cli",
+                "--data-dir",
+                str(self.dir / "state"),
+                "dev",
+                "--port",
+                str(self.port),
+                "--postgres-port",
+                str(free_port()),
+                "--parameter-overrides",
+                "TaskModules=tasklane.examples,tests.tasks",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # its own process group, like a terminal's job
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip())
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def state(self) -> dict:
+        return json.loads((self.dir / "state" / "stack.json").read_text())
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "tasklane.cli", "--data-dir", str(self.dir / "state"), *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=os.environ
+            | {
+                "PYTHONPATH": str(ROOT),
+                "COLUMNS": "200",
+                "TASK_MODULES": "tasklane.examples,tests.tasks",
+            }
+            | {"DATABASE_URL": ""},
+        )
+
+
+@pytest.fixture(scope="module")
+def local_stack():
+    stack = Stack()
+    try:
+        wait_for(
+            lambda: "local stack is up" in stack.output() or stack.process.poll() is not None,
+            120,
+            what="tasklane dev to start",
+        )
+        assert stack.process.poll() is None, stack.output()
+        yield stack
+    finally:
+        if stack.process.poll() is None:
+            os.killpg(stack.process.pid, signal.SIGKILL)
+        print(stack.output()[-20000:])
+
+
+def submit(stack: Stack, task: str, payload) -> str:
+    status, body = http("POST", f"{stack.api}/tasks", {"task": task, "payload": payload})
+    assert status == 202, body
+    return body["id"]
+
+
+def final(stack: Stack, task_id: str, timeout: float = 60) -> dict:
+    def done():
+        _, task = http("GET", f"{stack.api}/tasks/{task_id}")
+        return task if task["status"] in ("succeeded", "failed") else None
+
+    return wait_for(done, timeout, interval=0.3, what=f"task {task_id}")
+
+
+@pytest.mark.slow
+def test_both_lanes_run_tasks_submitted_over_http(local_stack):
+    lambda_ids = [submit(local_stack, "text.wordcount", {"text": f"a b c {i}"}) for i in range(5)]
+    celery_ids = [submit(local_stack, "math.primes", {"limit": 50_000}) for _ in range(2)]
+    for task_id in lambda_ids:
+        task = final(local_stack, task_id)
+        assert task["status"] == "succeeded" and task["lane"] == "lambda"
+        assert task["result"]["words"] == 4
+    for task_id in celery_ids:
+        task = final(local_stack, task_id)
+        assert task["status"] == "succeeded" and task["result"]["count"] == 5133
+    status, body = http(
+        "POST",
+        f"{local_stack.api}/tasks/batch",
+        {"tasks": [{"task": "test.echo", "payload": i} for i in range(12)]},
+    )
+    assert status == 202
+    for task in body["tasks"]:
+        assert final(local_stack, task["id"])["result"] == {"echo": body["tasks"].index(task)}
+
+
+@pytest.mark.slow
+def test_the_api_speaks_json_errors(local_stack):
+    status, body = http("POST", f"{local_stack.api}/tasks", {"task": "no.such", "payload": 1})
+    assert status == 422 and body["error"]["code"] == "unknown_task"
+    status, body = http("GET", f"{local_stack.api}/tasks/does-not-exist")
+    assert status == 404 and body["error"]["code"] == "not_found"
+    status, body = http("DELETE", f"{local_stack.api}/tasks")
+    assert status == 404  # no such route in template.yaml: API Gateway's own 404
+
+
+@pytest.mark.slow
+def test_an_always_failing_task_dead_letters_and_ends_failed(local_stack):
+    task_id = submit(local_stack, "test.fail", {"why": "e2e"})
+    task = final(local_stack, task_id, timeout=150)
+    assert task["status"] == "failed"
+    assert task["attempts"] == MAX_RECEIVES  # every delivery ran; then the redrive policy moved it
+    assert task["error"] == {"type": "ValueError", "message": "always fails: e2e"}
+    wait_for(
+        lambda: any("task dead-lettered" in line and task_id in line for line in local_stack.lines),
+        10,
+        what="the dead-letter function",
+    )
+
+
+@pytest.mark.slow
+def test_cli_lists_shows_and_submits(local_stack):
+    task_id = submit(local_stack, "text.wordcount", {"text": "one two"})
+    final(local_stack, task_id)
+    listing = local_stack.cli("tasks", "--limit", "50")
+    assert listing.returncode == 0, listing.stderr
+    assert task_id[:8] in listing.stdout and "succeeded" in listing.stdout
+    shown = local_stack.cli("show", task_id)
+    assert shown.returncode == 0 and '"words": 2' in shown.stdout
+    submitted = local_stack.cli("submit", "math.primes", "--payload", '{"limit": 100}', "--wait")
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    assert '"count": 25' in submitted.stdout
+    bad = local_stack.cli("submit", "math.primes", "--payload", "{not json")
+    assert bad.returncode == 2 and "not JSON" in bad.stderr
+
+
+@pytest.mark.slow
+def test_invoke_runs_a_template_function_with_an_event(local_stack):
+    result = local_stack.cli(
+        "invoke",
+        "ProducerFunction",
+        "--event",
+        "events/producer-submit.json",
+        "--parameter-overrides",
+        "TaskModules=tasklane.examples,tests.tasks",
+    )
+    assert result.returncode == 0, result.stderr
+    response = json.loads(result.stdout[result.stdout.index("{\n") :])
+    assert response["statusCode"] == 202
+    created = json.loads(response["body"])
+    assert final(local_stack, created["id"])["result"]["words"] == 9
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_everything_and_leaves_no_process(local_stack):
+    state = local_stack.state()
+    children = state["children"]
+    assert len(children) >= 4  # moto, the celery worker, a process per function
+    os.killpg(local_stack.process.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
+    assert local_stack.process.wait(60) == 0
+    assert "local stack stopped" in local_stack.output()
+    for pid in children:
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+        ), pid
+    assert not (local_stack.dir / "state" / "postgres" / "postmaster.pid").exists()
+    assert not (local_stack.dir / "state" / "stack.json").exists()
