@@ -6,7 +6,8 @@ Lambda, and each function sees only its own environment. An invocation that runs
 timeout has its process killed, as Lambda ends a timed-out execution environment.
 
 Protocol: the parent writes one JSON line per invocation to the child's stdin; the child answers
-with one JSON line on a pipe whose descriptor it finds in ``TASKLANE_RESULT_FD``. The child's stdout and stderr are its logs.
+with one JSON line on a pipe whose descriptor it finds in ``TASKLANE_RESULT_FD``. The child's
+stdout and stderr are its logs.
 """
 
 from __future__ import annotations

@@ -35,7 +35,13 @@ from urllib.parse import urlsplit
 
 from tasklane.errors import ConfigurationError
 from tasklane.local import logstream
-from tasklane.local.events import LambdaContext, http_event, queue_arn, schedule_event
+from tasklane.local.events import (
+    ACCOUNT_ID,
+    LambdaContext,
+    http_event,
+    queue_arn,
+    schedule_event,
+)
 from tasklane.local.eventsource import SqsEventSource
 from tasklane.local.postgres import LocalPostgres, free_port, port_is_free
 from tasklane.local.runtime import FunctionPool, InvocationError
@@ -370,7 +376,10 @@ class LocalStack:
                     )
                     continue
                 every = int(match.group(1)) * _UNIT[match.group(2).rstrip("s")]
-                rule = f"arn:aws:scheduler:us-east-1:123456789012:schedule/default/{fn.logical_id}{name}"
+                rule = (
+                    f"arn:aws:scheduler:us-east-1:{ACCOUNT_ID}:schedule/default/"
+                    f"{fn.logical_id}{name}"
+                )
                 self._thread(f"{fn.logical_id}.{name}", fn.logical_id, self._tick, fn, rule, every)
 
     def _tick(self, fn: Function, rule: str, every: float) -> None:
@@ -451,7 +460,8 @@ class LocalStack:
 
     def banner(self) -> str:
         lines = [
-            f"HTTP API        {self.api_url}  ({len(self.routes)} routes from {self.template.path.name})",
+            f"HTTP API        {self.api_url}"
+            f"  ({len(self.routes)} routes from {self.template.path.name})",
         ]
         for route in self.routes:
             lines.append(f"  {route.method:<6} {route.path:<22} → {route.function}")
