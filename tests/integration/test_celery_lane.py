@@ -80,3 +80,13 @@ def test_a_stock_celery_worker_runs_our_messages_and_ignores_other_content(stack
         )
     finally:
         worker.stop()
+
+
+def test_a_task_longer_than_the_visibility_timeout_is_not_delivered_again(stack, celery_worker):
+    """The heartbeat keeps the message hidden (queue visibility is 2 s, the task takes 6 s)."""
+    task_id = submit("test.sleep_celery", {"seconds": 6})
+    task = wait_for(lambda: finished(task_id), 60, what="long task")
+    assert task["status"] == "succeeded" and task["attempts"] == 1
+    received = [line for line in celery_worker.lines if "received" in line and task_id in line]
+    assert len(received) == 1, received
+    assert stack.depth(stack.celery_queue) == 0

@@ -235,3 +235,5 @@ def test_records_are_returned_when_time_runs_short(stack, remaining_ms):
     context = LambdaContext(function_name="consumer", timeout_seconds=remaining_ms / 1000)
     response = handler("consumer")(sqs_event(messages, queue_arn("tl-lambda")), context)
     assert len(response["batchItemFailures"]) == len(messages) == 3
+    rows = stack.query("SELECT status, attempts FROM tasks")
+    assert sorted(tuple(r) for r in rows) == [("queued", 0)] * 3  # claims given back, not spent

@@ -123,3 +123,10 @@ def change_visibility(queue: str, receipt_handle: str, seconds: int) -> None:
     sqs().change_message_visibility(
         QueueUrl=queue, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
     )
+
+
+@functools.lru_cache(maxsize=16)
+def queue_visibility(url: str) -> int:
+    """A queue's VisibilityTimeout (read once per process): how long a received message hides."""
+    attributes = sqs().get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])
+    return int(attributes["Attributes"]["VisibilityTimeout"])

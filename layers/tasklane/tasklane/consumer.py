@@ -79,6 +79,7 @@ class ClaimCheckProcessor(BatchProcessor):
                 logger.warning(
                     "too little time left, returning the record", extra=task_fields(step.id)
                 )
+                self.executor.store.release(step.id, step.number)  # the attempt never ran
                 raise RecordFailed("invocation out of time")
             step = self.executor.run(step)
         return self._settle(record, step)

@@ -351,6 +351,22 @@ class TaskStore:
             finished_at=func.now() if status is Status.FAILED else None,
         )
 
+    def extend_lease(self, task_id: uuid.UUID, seconds: float) -> bool:
+        """Keep a running task's claim alive (the Celery lane's heartbeat)."""
+        stmt = (
+            update(tasks)
+            .where(tasks.c.id == task_id, tasks.c.status == Status.RUNNING.value)
+            .values(lease_until=func.now() + literal(timedelta(seconds=seconds), Interval))
+        )
+        with _unavailable_as_error(), self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def release(self, task_id: uuid.UUID, attempt: int) -> bool:
+        """Give back a claim that never ran (the invocation ran out of time before it started)."""
+        return self._finish(
+            task_id, attempt, status=Status.QUEUED.value, attempts=tasks.c.attempts - 1
+        )
+
     def mark_dead(self, task_id: uuid.UUID, error: dict) -> bool:
         """A task whose message reached a dead-letter queue: ``failed``, keeping its last error."""
         stmt = (

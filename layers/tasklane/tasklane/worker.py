@@ -13,9 +13,11 @@ tasklane's producer reach the same code. Settings follow what is known to work o
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 from celery import Celery, signals
+from celery.worker.request import Request
 
 from tasklane import broker, database, registry
 from tasklane.config import settings
@@ -26,6 +28,8 @@ from tasklane.lifecycle import retry_delay_seconds
 from tasklane.logs import logger, task_fields
 
 BACKOFF_STEPS = 20
+#: Beats per visibility timeout: the message is extended well before it would reappear.
+BEATS_PER_TIMEOUT = 3
 
 
 class AttemptNotDone(TasklaneError):
@@ -49,6 +53,65 @@ def _queues() -> dict[str, dict]:
     for url in filter(None, (config.celery_queue_url, config.lambda_queue_url)):
         queues[queue_name(url)] = {"url": url, "backoff_policy": backoff, "backoff_tasks": names}
     return queues
+
+
+class Heartbeat:
+    """While a task runs, keep its message invisible and its claim's lease alive.
+
+    A task longer than the queue's visibility timeout would otherwise be delivered again while it
+    still runs (celery#5935). Runs in the worker's main process, which holds the message.
+    """
+
+    def __init__(self, queue_url: str, receipt_handle: str, task_id: str, seconds: int) -> None:
+        self.args = (queue_url, receipt_handle, task_id, seconds)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"heartbeat-{task_id}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from tasklane.service import default_store
+
+        queue_url, receipt_handle, task_id, seconds = self.args
+        while not self.stop.wait(max(1.0, seconds / BEATS_PER_TIMEOUT)):
+            try:
+                broker.change_visibility(queue_url, receipt_handle, seconds)
+                default_store().extend_lease(uuid.UUID(task_id), seconds)
+            except Exception as exc:  # a missed beat is retried; the next may still be in time
+                logger.warning("heartbeat failed", extra=task_fields(task_id, error=str(exc)))
+
+    def cancel(self) -> None:
+        self.stop.set()
+
+
+class HeartbeatRequest(Request):
+    """Celery's request, plus a heartbeat from the moment the pool accepts the task until it is
+    acknowledged or rejected (after which kombu's back-off sets the message's visibility)."""
+
+    _heartbeat: Heartbeat | None = None
+
+    def on_accepted(self, pid: int, time_accepted: float) -> None:
+        super().on_accepted(pid, time_accepted)
+        info = self._message.delivery_info if self._message else {}
+        sqs_message, queue_url = info.get("sqs_message"), info.get("sqs_queue")
+        if sqs_message and queue_url:
+            try:
+                seconds = broker.queue_visibility(queue_url)
+            except Exception:
+                seconds = settings().lease_seconds
+            self._heartbeat = Heartbeat(queue_url, sqs_message["ReceiptHandle"], self.id, seconds)
+
+    def _stop_heartbeat(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
+
+    def acknowledge(self) -> None:
+        self._stop_heartbeat()
+        super().acknowledge()
+
+    def reject(self, requeue: bool = False) -> None:
+        self._stop_heartbeat()
+        super().reject(requeue)
 
 
 def create_app() -> Celery:
@@ -93,7 +156,18 @@ def _register(app: Celery, spec: registry.TaskSpec) -> None:
 
     run.__name__ = run.__qualname__ = spec.name.replace(".", "_")
     run.__doc__ = spec.fn.__doc__
-    app.task(name=spec.name, typing=False)(run)
+    app.task(name=spec.name, typing=False, Request=HeartbeatRequest)(run)
+
+
+def _lease_seconds(queue_url: str | None) -> float:
+    """A claim lasts as long as its message stays hidden; the heartbeat extends both together.
+
+    So a worker killed mid-task frees its task about when SQS delivers the message again.
+    """
+    try:
+        return broker.queue_visibility(queue_url) if queue_url else settings().lease_seconds
+    except Exception:
+        return settings().lease_seconds
 
 
 def execute(spec: registry.TaskSpec, task_id: str) -> str:
@@ -107,7 +181,7 @@ def execute(spec: registry.TaskSpec, task_id: str) -> str:
         step: Attempt | Verdict = Verdict(Outcome.POISON, f"{task_id!r} is not a task id")
     else:
         executor = Executor(default_store())
-        (step,) = executor.claim([pointer], config.lease_seconds)
+        (step,) = executor.claim([pointer], _lease_seconds(config.celery_queue_url))
         if isinstance(step, Attempt):
             step = executor.run(step)
     if step.outcome.acknowledge:
