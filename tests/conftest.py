@@ -8,10 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +22,8 @@ from tasklane.config import settings
 from tasklane.local.postgres import LocalPostgres, free_port
 from tasklane.local.sqs import FAKE_CREDENTIALS, MotoServer, QueueSpec, create_queues
 
+from tests.processes import Worker
+
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT.parent / "shared" / "vectors"
 TASK_MODULES = "tasklane.examples,tests.tasks"
@@ -33,17 +32,23 @@ MAX_RECEIVES = 3
 
 
 @pytest.fixture(scope="session")
-def postgres() -> Iterator[str]:
-    """A database URL: $TEST_DATABASE_URL, or a throwaway local cluster."""
-    if url := os.environ.get("TEST_DATABASE_URL"):
-        yield url
+def pg_cluster() -> Iterator[LocalPostgres | None]:
+    """A throwaway local cluster (None when $TEST_DATABASE_URL names a server instead)."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield None
         return
     data = Path(tempfile.mkdtemp(prefix="tasklane-test-pg-"))
     cluster = LocalPostgres(data, free_port(), durable=False).start()
     cluster.create_database("tasklane_test")
-    yield cluster.url("tasklane_test")
+    yield cluster
     cluster.stop(mode="immediate")
     shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres(pg_cluster: LocalPostgres | None) -> str:
+    """The test database's URL."""
+    return os.environ.get("TEST_DATABASE_URL") or pg_cluster.url("tasklane_test")
 
 
 @pytest.fixture(scope="session")
@@ -170,62 +175,6 @@ def stack(base_env: dict[str, str], moto: MotoServer, monkeypatch: pytest.Monkey
 @pytest.fixture
 def vectors() -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(VECTORS.glob("celery-*.json"))}
-
-
-class Worker:
-    """A real ``celery -A tasklane.worker worker`` process; its output is kept for assertions."""
-
-    def __init__(self, env: dict[str, str], queue: str, *extra: str) -> None:
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "tasklane.worker",
-                "worker",
-                "-Q",
-                queue,
-                "--loglevel",
-                "INFO",
-                "--without-mingle",
-                "--without-gossip",
-                "--without-heartbeat",
-                *extra,
-            ],
-            cwd=ROOT,
-            env=os.environ | env | {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip())
-
-    def wait_ready(self, timeout: float = 60) -> Worker:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any("ready." in line for line in self.lines):
-                return self
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise AssertionError("celery worker did not start:\n" + "\n".join(self.lines[-40:]))
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 @pytest.fixture

@@ -62,3 +62,38 @@ def fail_celery(payload):
 def sleep_celery(payload):
     time.sleep(payload["seconds"])
     return {"slept": payload["seconds"]}
+
+
+# -- the fault-injection suite's tasks: every execution and every effect goes to a ledger --------
+_ledger_engine = None
+
+
+def _ledger():
+    global _ledger_engine
+    if _ledger_engine is None:  # per process (Celery forks after import)
+        from sqlalchemy import create_engine
+
+        _ledger_engine = create_engine(os.environ["DATABASE_URL"], pool_pre_ping=True)
+    return _ledger_engine
+
+
+def _fault_work(payload):
+    """Fails its first ``fail_times`` executions (or always), may sleep, then records its effect."""
+    from sqlalchemy import text
+
+    with _ledger().begin() as conn:
+        conn.execute(text("INSERT INTO fault_runs (key) VALUES (:k)"), {"k": payload["key"]})
+        runs = conn.execute(
+            text("SELECT count(*) FROM fault_runs WHERE key = :k"), {"k": payload["key"]}
+        ).scalar_one()
+    if payload.get("sleep"):
+        time.sleep(payload["sleep"])
+    if payload["mode"] == "permanent" or runs <= payload.get("fail_times", 0):
+        raise RuntimeError(f"injected failure on execution {runs}")
+    with _ledger().begin() as conn:  # the task's effect, which must happen once
+        conn.execute(text("INSERT INTO fault_effects (key) VALUES (:k)"), {"k": payload["key"]})
+    return {"runs": runs}
+
+
+task(name="fault.lambda", lane="lambda")(_fault_work)
+task(name="fault.celery", lane="celery")(_fault_work)

@@ -34,18 +34,21 @@ def http(method: str, url: str, body=None) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
 
 
+def clean_environment() -> dict[str, str]:
+    """A user's shell: none of the settings that other tests point at their own servers."""
+    from tasklane.config import ENV_VARS
+
+    dropped = set(ENV_VARS) | {"AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL"}
+    return {k: v for k, v in os.environ.items() if k not in dropped}
+
+
 class Stack:
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="tasklane-e2e-"))
         self.dir.chmod(0o755)  # as root, Postgres runs as the postgres user and must reach it
         self.port = free_port()
         self.lines: list[str] = []
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("DATABASE_URL", "AWS_ENDPOINT_URL_SQS") and not k.endswith("_QUEUE_URL")
-        }
-        env |= {"PYTHONPATH": str(ROOT)}
+        env = clean_environment() | {"PYTHONPATH": str(ROOT)}
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -91,13 +94,12 @@ class Stack:
             capture_output=True,
             text=True,
             timeout=60,
-            env=os.environ
+            env=clean_environment()
             | {
                 "PYTHONPATH": str(ROOT),
                 "COLUMNS": "200",
                 "TASK_MODULES": "tasklane.examples,tests.tasks",
-            }
-            | {"DATABASE_URL": ""},
+            },
         )
 
 

@@ -58,3 +58,36 @@ def test_two_reconcilers_never_send_a_task_twice(stack):
     assert len(sent) == len(set(sent)) == 30
     time.sleep(0.2)
     assert stack.depth(stack.lambda_queue) == len(ids)
+
+
+def test_a_task_stuck_running_after_its_consumer_died_is_sent_again(stack):
+    from tasklane.local.events import queue_arn
+    from tasklane.local.eventsource import SqsEventSource
+
+    from tests.integration.helpers import handler
+
+    _, _, body = call_api("POST", "/tasks", {"task": "test.echo", "payload": "again"})
+    stack.receive(stack.lambda_queue)  # a consumer took the message...
+    with database.engine().begin() as conn:  # ...claimed the task, and died; its message is gone
+        conn.execute(
+            text(
+                "UPDATE tasks SET status = 'running', attempts = 1, "
+                "lease_until = now() - interval '5 minutes', "
+                "updated_at = now() - interval '5 minutes'"
+            )
+        )
+    stack.sqs.purge_queue(QueueUrl=stack.lambda_queue)
+    time.sleep(0.2)
+    (record,) = service.reconcile()
+    assert str(record.id) == body["id"]
+    source = SqsEventSource(
+        stack.sqs,
+        stack.lambda_queue,
+        queue_arn("tl-lambda"),
+        handler("consumer"),
+        report_batch_item_failures=True,
+        timeout=30,
+    )
+    assert source.poll_once().deleted == 1
+    task = call_api("GET", f"/tasks/{body['id']}")[2]
+    assert task["status"] == "succeeded" and task["attempts"] == 2

@@ -133,3 +133,19 @@ def test_mark_dead_keeps_the_last_error_and_spares_finished_tasks(store):
     store.succeed(b.id, claim_b.attempt, "1")
     assert not store.mark_dead(b.id, {"type": "DeadLetter", "message": "dlq"})
     assert store.get(b.id).status is Status.SUCCEEDED
+
+
+def test_a_dead_duplicate_spares_a_task_running_under_a_live_lease(store):
+    (record,) = store.insert([new()])
+    claim = store.claim({record.id: "test.echo"}, 60)[record.id]
+    assert not store.mark_dead(record.id, {"type": "DeadLetter", "message": "duplicate"})
+    assert store.succeed(record.id, claim.attempt, '"done"')
+    assert store.get(record.id).status is Status.SUCCEEDED
+
+
+def test_a_dead_message_fails_a_task_whose_lease_expired(store):
+    (record,) = store.insert([new()])
+    store.claim({record.id: "test.echo"}, 0.2)
+    time.sleep(0.3)
+    assert store.mark_dead(record.id, {"type": "DeadLetter", "message": "worker died"})
+    assert store.get(record.id).status is Status.FAILED

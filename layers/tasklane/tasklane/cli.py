@@ -30,12 +30,13 @@ STATUS_STYLE = {
 
 
 def _use_local_stack(data_dir: Path) -> dict | None:
-    """Point DATABASE_URL at a running ``tasklane dev`` when none is set."""
+    """Point the commands at a running ``tasklane dev``: its database and its SQS endpoint."""
     from tasklane.local.stack import read_state
 
     state = read_state(data_dir)
-    if state and not os.environ.get("DATABASE_URL"):
+    if state:
         os.environ["DATABASE_URL"] = state["database_url"]
+        os.environ["AWS_ENDPOINT_URL_SQS"] = state["sqs_endpoint"]
     return state
 
 
@@ -105,7 +106,6 @@ def _local_refs(data_dir: Path) -> dict[str, Any]:
 
     state = read_state(data_dir) or {}
     if state.get("sqs_endpoint"):
-        os.environ.setdefault("AWS_ENDPOINT_URL_SQS", state["sqs_endpoint"])
         from tasklane.local.sqs import FAKE_CREDENTIALS
 
         for key, value in FAKE_CREDENTIALS.items():

@@ -8,6 +8,7 @@ comes back after its visibility timeout; everything else is deleted by Lambda.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import (
@@ -81,8 +82,15 @@ class ClaimCheckProcessor(BatchProcessor):
                 )
                 self.executor.store.release(step.id, step.number)  # the attempt never ran
                 raise RecordFailed("invocation out of time")
-            step = self.executor.run(step)
+            step = self.executor.run(step, self._deadline())
         return self._settle(record, step)
+
+    def _deadline(self) -> float | None:
+        """When an attempt must stop waiting for Postgres: before the invocation times out."""
+        context = getattr(self, "lambda_context", None)
+        if context is None:
+            return None
+        return time.monotonic() + (context.get_remaining_time_in_millis() - TIME_RESERVE_MS) / 1000
 
     def _out_of_time(self) -> bool:
         context = getattr(self, "lambda_context", None)

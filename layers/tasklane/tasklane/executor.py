@@ -18,15 +18,16 @@ POISON          undecodable, unknown task, no row            dead-letter at once
 from __future__ import annotations
 
 import json
+import time
 import traceback
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from tasklane import metrics, registry
-from tasklane.errors import InvalidRequest, UnknownTask
+from tasklane.errors import InvalidRequest, StoreUnavailable, UnknownTask
 from tasklane.lifecycle import Status, retry_delay_seconds, status_after_failure
 from tasklane.logs import logger, task_fields
 from tasklane.store import Claimed, NotClaimed, TaskStore
@@ -127,19 +128,43 @@ class Executor:
             return Verdict(Outcome.DONE, f"task already {claim.status}")
         return Verdict(Outcome.BUSY, "another delivery holds the task")
 
-    def run(self, attempt: Attempt) -> Verdict:
-        """Run a claimed task and record its outcome (only while this attempt holds the claim)."""
+    def _record(self, write: Callable[[], bool], deadline: float | None, fields: dict) -> bool:
+        """Store an outcome, retrying while Postgres is unreachable until ``deadline``.
+
+        The task has already run: giving up here would run it again on the next delivery, so an
+        attempt holds on to its outcome for as long as it may (its invocation's deadline).
+        """
+        pause = 0.2
+        while True:
+            try:
+                return write()
+            except StoreUnavailable:
+                if deadline is None or time.monotonic() + pause >= deadline:
+                    raise
+                logger.warning("database unavailable, retrying the outcome", extra=fields)
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
+
+    def run(self, attempt: Attempt, deadline: float | None = None) -> Verdict:
+        """Run a claimed task and record its outcome (only while this attempt holds the claim).
+
+        ``deadline`` (``time.monotonic()``) bounds how long the outcome may wait for Postgres.
+        """
         fields = task_fields(attempt.id, attempt.spec.name, attempt=attempt.number)
         logger.info("task started", extra=fields)
         try:
             result = attempt.spec.fn(attempt.payload)
             result_json = json.dumps(result, ensure_ascii=False)
         except Exception as exc:  # a task may raise anything; it is recorded, never propagated
-            return self._failed(attempt, exc, fields)
+            return self._failed(attempt, exc, fields, deadline)
         try:
-            stored = self.store.succeed(attempt.id, attempt.number, result_json)
+            stored = self._record(
+                lambda: self.store.succeed(attempt.id, attempt.number, result_json),
+                deadline,
+                fields,
+            )
         except InvalidRequest as exc:  # a result Postgres cannot hold fails the attempt
-            return self._failed(attempt, exc, fields)
+            return self._failed(attempt, exc, fields, deadline)
         if not stored:
             logger.warning("claim lost before the result was stored", extra=fields)
             return Verdict(Outcome.DONE, "claim lost")
@@ -147,9 +172,14 @@ class Executor:
         metrics.count(metrics.SUCCEEDED, attempt.spec.lane)
         return Verdict(Outcome.SUCCEEDED)
 
-    def _failed(self, attempt: Attempt, exc: Exception, fields: dict) -> Verdict:
+    def _failed(
+        self, attempt: Attempt, exc: Exception, fields: dict, deadline: float | None
+    ) -> Verdict:
         status = status_after_failure(attempt.number, attempt.spec.max_attempts)
-        stored = self.store.fail(attempt.id, attempt.number, error_of(exc), status)
+        error = error_of(exc)
+        stored = self._record(
+            lambda: self.store.fail(attempt.id, attempt.number, error, status), deadline, fields
+        )
         logger.warning(
             "task failed",
             extra=fields | {"error_type": type(exc).__name__, "final": status is Status.FAILED},

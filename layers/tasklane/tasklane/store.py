@@ -368,10 +368,19 @@ class TaskStore:
         )
 
     def mark_dead(self, task_id: uuid.UUID, error: dict) -> bool:
-        """A task whose message reached a dead-letter queue: ``failed``, keeping its last error."""
+        """A task whose message reached a dead-letter queue: ``failed``, keeping its last error.
+
+        A task running under a live lease is spared: the dead message was a duplicate delivery
+        that found it busy, and the attempt holding the claim decides the outcome.
+        """
+        live = and_(tasks.c.status == Status.RUNNING.value, tasks.c.lease_until >= func.now())
         stmt = (
             update(tasks)
-            .where(tasks.c.id == task_id, tasks.c.status.not_in([s.value for s in TERMINAL]))
+            .where(
+                tasks.c.id == task_id,
+                tasks.c.status.not_in([s.value for s in TERMINAL]),
+                ~live,
+            )
             .values(
                 status=Status.FAILED.value,
                 error=func.coalesce(tasks.c.error, literal(error, JSONB)),
@@ -410,17 +419,23 @@ class TaskStore:
         return TaskRecord.from_row(row)
 
     def claim_stale_pending(self, grace_seconds: float, limit: int = 100) -> list[TaskRecord]:
-        """Pending tasks older than the grace period, taken so no other reconciler sends them.
+        """Tasks whose message may be missing, taken so no other reconciler sends them.
 
+        Two kinds: ``pending`` past the grace period (the send failed, or the producer died
+        after the commit), and ``running`` with a lease expired past the grace period (the
+        consumer died, and its message may be gone too, e.g. dead-lettered as a duplicate).
         ``FOR UPDATE SKIP LOCKED`` lets reconcilers run side by side; touching ``updated_at``
         keeps the next run from resending before another grace period has passed.
         """
+        grace = func.now() - literal(timedelta(seconds=grace_seconds), Interval)
         stale = (
             select(tasks.c.id)
             .where(
-                tasks.c.status == Status.PENDING.value,
-                tasks.c.updated_at
-                < func.now() - literal(timedelta(seconds=grace_seconds), Interval),
+                or_(
+                    and_(tasks.c.status == Status.PENDING.value, tasks.c.updated_at < grace),
+                    and_(tasks.c.status == Status.RUNNING.value, tasks.c.lease_until < grace),
+                ),
+                tasks.c.updated_at < grace,
             )
             .order_by(tasks.c.updated_at)
             .limit(limit)

@@ -14,6 +14,7 @@ tasklane's producer reach the same code. Settings follow what is known to work o
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 from celery import Celery, signals
@@ -28,6 +29,8 @@ from tasklane.lifecycle import retry_delay_seconds
 from tasklane.logs import logger, task_fields
 
 BACKOFF_STEPS = 20
+#: How long a finished task's outcome may wait for an unreachable Postgres.
+OUTCOME_PATIENCE_S = 120
 #: Beats per visibility timeout: the message is extended well before it would reappear.
 BEATS_PER_TIMEOUT = 3
 
@@ -181,9 +184,11 @@ def execute(spec: registry.TaskSpec, task_id: str) -> str:
         step: Attempt | Verdict = Verdict(Outcome.POISON, f"{task_id!r} is not a task id")
     else:
         executor = Executor(default_store())
-        (step,) = executor.claim([pointer], _lease_seconds(config.celery_queue_url))
+        lease = _lease_seconds(config.celery_queue_url)
+        (step,) = executor.claim([pointer], lease)
         if isinstance(step, Attempt):
-            step = executor.run(step)
+            # The heartbeat keeps the claim while the outcome waits for Postgres.
+            step = executor.run(step, time.monotonic() + OUTCOME_PATIENCE_S)
     if step.outcome.acknowledge:
         return step.outcome.value
     if step.outcome is Outcome.POISON:
