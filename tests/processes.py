@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 class Worker:
     """A real ``celery -A tasklane.worker worker`` process; its output is kept for assertions."""
 
-    def __init__(self, env: dict[str, str], queue: str, *extra: str) -> None:
+    def __init__(
+        self, env: dict[str, str], queue: str, *extra: str, app: str = "tasklane.worker"
+    ) -> None:
         self.lines: list[str] = []
         self.process = subprocess.Popen(
             [
@@ -24,7 +26,7 @@ class Worker:
                 "-m",
                 "celery",
                 "-A",
-                "tasklane.worker",
+                app,
                 "worker",
                 "-Q",
                 queue,

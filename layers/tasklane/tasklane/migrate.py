@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Connection
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # Alembic is imported when a migration runs, not when the function loads
+    from alembic.config import Config
+    from sqlalchemy import Connection
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", "tasklane:migrations")
     if connection is not None:
@@ -17,6 +21,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 def upgrade(connection: Connection | None = None, revision: str = "head") -> None:
     """Create or upgrade the schema; safe to run on every deploy (it never drops data)."""
+    from alembic import command
+
     command.upgrade(alembic_config(connection), revision)
 
 

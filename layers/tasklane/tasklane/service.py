@@ -89,7 +89,8 @@ def default_store() -> TaskStore:
     return TaskStore(engine())
 
 
-def _new(sub: Submission) -> NewTask:
+def new_task(sub: Submission) -> NewTask:
+    """The row for a submission: a fresh id, the task's lane and attempt limit."""
     spec = registry.get(sub.task)
     return NewTask(uuid.uuid4(), spec.name, spec.lane.value, sub.payload_json, spec.max_attempts)
 
@@ -120,7 +121,7 @@ def submit(
     """
     store = store or default_store()
     config = config or settings()
-    new = _new(sub)
+    new = new_task(sub)
     if idempotency_key is None:
         (record,) = store.insert([new])
     else:
@@ -144,7 +145,7 @@ def submit_batch(
     """Store many tasks in one insert, then send them with SendMessageBatch."""
     store = store or default_store()
     config = config or settings()
-    records = _send(store.insert([_new(s) for s in subs]), store, config)
+    records = _send(store.insert([new_task(s) for s in subs]), store, config)
     logger.info("batch submitted", extra={"count": len(records)})
     return records
 

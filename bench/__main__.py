@@ -1,0 +1,85 @@
+"""Run every benchmark in one environment and print a table; write bench/results/latest.json.
+
+python -m bench            # the full run (a few minutes)
+python -m bench --quick    # a tiny run: checks that every benchmark works
+python -m bench --only cold_start payload_size
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.env import machine, standalone
+
+MEASUREMENTS = [
+    "submit_bulk",
+    "submit_latency",
+    "consumer_roundtrips",
+    "cold_start",
+    "celery_lane",
+    "end_to_end",
+    "payload_size",
+]
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def verdict(value: float, target: tuple[str, float] | None) -> str:
+    if target is None:
+        return ""
+    op, limit = target
+    ok = value >= limit if op == ">=" else value <= limit
+    return f"{'✓' if ok else '✗'} {op} {limit:g}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="tasklane benchmarks")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: check they all run")
+    parser.add_argument("--only", nargs="*", choices=MEASUREMENTS)
+    args = parser.parse_args(argv)
+    console = Console()
+    results = []
+    with standalone(quick=args.quick) as bench:
+        for name in args.only or MEASUREMENTS:
+            console.print(f"[dim]running {name}…[/dim]")
+            started = time.perf_counter()
+            result = importlib.import_module(f"bench.{name}").run(bench)
+            result["seconds"] = time.perf_counter() - started
+            results.append(result)
+    table = Table(title=f"tasklane benchmarks ({'quick' if args.quick else 'full'} run)")
+    for column in ("benchmark", "figure", "value", "target"):
+        table.add_column(column, justify="right" if column == "value" else "left")
+    for result in results:
+        for i, (key, value) in enumerate(result["figures"].items()):
+            target = result["targets"].get(key)
+            table.add_row(
+                result["name"] if i == 0 else "",
+                key,
+                f"{value:,.2f}",
+                verdict(value, tuple(target) if target else None),
+            )
+        table.add_row("", f"[dim]{result['workload']}[/dim]", "", "", end_section=True)
+    console.print(table)
+    summary = {
+        "when": datetime.now(UTC).isoformat(),
+        "quick": args.quick,
+        "machine": machine(),
+        "results": results,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / ("quick.json" if args.quick else "latest.json")).write_text(
+        json.dumps(summary, indent=2, default=str)
+    )
+    console.print(f"machine: {summary['machine']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""The benchmarks' environment: Postgres, moto's SQS server and the queues, set up once."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from tasklane import broker, database, migrate, service
+from tasklane.config import settings
+from tasklane.local.postgres import LocalPostgres, free_port
+from tasklane.local.sqs import FAKE_CREDENTIALS, MotoServer, QueueSpec, create_queues
+
+ROOT = Path(__file__).resolve().parents[1]
+TASK_MODULES = "bench.tasks"
+
+
+def queue_specs() -> list[QueueSpec]:
+    return [
+        QueueSpec("LambdaDeadLetterQueue", "bench-lambda-dlq"),
+        QueueSpec("CeleryDeadLetterQueue", "bench-celery-dlq"),
+        QueueSpec(
+            "LambdaQueue", "bench-lambda", {"VisibilityTimeout": "30"}, "LambdaDeadLetterQueue", 5
+        ),
+        QueueSpec(
+            "CeleryQueue", "bench-celery", {"VisibilityTimeout": "30"}, "CeleryDeadLetterQueue", 5
+        ),
+    ]
+
+
+@dataclass
+class BenchEnv:
+    """What a measurement needs: the settings' environment, the queues, an SQS client."""
+
+    env: dict[str, str]
+    moto_endpoint: str
+    reset_moto: Callable[[], None]
+    urls: dict[str, str] = field(default_factory=dict)
+    quick: bool = False
+
+    @property
+    def sqs(self) -> Any:
+        return broker.sqs()
+
+    def reset_queues(self) -> None:
+        """Fresh, empty queues (moto slows down as a queue fills) and an empty tasks table."""
+        from sqlalchemy import text
+
+        self.reset_moto()
+        client = boto3.client("sqs", endpoint_url=self.moto_endpoint, region_name="us-east-1")
+        self.urls = create_queues(client, queue_specs())
+        self.env |= {
+            "LAMBDA_QUEUE_URL": self.urls["LambdaQueue"],
+            "CELERY_QUEUE_URL": self.urls["CeleryQueue"],
+            "LAMBDA_DLQ_URL": self.urls["LambdaDeadLetterQueue"],
+            "CELERY_DLQ_URL": self.urls["CeleryDeadLetterQueue"],
+        }
+        os.environ.update(self.env)
+        settings.cache_clear()
+        with database.engine().begin() as conn:
+            conn.execute(text("TRUNCATE tasks"))
+
+    def n(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+    }
+
+
+@contextmanager
+def standalone(quick: bool = False) -> Iterator[BenchEnv]:
+    """A throwaway Postgres cluster and moto server for a benchmark run."""
+    data = Path(tempfile.mkdtemp(prefix="tasklane-bench-"))
+    data.chmod(0o755)
+    cluster = LocalPostgres(data / "pg", free_port(), durable=False).start()
+    cluster.create_database("bench")
+    moto = MotoServer(free_port()).start()
+    env = FAKE_CREDENTIALS | {
+        "DATABASE_URL": cluster.url("bench"),
+        "AWS_ENDPOINT_URL_SQS": moto.endpoint,
+        "TASK_MODULES": TASK_MODULES,
+        "PYTHONPATH": str(ROOT),
+    }
+    os.environ.update(env)
+    settings.cache_clear()
+    database.reset()
+    service.default_store.cache_clear()
+    broker.sqs.cache_clear()
+    try:
+        with database.engine().begin() as conn:
+            migrate.upgrade(conn)
+        bench = BenchEnv(env, moto.endpoint, moto.reset, quick=quick)
+        bench.reset_queues()
+        yield bench
+    finally:
+        moto.stop()
+        cluster.stop(mode="immediate")
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start

@@ -1,0 +1,18 @@
+"""The benchmarks' tasks: trivial work, so the figures measure tasklane, not the task."""
+
+from tasklane import task
+
+
+@task(name="bench.noop", lane="lambda")
+def noop(payload):
+    return None
+
+
+@task(name="bench.noop_celery", lane="celery")
+def noop_celery(payload):
+    return None
+
+
+@task(name="bench.size", lane="lambda")
+def size(payload):
+    return {"bytes": len(payload["data"])}
