@@ -77,6 +77,7 @@ def error_of(exc: BaseException) -> dict[str, str]:
     """How a failure is stored: the exception's type and message, and a short traceback."""
     return {
         "type": type(exc).__name__,
+        "module": type(exc).__module__,
         "message": str(exc)[:2000],
         "traceback": "".join(traceback.format_exception(exc, limit=-8))[-4000:],
     }
