@@ -126,6 +126,8 @@ def test_the_api_routes_match_the_contract(template, jwt_template):
         ("POST", "/tasks/batch"),
         ("GET", "/tasks/{id}"),
         ("POST", "/tasks/{id}/retry"),
+        ("GET", "/openapi.json"),
+        ("GET", "/docs"),
     }
     for t, fn in ((template, "ProducerFunction"), (jwt_template, "ProducerJwtFunction")):
         routes = {

@@ -129,9 +129,9 @@ def test_batch_is_one_insert_and_batched_sends(stack):
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ({"tasks": []}, "1 to 100"),
-        ({"tasks": [{"task": "test.echo"}] * 101}, "1 to 100"),
-        ({"tasks": [{"task": "test.echo", "payload": 1}, {"task": "x"}]}, "tasks\\[1\\]"),
+        ({"tasks": []}, "tasks: .*at least 1"),
+        ({"tasks": [{"task": "test.echo", "payload": 1}] * 101}, "tasks: .*at most 100"),
+        ({"tasks": [{"task": "test.echo", "payload": 1}, {"task": "x"}]}, "tasks.1.payload"),
     ],
 )
 def test_bad_batches_are_400(stack, body, message):
@@ -198,3 +198,23 @@ def test_database_down_is_503_and_sends_nothing(stack, monkeypatch):
         database.reset()
         service.default_store.cache_clear()
     assert stack.receive(stack.lambda_queue) == []
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"]
+)
+def test_bodies_that_are_not_json_are_415(stack, content_type):
+    status, _, body = call_api(
+        "POST",
+        "/tasks",
+        headers={"content-type": content_type},
+        raw="task=test.echo&payload=1" if "form" in content_type else '{"task": "test.echo"}',
+    )
+    assert status == 415 and body["error"]["code"] == "unsupported_media_type"
+    assert stack.query("SELECT count(*) AS n FROM tasks")[0].n == 0
+
+
+def test_a_known_path_with_another_method_is_405(stack):
+    status, headers, body = call_api("DELETE", "/tasks")
+    assert status == 405 and body["error"]["code"] == "method_not_allowed"
+    assert headers["allow"] == "POST"

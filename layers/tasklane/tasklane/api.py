@@ -1,17 +1,25 @@
 """The HTTP API (API Gateway HTTP API, payload format 2.0), on Powertools' event handler.
 
-Routes parse, call :mod:`tasklane.service` and shape the response. Every error leaves as
-``{"error": {"code", "message"}}`` with its status, mapped once below; nothing leaves as a stack
-trace.
+Powertools validates requests and responses against the pydantic models of
+:mod:`tasklane.schemas` and describes them in an OpenAPI document (``GET /openapi.json``,
+Swagger UI at ``/docs``). Routes call :mod:`tasklane.service` and shape the response. Every
+error leaves as ``{"error": {"code", "message"}}`` with its status, mapped once below; nothing
+leaves as a stack trace.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path
 
 from tasklane import service
 from tasklane.config import settings
@@ -26,9 +34,20 @@ from tasklane.errors import (
     UnknownTask,
 )
 from tasklane.logs import logger
+from tasklane.schemas import (
+    BatchRequest,
+    BatchResponse,
+    ErrorResponse,
+    SubmitRequest,
+    TaskDetail,
+    TaskSummary,
+)
 from tasklane.store import TaskRecord
 
-app = APIGatewayHttpResolver()
+TITLE = "tasklane"
+VERSION = "1.0.0"
+app = APIGatewayHttpResolver(enable_validation=True)
+app.enable_swagger(path="/docs", title=TITLE, version=VERSION)
 
 STATUS_OF: dict[type[TasklaneError], int] = {
     InvalidRequest: 400,
@@ -40,6 +59,30 @@ STATUS_OF: dict[type[TasklaneError], int] = {
     StoreUnavailable: 503,
 }
 IDEMPOTENCY_KEY_MAX = 255
+
+
+JSON = "application/json"
+ERRORS = {
+    400: "Malformed JSON or a body that does not match the schema",
+    404: "No such task",
+    409: "The task's status does not allow this",
+    413: "Payload over MAX_PAYLOAD_BYTES",
+    422: "Unknown task name, or an Idempotency-Key reused with another body",
+    503: "Postgres unavailable; nothing was stored or sent",
+}
+
+
+def _errors(*statuses: int) -> dict[int, dict]:
+    """Route ``responses=`` for error statuses, all with the error shape."""
+    return {
+        s: {"description": ERRORS[s], "content": {JSON: {"model": ErrorResponse}}} for s in statuses
+    }
+
+
+def _described(status: int) -> dict:
+    """The same, as it appears in the generated document."""
+    ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    return {"description": ERRORS[status], "content": {JSON: {"schema": ref}}}
 
 
 def _json_default(value: Any) -> str:
@@ -62,7 +105,12 @@ def error_response(status: int, code: str, message: str) -> Response:
 
 
 def summary(record: TaskRecord) -> dict[str, Any]:
-    return {"id": record.id, "task": record.task, "lane": record.lane, "status": record.status}
+    return {
+        "id": str(record.id),
+        "task": record.task,
+        "lane": record.lane,
+        "status": str(record.status),
+    }
 
 
 def detail(record: TaskRecord) -> dict[str, Any]:
@@ -78,50 +126,127 @@ def detail(record: TaskRecord) -> dict[str, Any]:
     }
 
 
-def _body() -> Any:
-    raw = app.current_event.decoded_body
-    if not raw:
-        raise InvalidRequest("the request body is empty; send JSON")
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
-
-
-def _idempotency_key() -> str | None:
-    key = app.current_event.headers.get("idempotency-key")
-    if key is None:
-        return None
-    key = key.strip()
-    if not key or len(key) > IDEMPOTENCY_KEY_MAX:
-        raise InvalidRequest(f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters")
-    return key
-
-
-@app.post("/tasks")
-def submit_task() -> Response:
-    key = _idempotency_key()
-    record, created = service.submit(
-        service.parse_submission(_body(), settings()), idempotency_key=key
-    )
+# Routes have no return annotation: Powertools would take it for the response model, and each
+# response is described in ``responses=`` instead.
+@app.post(
+    "/tasks",
+    summary="Submit a task",
+    description="Stores the payload in Postgres and queues a claim-check message in the task's "
+    "lane. With an Idempotency-Key, the same key and body return the same task (200).",
+    responses={
+        202: {
+            "description": "Stored and queued (or pending a re-send)",
+            "content": {"application/json": {"model": TaskSummary}},
+        },
+        200: {
+            "description": "Replay of an Idempotency-Key",
+            "content": {"application/json": {"model": TaskSummary}},
+        },
+        **_errors(400, 413, 422, 503),
+    },
+)
+def submit_task(
+    body: Annotated[SubmitRequest, Body()],
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="idempotency-key",
+            min_length=1,
+            max_length=IDEMPOTENCY_KEY_MAX,
+            pattern=r"^\S(.*\S)?$",
+            description="Makes submission safe to retry: the same key and body return the "
+            "same task",
+        ),
+    ] = None,
+):
+    submission = service.parse_submission(body.model_dump(), settings())
+    record, created = service.submit(submission, idempotency_key=idempotency_key)
     return _json(202 if created else 200, summary(record), {"Location": f"/tasks/{record.id}"})
 
 
-@app.post("/tasks/batch")
-def submit_batch() -> Response:
-    records = service.submit_batch(service.parse_batch(_body(), settings()))
+@app.post(
+    "/tasks/batch",
+    summary="Submit up to 100 tasks",
+    description="One multi-row insert, then SendMessageBatch calls.",
+    responses={
+        202: {
+            "description": "Stored and queued",
+            "content": {"application/json": {"model": BatchResponse}},
+        },
+        **_errors(400, 413, 422, 503),
+    },
+)
+def submit_batch(body: Annotated[BatchRequest, Body()]):
+    records = service.submit_batch(service.parse_batch(body.model_dump(), settings()))
     return _json(202, {"tasks": [summary(r) for r in records]})
 
 
-@app.get("/tasks/<task_id>")
-def get_task(task_id: str) -> Response:
+@app.get(
+    "/tasks/<task_id>",
+    summary="A task's status, result or error",
+    responses={
+        200: {"description": "The task", "content": {"application/json": {"model": TaskDetail}}},
+        **_errors(404, 503),
+    },
+)
+def get_task(task_id: Annotated[str, Path(description="The task's id")]):
     return _json(200, detail(service.get_task(task_id)))
 
 
-@app.post("/tasks/<task_id>/retry")
-def retry_task(task_id: str) -> Response:
+@app.post(
+    "/tasks/<task_id>/retry",
+    summary="Re-queue a failed task",
+    responses={
+        202: {
+            "description": "Queued again",
+            "content": {"application/json": {"model": TaskSummary}},
+        },
+        **_errors(404, 409, 503),
+    },
+)
+def retry_task(task_id: Annotated[str, Path(description="The task's id")]):
     record = service.retry_task(task_id)
     return _json(202, summary(record), {"Location": f"/tasks/{record.id}"})
+
+
+@app.get("/openapi.json", include_in_schema=False)
+def openapi_document():
+    return Response(200, content_types.APPLICATION_JSON, openapi_json())
+
+
+def openapi_json() -> str:
+    """The API's OpenAPI document (kept in the repository as openapi.json).
+
+    Powertools describes request validation errors as 422 ``HTTPValidationError``; this API
+    answers them with 400 and its own error shape (``handle_validation_error``), so the
+    document says that instead.
+    """
+    schema = app.get_openapi_schema(
+        title=TITLE, version=VERSION, summary="Durable background tasks, Celery-compatible"
+    ).model_dump(by_alias=True, exclude_none=True, mode="json")
+    default = {"$ref": "#/components/schemas/HTTPValidationError"}
+    for operation in (op for path in schema["paths"].values() for op in path.values()):
+        responses = operation["responses"]
+        if responses.get("422", {}).get("content", {}).get(JSON, {}).get("schema") == default:
+            del responses["422"]
+            responses.setdefault("400", _described(400))
+    for powertools_only in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
+        schema["components"]["schemas"].pop(powertools_only, None)
+    return json.dumps(schema, indent=2, sort_keys=True)
+
+
+@app.exception_handler(RequestValidationError)
+def handle_validation_error(exc: RequestValidationError) -> Response:
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        problems.append(f"{where}: {error.get('msg', 'invalid')}")
+    return error_response(400, InvalidRequest.code, "; ".join(problems)[:2000])
+
+
+@app.exception_handler(RequestUnsupportedContentType)
+def handle_unsupported_content_type(exc: RequestUnsupportedContentType) -> Response:
+    return error_response(415, "unsupported_media_type", f"send {JSON}")
 
 
 @app.exception_handler(TasklaneError)
@@ -129,9 +254,8 @@ def handle_tasklane_error(exc: TasklaneError) -> Response:
     status = next((s for cls, s in STATUS_OF.items() if isinstance(exc, cls)), 500)
     if status >= 500:
         logger.warning("request failed", extra={"code": exc.code, "error": str(exc)})
-    return error_response(
-        status, exc.code, str(exc) if status < 500 or status == 503 else "internal error"
-    )
+    message = str(exc) if status < 500 or status == 503 else "internal error"
+    return error_response(status, exc.code, message)
 
 
 @app.exception_handler(Exception)
@@ -142,11 +266,48 @@ def handle_unexpected(exc: Exception) -> Response:
 
 @app.not_found
 def handle_not_found(exc: Exception) -> Response:
-    return error_response(
-        404, "not_found", f"no route for {app.current_event.http_method} {app.current_event.path}"
-    )
+    event = app.current_event
+    # A known path with another method is 405 with Allow (Powertools keeps its routes here).
+    # As in API Gateway, a static path (/tasks/batch) wins over a template (/tasks/{id}).
+    static = {r.method for r in app._static_routes if r.rule.match(event.path)}
+    allowed = sorted(static or {r.method for r in app._dynamic_routes if r.rule.match(event.path)})
+    if allowed:
+        response = error_response(
+            405, "method_not_allowed", f"{event.http_method} is not allowed on {event.path}"
+        )
+        response.headers["Allow"] = ", ".join(allowed)
+        return response
+    return error_response(404, "not_found", f"no route for {event.http_method} {event.path}")
+
+
+def _raw_error(status: int, code: str, message: str) -> dict:
+    body = json.dumps({"error": {"code": code, "message": message}})
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": JSON},
+        "body": body,
+        "isBase64Encoded": False,
+    }
+
+
+def _json_only(event: dict) -> dict | None:
+    """Refuse a body that is not JSON before routing: 415 for another media type (forms too,
+    which Powertools would otherwise parse), 400 for bytes that are not UTF-8 text."""
+    body = event.get("body")
+    if not body:
+        return None
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    media = headers.get("content-type", JSON).split(";", 1)[0].strip().lower()
+    if media != JSON and not (media.startswith("application/") and media.endswith("+json")):
+        return _raw_error(415, "unsupported_media_type", f"send {JSON}, not {media}")
+    if event.get("isBase64Encoded"):
+        try:
+            base64.b64decode(body).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return _raw_error(400, InvalidRequest.code, "the request body is not UTF-8 JSON")
+    return None
 
 
 def handle(event: dict, context: Any) -> dict:
     """Resolve one HTTP API event; the producer function's whole job."""
-    return app.resolve(event, context)
+    return _json_only(event) or app.resolve(event, context)

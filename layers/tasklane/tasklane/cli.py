@@ -241,6 +241,18 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_openapi(args: argparse.Namespace) -> int:
+    from tasklane import api
+
+    document = api.openapi_json()
+    if args.output:
+        Path(args.output).write_text(document + "\n")
+        console.print(f"wrote {args.output}")
+    else:
+        print(document)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="tasklane", description=__doc__)
     top.add_argument(
@@ -290,6 +302,10 @@ def parser() -> argparse.ArgumentParser:
     retry = sub.add_parser("retry", help="re-queue a failed task")
     retry.add_argument("id")
     retry.set_defaults(run=cmd_retry)
+
+    openapi = sub.add_parser("openapi", help="print (or write) the API's OpenAPI document")
+    openapi.add_argument("--output", "-o", help="a file to write, e.g. openapi.json")
+    openapi.set_defaults(run=cmd_openapi)
 
     reconcile = sub.add_parser("reconcile", help="re-send tasks left pending")
     reconcile.set_defaults(run=cmd_reconcile)

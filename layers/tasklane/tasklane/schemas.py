@@ -1,0 +1,61 @@
+"""The HTTP API's bodies as pydantic models: validated by Powertools, described in OpenAPI."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TaskStatus = Literal["pending", "queued", "running", "succeeded", "failed"]
+LaneName = Literal["lambda", "celery"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SubmitRequest(_Strict):
+    """A task to run: a registered task name and any JSON payload (stored, never queued)."""
+
+    task: str = Field(min_length=1, max_length=200, examples=["text.wordcount"])
+    payload: Any = Field(description="Any JSON value", examples=[{"text": "hello world"}])
+
+
+class BatchRequest(_Strict):
+    tasks: list[SubmitRequest] = Field(min_length=1, max_length=100)
+
+
+class TaskSummary(BaseModel):
+    id: str = Field(description="The task's id (a UUID); also the Celery task id")
+    task: str
+    lane: LaneName
+    status: TaskStatus
+
+
+class BatchResponse(BaseModel):
+    tasks: list[TaskSummary]
+
+
+class TaskError(BaseModel):
+    type: str | None
+    message: str | None
+
+
+class TaskDetail(TaskSummary):
+    attempts: int = Field(ge=0, description="Deliveries that claimed the task")
+    result: Any = Field(description="The task's JSON result, once succeeded")
+    error: TaskError | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(examples=["invalid_request"])
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """Every error: ``{"error": {"code", "message"}}``."""
+
+    error: ErrorBody
