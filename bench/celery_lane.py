@@ -15,6 +15,8 @@ from tasklane.config import settings
 from bench.common import celery_body
 from bench.env import BenchEnv
 
+DRAIN_TIMEOUT_S = 300
+
 
 def _drain_rate(bench: BenchEnv, app: str, n: int, bodies: Callable[[int], list[str]]) -> float:
     from tests.processes import Worker
@@ -32,11 +34,20 @@ def _drain_rate(bench: BenchEnv, app: str, n: int, bodies: Callable[[int], list[
             ]
             bench.sqs.send_message_batch(QueueUrl=url, Entries=entries)
         names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-        while True:
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while time.monotonic() < deadline:
             attrs = bench.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)
             if sum(int(v) for v in attrs["Attributes"].values()) == 0:
                 break
             time.sleep(0.05)
+        else:
+            raise RuntimeError(
+                f"{app}: queue not drained in {DRAIN_TIMEOUT_S} s\n" + "\n".join(worker.lines[-30:])
+            )
+        dead = bench.sqs.get_queue_attributes(
+            QueueUrl=bench.urls["CeleryDeadLetterQueue"], AttributeNames=names[:1]
+        )
+        assert dead["Attributes"][names[0]] == "0", f"{app}: tasks dead-lettered"
         return n / (time.perf_counter() - start)
     finally:
         worker.stop()

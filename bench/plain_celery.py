@@ -4,6 +4,7 @@ comparison: ``celery -A bench.plain_celery worker -Q <queue>``."""
 import os
 
 from celery import Celery
+from tasklane.celery_settings import SQS_WORKER_SETTINGS
 
 queue_url = os.environ["CELERY_QUEUE_URL"]
 queue = queue_url.rsplit("/", 1)[-1]
@@ -18,16 +19,7 @@ app.conf.update(
         "predefined_queues": {queue: {"url": queue_url}},
     },
     task_default_queue=queue,
-    task_serializer="json",
-    accept_content=["json"],
-    task_ignore_result=True,
-    task_acks_late=True,
-    task_acks_on_failure_or_timeout=False,
-    task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
-    worker_enable_remote_control=False,
-    worker_send_task_events=False,
-    worker_hijack_root_logger=False,
+    **SQS_WORKER_SETTINGS,
 )
 
 

@@ -37,3 +37,32 @@ def consume(records_event: dict, timeout: float = 30) -> dict:
     return handler("consumer")(
         records_event, LambdaContext(function_name="consumer", timeout_seconds=timeout)
     )
+
+
+def submit(task: str, payload: Any) -> str:
+    """POST /tasks through the producer; the new task's id."""
+    status, _, body = call_api("POST", "/tasks", {"task": task, "payload": payload})
+    assert status == 202, body
+    return body["id"]
+
+
+def get_task(task_id: str) -> dict:
+    return call_api("GET", f"/tasks/{task_id}")[2]
+
+
+def consumer_source(stack: Any, function: str = "consumer", url: str | None = None, **kw: Any):
+    """The emulated event source of ``function`` on a test queue (the lambda lane by default)."""
+    from tasklane.local.events import queue_arn
+    from tasklane.local.eventsource import SqsEventSource
+
+    url = url or stack.lambda_queue
+    return SqsEventSource(
+        stack.sqs,
+        url,
+        queue_arn(url.rsplit("/", 1)[-1]),
+        handler(function),
+        function_name=function,
+        report_batch_item_failures=True,
+        timeout=30,
+        **kw,
+    )

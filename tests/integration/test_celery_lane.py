@@ -7,17 +7,11 @@ import time
 import uuid
 
 from tests.conftest import MAX_RECEIVES, Worker, wait_for
-from tests.integration.helpers import call_api
-
-
-def submit(task: str, payload) -> str:
-    status, _, body = call_api("POST", "/tasks", {"task": task, "payload": payload})
-    assert status == 202, body
-    return body["id"]
+from tests.integration.helpers import get_task, submit
 
 
 def get(task_id: str) -> dict:
-    return call_api("GET", f"/tasks/{task_id}")[2]
+    return get_task(task_id)
 
 
 def finished(task_id: str) -> dict | None:

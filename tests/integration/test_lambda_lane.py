@@ -10,34 +10,17 @@ import pytest
 from sqlalchemy import event, text
 from tasklane import database
 from tasklane.local.events import queue_arn
-from tasklane.local.eventsource import SqsEventSource
 
 from tests.conftest import MAX_RECEIVES, wait_for
-from tests.integration.helpers import call_api, handler
+from tests.integration.helpers import consumer_source, get_task, handler, submit
 
 
-def source(stack, function="consumer", url=None, **kw) -> SqsEventSource:
-    url = url or stack.lambda_queue
-    return SqsEventSource(
-        stack.sqs,
-        url,
-        queue_arn(url.rsplit("/", 1)[-1]),
-        handler(function),
-        function_name=function,
-        report_batch_item_failures=True,
-        timeout=30,
-        **kw,
-    )
-
-
-def submit(task: str, payload) -> str:
-    status, _, body = call_api("POST", "/tasks", {"task": task, "payload": payload})
-    assert status == 202, body
-    return body["id"]
+def source(stack, function="consumer", url=None, **kw):
+    return consumer_source(stack, function, url, **kw)
 
 
 def get(task_id: str) -> dict:
-    return call_api("GET", f"/tasks/{task_id}")[2]
+    return get_task(task_id)
 
 
 def test_one_failure_in_a_batch_of_ten_is_the_only_one_returned(stack):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -84,8 +85,12 @@ class Stack:
     def output(self) -> str:
         return "\n".join(self.lines)
 
+    @property
+    def state_file(self) -> Path:
+        return self.dir / "state" / "stack.json"
+
     def state(self) -> dict:
-        return json.loads((self.dir / "state" / "stack.json").read_text())
+        return json.loads(self.state_file.read_text())
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -115,8 +120,13 @@ def local_stack():
         assert stack.process.poll() is None, stack.output()
         yield stack
     finally:
-        if stack.process.poll() is None:
+        if stack.process.poll() is None:  # a failed test: leave nothing running behind it
+            children = stack.state().get("children", []) if stack.state_file.exists() else []
             os.killpg(stack.process.pid, signal.SIGKILL)
+            for pid in children:  # the stack's children live in sessions of their own
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            subprocess.run(["pkill", "-9", "-f", str(stack.dir)], check=False)  # its postgres
         print(stack.output()[-20000:])
 
 

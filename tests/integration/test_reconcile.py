@@ -8,7 +8,7 @@ import time
 from sqlalchemy import text
 from tasklane import database, service
 
-from tests.integration.helpers import call_api
+from tests.integration.helpers import call_api, consumer_source
 
 
 def age_pending(seconds: int) -> None:
@@ -61,10 +61,6 @@ def test_two_reconcilers_never_send_a_task_twice(stack):
 
 
 def test_a_task_stuck_running_after_its_consumer_died_is_sent_again(stack):
-    from tasklane.local.events import queue_arn
-    from tasklane.local.eventsource import SqsEventSource
-
-    from tests.integration.helpers import handler
 
     _, _, body = call_api("POST", "/tasks", {"task": "test.echo", "payload": "again"})
     stack.receive(stack.lambda_queue)  # a consumer took the message...
@@ -80,14 +76,7 @@ def test_a_task_stuck_running_after_its_consumer_died_is_sent_again(stack):
     time.sleep(0.2)
     (record,) = service.reconcile()
     assert str(record.id) == body["id"]
-    source = SqsEventSource(
-        stack.sqs,
-        stack.lambda_queue,
-        queue_arn("tl-lambda"),
-        handler("consumer"),
-        report_batch_item_failures=True,
-        timeout=30,
-    )
+    source = consumer_source(stack)
     assert source.poll_once().deleted == 1
     task = call_api("GET", f"/tasks/{body['id']}")[2]
     assert task["status"] == "succeeded" and task["attempts"] == 2

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from tasklane import database
 
 from tests.conftest import wait_for
-from tests.integration.helpers import call_api
+from tests.integration.helpers import consumer_source, submit
 
 
 @pytest.fixture
@@ -27,12 +27,6 @@ def client(stack) -> Celery:
     return app
 
 
-def submit(task: str, payload) -> str:
-    status, _, body = call_api("POST", "/tasks", {"task": task, "payload": payload})
-    assert status == 202
-    return body["id"]
-
-
 def set_row(task_id: str, sql: str) -> None:
     with database.engine().begin() as conn:
         conn.execute(text(f"UPDATE tasks SET {sql} WHERE id = :id"), {"id": uuid.UUID(task_id)})
@@ -47,20 +41,8 @@ def test_a_celery_lane_task_that_succeeds(stack, celery_worker, client):
 
 
 def test_a_task_that_fails_raises_its_error(stack, client):
-    from tasklane.local.events import queue_arn
-    from tasklane.local.eventsource import SqsEventSource
-
-    from tests.integration.helpers import handler
-
     task_id = submit("test.fail_twice", {})
-    consumer = SqsEventSource(
-        stack.sqs,
-        stack.lambda_queue,
-        queue_arn("tl-lambda"),
-        handler("consumer"),
-        report_batch_item_failures=True,
-        timeout=30,
-    )
+    consumer = consumer_source(stack)
     consumer.poll_once()
     assert client.AsyncResult(task_id).state == "RETRY"  # one attempt failed, one left
     wait_for(lambda: consumer.poll_once(), 20, what="second attempt")

@@ -21,6 +21,7 @@ from celery import Celery, signals
 from celery.worker.request import Request
 
 from tasklane import broker, database, registry
+from tasklane.celery_settings import SQS_WORKER_SETTINGS
 from tasklane.config import settings
 from tasklane.errors import TasklaneError
 from tasklane.executor import Attempt, Executor, Outcome, Pointer, Verdict
@@ -130,23 +131,9 @@ def create_app() -> Celery:
             "wait_time_seconds": 10,
             "polling_interval": 0.2,
         },
-        broker_connection_retry_on_startup=True,
         task_default_queue=default_queue,
         task_create_missing_queues=False,
-        task_serializer="json",
-        accept_content=["json"],
-        result_serializer="json",
-        task_ignore_result=True,
-        task_acks_late=True,
-        task_acks_on_failure_or_timeout=False,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        worker_enable_remote_control=False,
-        worker_send_task_events=False,
-        task_send_sent_event=False,
-        worker_hijack_root_logger=False,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
-        worker_soft_shutdown_timeout=10.0,
+        **SQS_WORKER_SETTINGS,
     )
     for spec in registry.all_tasks():
         _register(app, spec)
