@@ -72,6 +72,12 @@ def test_a_stock_celery_worker_runs_our_messages_and_ignores_other_content(stack
             30,
             what="content refused",
         )
+        # refused, and kept: the pickle message is in the DLQ with the reason, not dropped
+        wait_for(lambda: stack.depth(stack.celery_dlq) == 1, 30, what="the dead letter")
+        (dead,) = stack.receive(stack.celery_dlq)
+        reason = dead["MessageAttributes"]["tasklane-dead-letter-reason"]["StringValue"]
+        assert "untrusted content" in reason and "pickle" in reason, reason
+        assert stack.depth(stack.celery_queue) == 0
     finally:
         worker.stop()
 
@@ -83,4 +89,25 @@ def test_a_task_longer_than_the_visibility_timeout_is_not_delivered_again(stack,
     assert task["status"] == "succeeded" and task["attempts"] == 1
     received = [line for line in celery_worker.lines if "received" in line and task_id in line]
     assert len(received) == 1, received
+    assert stack.depth(stack.celery_queue) == 0
+
+
+def test_an_unknown_task_goes_to_the_dlq_after_one_delivery(stack, celery_worker):
+    from tasklane import codec
+
+    body = codec.encode(
+        "no.such.task",
+        str(uuid.uuid4()),
+        routing_key="tl-celery",
+        origin="o",
+        reply_to="r",
+        delivery_tag="d",
+    )
+    stack.sqs.send_message(QueueUrl=stack.celery_queue, MessageBody=body)
+    wait_for(lambda: stack.depth(stack.celery_dlq) == 1, 30, what="the dead letter")
+    (dead,) = stack.receive(stack.celery_dlq)
+    assert dead["Body"] == body
+    # the reason attribute is tasklane's fast path; SQS's redrive would not add one
+    reason = dead["MessageAttributes"]["tasklane-dead-letter-reason"]["StringValue"]
+    assert "no.such.task" in reason
     assert stack.depth(stack.celery_queue) == 0

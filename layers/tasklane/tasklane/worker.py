@@ -16,8 +16,10 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from typing import Any
 
 from celery import Celery, signals
+from celery.worker.consumer import Consumer
 from celery.worker.request import Request
 
 from tasklane import broker, database, registry
@@ -133,6 +135,7 @@ def create_app() -> Celery:
         },
         task_default_queue=default_queue,
         task_create_missing_queues=False,
+        worker_consumer="tasklane.worker:DeadLetteringConsumer",
         **SQS_WORKER_SETTINGS,
     )
     for spec in registry.all_tasks():
@@ -185,6 +188,49 @@ def execute(spec: registry.TaskSpec, task_id: str) -> str:
         if broker.dead_letter(body, Lane.CELERY, step.reason, config):
             return step.outcome.value
     raise AttemptNotDone(f"{step.outcome}: {step.reason}")
+
+
+def _dead_letter_delivery(message: Any, reason: str) -> bool:
+    """Move a received message, as SQS delivered it, to the celery lane's DLQ with a reason."""
+    info = getattr(message, "delivery_info", None) or {}
+    sqs_message = info.get("sqs_message")
+    if not sqs_message:
+        return False
+    logger.error("poison message", extra={"reason": reason})
+    return broker.dead_letter(sqs_message["Body"], Lane.CELERY, reason, settings())
+
+
+def _move_to_dead_letters(message: Any, reason: str) -> None:
+    """Dead-letter a message Celery rejected, and delete it from its queue.
+
+    kombu leaves a rejected message on a queue with a redrive policy, so it would come back
+    until maxReceiveCount (kombu#368); poison should reach the DLQ after one delivery.
+    """
+    if _dead_letter_delivery(message, reason):
+        info = message.delivery_info
+        broker.sqs().delete_message(
+            QueueUrl=info["sqs_queue"], ReceiptHandle=info["sqs_message"]["ReceiptHandle"]
+        )
+
+
+@signals.task_unknown.connect
+def _dead_letter_unknown_task(message: Any = None, name: str = "", **_: object) -> None:
+    """A message for a task this worker does not know (Celery has rejected it)."""
+    _move_to_dead_letters(message, f"no task named {name!r} is registered in this worker")
+
+
+class DeadLetteringConsumer(Consumer):
+    """Celery's consumer, but poison goes to the DLQ after one delivery instead of looping
+    (rejected) or vanishing (acknowledged): a message of another content type (pickle, yaml),
+    an invalid task message, or one that does not decode."""
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        super().on_invalid_task(body, message, exc)  # logs and rejects
+        _move_to_dead_letters(message, f"invalid task message: {exc}"[:1000])
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        _dead_letter_delivery(message, f"undecodable message: {exc}"[:1000])
+        super().on_decode_error(message, exc)  # logs and acknowledges
 
 
 @signals.worker_process_init.connect

