@@ -26,7 +26,7 @@ from tasklane.lanes import Lane, queue_name
 from tasklane.logs import logger, task_fields
 
 #: Stop starting records when less than this is left of the invocation; they are returned instead.
-TIME_RESERVE_MS = 5_000
+TIME_RESERVE_S = 5.0
 #: A claim outlives its invocation by this margin, then another delivery may take it.
 LEASE_MARGIN_S = 30
 
@@ -65,11 +65,15 @@ class ClaimCheckProcessor(BatchProcessor):
             return
         self.plan.update(zip(pointers, steps, strict=True))
 
-    def _lease_seconds(self) -> float:
+    def _remaining_s(self) -> float | None:
+        """Seconds left in this invocation (None outside Lambda, e.g. a direct call)."""
         context = getattr(self, "lambda_context", None)
-        if context is None:
-            return self.config.lease_seconds
-        return context.get_remaining_time_in_millis() / 1000 + LEASE_MARGIN_S
+        return None if context is None else context.get_remaining_time_in_millis() / 1000
+
+    def _lease_seconds(self) -> float:
+        """A claim outlives its invocation by a margin; after that, another delivery may take it."""
+        remaining = self._remaining_s()
+        return self.config.lease_seconds if remaining is None else remaining + LEASE_MARGIN_S
 
     def handle_record(self, record: SQSRecord) -> str:
         step = self.plan[record.message_id]
@@ -87,14 +91,12 @@ class ClaimCheckProcessor(BatchProcessor):
 
     def _deadline(self) -> float | None:
         """When an attempt must stop waiting for Postgres: before the invocation times out."""
-        context = getattr(self, "lambda_context", None)
-        if context is None:
-            return None
-        return time.monotonic() + (context.get_remaining_time_in_millis() - TIME_RESERVE_MS) / 1000
+        remaining = self._remaining_s()
+        return None if remaining is None else time.monotonic() + remaining - TIME_RESERVE_S
 
     def _out_of_time(self) -> bool:
-        context = getattr(self, "lambda_context", None)
-        return context is not None and context.get_remaining_time_in_millis() < TIME_RESERVE_MS
+        remaining = self._remaining_s()
+        return remaining is not None and remaining < TIME_RESERVE_S
 
     def _settle(self, record: SQSRecord, verdict: Verdict) -> str:
         if verdict.outcome.acknowledge:

@@ -16,7 +16,7 @@ from typing import Any
 
 from tasklane import broker, metrics, registry
 from tasklane.config import Settings, settings
-from tasklane.errors import IdempotencyConflict, InvalidRequest, PayloadTooLarge
+from tasklane.errors import IdempotencyConflict, InvalidRequest, PayloadTooLarge, TaskNotFound
 from tasklane.lanes import Lane
 from tasklane.lifecycle import Status
 from tasklane.logs import logger, task_fields
@@ -151,8 +151,6 @@ def submit_batch(
 
 
 def get_task(task_id: str | uuid.UUID, *, store: TaskStore | None = None) -> TaskRecord:
-    from tasklane.errors import TaskNotFound
-
     try:
         parsed = task_id if isinstance(task_id, uuid.UUID) else uuid.UUID(str(task_id))
     except ValueError:
