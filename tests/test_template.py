@@ -269,3 +269,44 @@ def test_sam_build(tmp_path):
     assert (layer / "tasklane" / "migrations" / "versions").is_dir()
     assert (layer / "sqlalchemy").is_dir() and (layer / "pg8000").is_dir()
     assert (tmp_path / "build" / "ConsumerFunction" / "app.py").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "own_vpc", "database", "subnets"),
+    [
+        ({}, True, True, ["PrivateSubnetA", "PrivateSubnetB"]),
+        (
+            {"SubnetIds": "subnet-1,subnet-2", "VpcId": "vpc-1"},
+            False,
+            True,
+            ["subnet-1", "subnet-2"],
+        ),
+        (
+            {
+                "DatabaseSecretArn": "arn:aws:secretsmanager:x",
+                "SubnetIds": "subnet-1",
+                "SecurityGroupIds": "sg-1",
+            },
+            False,
+            False,
+            ["subnet-1"],
+        ),
+    ],
+)
+def test_database_and_network_variants(overrides, own_vpc, database, subnets):
+    """A created database in a VPC of its own or in given subnets; or an existing one."""
+    t = Template.load(TEMPLATE, overrides)
+    refs = {
+        "PrivateSubnetA": "PrivateSubnetA",
+        "PrivateSubnetB": "PrivateSubnetB",
+        "AppSecurityGroup": "AppSecurityGroup",
+    }
+    assert t.exists("Vpc") is own_vpc and t.exists("SqsEndpoint") is own_vpc
+    assert t.exists("DatabaseCluster") is database and t.exists("DatabaseProxy") is database
+    vpc_config = t.resolve(t.body["Globals"]["Function"]["VpcConfig"], refs)
+    assert vpc_config["SubnetIds"] == subnets
+    if database:
+        group = t.resources["DatabaseSubnets"]["Properties"]["SubnetIds"]
+        assert t.resolve(group, refs) == subnets
+        sg_vpc = t.resources["AppSecurityGroup"]["Properties"]["VpcId"]
+        assert t.resolve(sg_vpc, refs | {"Vpc": "Vpc"}) == ("Vpc" if own_vpc else "vpc-1")

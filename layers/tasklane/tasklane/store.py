@@ -28,6 +28,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
     and_,
     any_,
     bindparam,
@@ -169,8 +170,19 @@ def _data_errors_as_invalid() -> Iterator[None]:
         raise
 
 
+class JsonText(TypeDecorator):
+    """JSON the caller has already serialized: bound as text and cast to jsonb in SQL, so a
+    multi-megabyte payload is serialized once, and statements stay cacheable."""
+
+    impl = Text
+    cache_ok = True
+
+    def bind_expression(self, bindvalue: Any) -> Any:
+        return cast(bindvalue, JSONB)
+
+
 def _jsonb(text: str | None) -> Any:
-    return None if text is None else cast(literal(text, Text), JSONB)
+    return None if text is None else literal(text, JsonText())
 
 
 class TaskStore:
@@ -181,23 +193,31 @@ class TaskStore:
 
     # -- submission --------------------------------------------------------------------------
     def insert(self, new: Sequence[NewTask]) -> list[TaskRecord]:
-        """Store new tasks as ``pending`` in one multi-row insert."""
+        """Store new tasks as ``pending`` in one multi-row insert.
+
+        Executed as many parameter sets, which SQLAlchemy sends as a single
+        ``INSERT … VALUES (…), (…) RETURNING`` (insertmanyvalues) from a cached statement.
+        """
+        stmt = (
+            insert(tasks)
+            .values(payload=bindparam("payload_json", type_=JsonText()))
+            .returning(*_PUBLIC, sort_by_parameter_order=True)
+        )
         rows = [
             {
                 "id": t.id,
                 "task": t.task,
                 "lane": t.lane,
                 "status": Status.PENDING.value,
-                "payload": _jsonb(t.payload_json),
+                "payload_json": t.payload_json,
                 "max_attempts": t.max_attempts,
             }
             for t in new
         ]
         with _unavailable_as_error(), self.engine.begin() as conn:
             with _data_errors_as_invalid():
-                result = conn.execute(insert(tasks).values(rows).returning(*_PUBLIC))
-            by_id = {r.id: TaskRecord.from_row(r) for r in result}
-        return [by_id[t.id] for t in new]
+                result = conn.execute(stmt, rows)
+            return [TaskRecord.from_row(r) for r in result]
 
     def insert_idempotent(
         self, new: NewTask, key: str, request_hash: str
