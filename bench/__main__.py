@@ -67,16 +67,21 @@ def main(argv: list[str] | None = None) -> int:
             )
         table.add_row("", f"[dim]{result['workload']}[/dim]", "", "", end_section=True)
     console.print(table)
-    summary = {
-        "when": datetime.now(UTC).isoformat(),
-        "quick": args.quick,
-        "machine": machine(),
-        "results": results,
-    }
+    path = RESULTS / ("quick.json" if args.quick else "latest.json")
+    when = datetime.now(UTC).isoformat()
+    for result in results:
+        result["when"] = when
+    if args.only and path.exists():  # a partial run updates its measurements, keeps the rest
+        fresh = {r["name"]: r for r in results}
+        previous = json.loads(path.read_text())["results"]
+        names = [r["name"] for r in previous] + [
+            n for n in fresh if n not in {r["name"] for r in previous}
+        ]
+        old = {r["name"]: r for r in previous}
+        results = [fresh.get(name) or old[name] for name in names]
+    summary = {"when": when, "quick": args.quick, "machine": machine(), "results": results}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / ("quick.json" if args.quick else "latest.json")).write_text(
-        json.dumps(summary, indent=2, default=str)
-    )
+    path.write_text(json.dumps(summary, indent=2, default=str))
     console.print(f"machine: {summary['machine']}")
     return 0
 
