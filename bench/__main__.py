@@ -39,11 +39,40 @@ def verdict(value: float, target: tuple[str, float] | None) -> str:
     return f"{'✓' if ok else '✗'} {op} {limit:g}"
 
 
+def markdown(summary: dict) -> str:
+    """The README's Performance table."""
+    machine_ = summary["machine"]
+    lines = [
+        f"Measured {summary['when'][:10]} on {machine_['cpus']} CPUs, Python "
+        f"{machine_['python']}, against a local Postgres and moto's SQS server.",
+        "",
+        "| benchmark | figure | value | target |",
+        "|---|---|---:|---|",
+    ]
+    for result in summary["results"]:
+        for i, (key, value) in enumerate(result["figures"].items()):
+            target = result["targets"].get(key)
+            name = f"**{result['name']}**<br>{result['workload']}" if i == 0 else ""
+            lines.append(
+                f"| {name} | {key} | {value:,.2f} | "
+                f"{verdict(value, tuple(target) if target else None)} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="tasklane benchmarks")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: check they all run")
     parser.add_argument("--only", nargs="*", choices=MEASUREMENTS)
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the latest results as a Markdown table (runs nothing)",
+    )
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads((RESULTS / "latest.json").read_text())))
+        return 0
     console = Console()
     results = []
     with standalone(quick=args.quick) as bench:

@@ -50,7 +50,9 @@ def get_task(task_id: str) -> dict:
     return call_api("GET", f"/tasks/{task_id}")[2]
 
 
-def consumer_source(stack: Any, function: str = "consumer", url: str | None = None, **kw: Any):
+def consumer_source(
+    stack: Any, function: str = "consumer", url: str | None = None, timeout: float = 30, **kw: Any
+):
     """The emulated event source of ``function`` on a test queue (the lambda lane by default)."""
     from tasklane.local.events import queue_arn
     from tasklane.local.eventsource import SqsEventSource
@@ -63,6 +65,6 @@ def consumer_source(stack: Any, function: str = "consumer", url: str | None = No
         handler(function),
         function_name=function,
         report_batch_item_failures=True,
-        timeout=30,
+        timeout=timeout,
         **kw,
     )

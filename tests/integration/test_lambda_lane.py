@@ -195,7 +195,7 @@ def test_database_down_returns_the_batch_and_marks_nothing(stack, monkeypatch):
     database.reset()
     service.default_store.cache_clear()
     try:
-        result = source(stack).poll_once()
+        result = source(stack, timeout=7).poll_once()  # waits out the outage until 5 s remain
     finally:
         monkeypatch.undo()
         settings.cache_clear()

@@ -149,3 +149,14 @@ def test_a_dead_message_fails_a_task_whose_lease_expired(store):
     time.sleep(0.3)
     assert store.mark_dead(record.id, {"type": "DeadLetter", "message": "worker died"})
     assert store.get(record.id).status is Status.FAILED
+
+
+def test_a_dead_message_of_a_task_that_never_ran_puts_it_back_to_pending(store):
+    never_ran, ran = store.insert([new(), new()])
+    store.mark_queued([never_ran.id, ran.id])
+    claim = store.claim({ran.id: "test.echo"}, 60)[ran.id]
+    store.fail(ran.id, claim.attempt, {"type": "E", "message": "m"}, Status.QUEUED)
+    assert store.requeue_unstarted(never_ran.id)
+    assert store.get(never_ran.id).status is Status.PENDING  # the reconciler sends it again
+    assert not store.requeue_unstarted(ran.id)  # it ran: the dead letter fails it
+    assert store.mark_dead(ran.id, {"type": "DeadLetter", "message": "x"})

@@ -58,7 +58,9 @@ class ClaimCheckProcessor(BatchProcessor):
             except MessageDecodeError as exc:
                 self.plan[record.message_id] = Verdict(Outcome.POISON, str(exc))
         try:
-            steps = self.executor.claim(list(pointers.values()), self._lease_seconds())
+            steps = self.executor.claim(
+                list(pointers.values()), self._lease_seconds(), self._deadline()
+            )
         except StoreUnavailable as exc:
             logger.warning("database unavailable, returning the batch", extra={"error": str(exc)})
             self.plan.update(dict.fromkeys(pointers, exc))

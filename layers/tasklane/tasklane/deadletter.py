@@ -37,6 +37,12 @@ def record_dead(record: SQSRecord, store: TaskStore) -> str:
         "type": "DeadLetter",
         "message": reason or "the task's message reached the dead-letter queue",
     }
+    if reason is None and store.requeue_unstarted(task_id):  # died of the platform, not itself
+        logger.warning(
+            "dead letter of a task that never ran: pending again",
+            extra=task_fields(task_id, message.task),
+        )
+        return "requeued"
     marked = store.mark_dead(task_id, error)
     if marked:
         metrics.count(metrics.FAILED, "celery" if "celery" in record.event_source_arn else "lambda")

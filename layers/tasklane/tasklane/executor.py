@@ -24,13 +24,15 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from tasklane import metrics, registry
 from tasklane.errors import InvalidRequest, StoreUnavailable, UnknownTask
 from tasklane.lifecycle import Status, retry_delay_seconds, status_after_failure
 from tasklane.logs import logger, task_fields
 from tasklane.store import Claimed, NotClaimed, TaskStore
+
+T = TypeVar("T")
 
 
 class Outcome(StrEnum):
@@ -87,11 +89,15 @@ class Executor:
     def __init__(self, store: TaskStore) -> None:
         self.store = store
 
-    def claim(self, pointers: Sequence[Pointer], lease_seconds: float) -> list[Attempt | Verdict]:
+    def claim(
+        self, pointers: Sequence[Pointer], lease_seconds: float, deadline: float | None = None
+    ) -> list[Attempt | Verdict]:
         """Claim the tasks of a batch in one round trip; one entry per pointer, in order.
 
         A pointer to a task this process does not know is poison and is not claimed (claiming
         would count an attempt it cannot make). The same task twice in one batch runs once.
+        While Postgres is unreachable the claim is retried until ``deadline``: a delivery given
+        back at once would spend one of the message's receives on an outage.
         """
         specs: dict[uuid.UUID, registry.TaskSpec] = {}
         unknown: dict[int, Verdict] = {}
@@ -100,7 +106,8 @@ class Executor:
                 specs[p.id] = registry.get(p.task)
             except UnknownTask as exc:
                 unknown[i] = Verdict(Outcome.POISON, str(exc))
-        claims = self.store.claim({i: s.name for i, s in specs.items()}, lease_seconds)
+        wanted = {i: s.name for i, s in specs.items()}
+        claims = self._persist(lambda: self.store.claim(wanted, lease_seconds), deadline, {})
 
         out: list[Attempt | Verdict] = []
         running: set[uuid.UUID] = set()
@@ -129,11 +136,11 @@ class Executor:
             return Verdict(Outcome.DONE, f"task already {claim.status}")
         return Verdict(Outcome.BUSY, "another delivery holds the task")
 
-    def _record(self, write: Callable[[], bool], deadline: float | None, fields: dict) -> bool:
-        """Store an outcome, retrying while Postgres is unreachable until ``deadline``.
+    def _persist(self, write: Callable[[], T], deadline: float | None, fields: dict) -> T:
+        """Run a store call, retrying while Postgres is unreachable until ``deadline``.
 
-        The task has already run: giving up here would run it again on the next delivery, so an
-        attempt holds on to its outcome for as long as it may (its invocation's deadline).
+        For an outcome, the task has already run: giving up would run it again on the next
+        delivery, so an attempt holds on to its outcome for as long as it may.
         """
         pause = 0.2
         while True:
@@ -159,7 +166,7 @@ class Executor:
         except Exception as exc:  # a task may raise anything; it is recorded, never propagated
             return self._failed(attempt, exc, fields, deadline)
         try:
-            stored = self._record(
+            stored = self._persist(
                 lambda: self.store.succeed(attempt.id, attempt.number, result_json),
                 deadline,
                 fields,
@@ -178,7 +185,7 @@ class Executor:
     ) -> Verdict:
         status = status_after_failure(attempt.number, attempt.spec.max_attempts)
         error = error_of(exc)
-        stored = self._record(
+        stored = self._persist(
             lambda: self.store.fail(attempt.id, attempt.number, error, status), deadline, fields
         )
         logger.warning(

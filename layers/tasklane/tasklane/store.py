@@ -387,6 +387,25 @@ class TaskStore:
             task_id, attempt, status=Status.QUEUED.value, attempts=tasks.c.attempts - 1
         )
 
+    def requeue_unstarted(self, task_id: uuid.UUID) -> bool:
+        """A dead message whose task never got an attempt goes back to ``pending``.
+
+        Its receives were spent without the task running (Postgres was down at every delivery,
+        or invocations ran out of time first), so failing it would fail a task that never ran;
+        the reconciler sends it again.
+        """
+        stmt = (
+            update(tasks)
+            .where(
+                tasks.c.id == task_id,
+                tasks.c.status.in_([s.value for s in CLAIMABLE]),
+                tasks.c.attempts == 0,
+            )
+            .values(status=Status.PENDING.value, updated_at=func.now())
+        )
+        with _unavailable_as_error(), self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
     def mark_dead(self, task_id: uuid.UUID, error: dict) -> bool:
         """A task whose message reached a dead-letter queue: ``failed``, keeping its last error.
 

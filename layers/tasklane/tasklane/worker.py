@@ -32,7 +32,7 @@ from tasklane.lifecycle import retry_delay_seconds
 from tasklane.logs import logger, task_fields
 
 BACKOFF_STEPS = 20
-#: How long a finished task's outcome may wait for an unreachable Postgres.
+#: How long a claim, or a finished task's outcome, may wait for an unreachable Postgres.
 OUTCOME_PATIENCE_S = 120
 #: Beats per visibility timeout: the message is extended well before it would reappear.
 BEATS_PER_TIMEOUT = 3
@@ -175,7 +175,7 @@ def execute(spec: registry.TaskSpec, task_id: str) -> str:
     else:
         executor = Executor(default_store())
         lease = _lease_seconds(config.celery_queue_url)
-        (step,) = executor.claim([pointer], lease)
+        (step,) = executor.claim([pointer], lease, time.monotonic() + OUTCOME_PATIENCE_S)
         if isinstance(step, Attempt):
             # The heartbeat keeps the claim while the outcome waits for Postgres.
             step = executor.run(step, time.monotonic() + OUTCOME_PATIENCE_S)
