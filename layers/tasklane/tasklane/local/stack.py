@@ -123,6 +123,10 @@ class LocalStack:
             )
         self.options.data_dir.mkdir(parents=True, exist_ok=True)
         logstream.set_part("stack")
+        if threading.current_thread() is threading.main_thread():
+            # Ctrl-C must stop the stack even when SIGINT was inherited as ignored (a background
+            # job of a script): Python installs no KeyboardInterrupt handler then.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             self._start_database()
             self._start_sqs()
