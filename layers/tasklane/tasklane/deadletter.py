@@ -43,14 +43,14 @@ def record_dead(record: SQSRecord, store: TaskStore) -> str:
             extra=task_fields(task_id, message.task),
         )
         return "requeued"
-    marked = store.mark_dead(task_id, error)
-    if marked:
-        metrics.count(metrics.FAILED, "celery" if "celery" in record.event_source_arn else "lambda")
+    lane = store.mark_dead(task_id, error)
+    if lane is not None:
+        metrics.count(metrics.FAILED, lane)
     logger.warning(
         "task dead-lettered",
-        extra=task_fields(task_id, message.task, marked_failed=marked, reason=reason),
+        extra=task_fields(task_id, message.task, marked_failed=lane is not None, reason=reason),
     )
-    return "failed" if marked else "already-final"
+    return "failed" if lane is not None else "already-final"
 
 
 def handle(event: dict, context: Any, store: TaskStore | None = None) -> dict:

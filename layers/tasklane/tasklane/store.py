@@ -406,8 +406,9 @@ class TaskStore:
         with _unavailable_as_error(), self.engine.begin() as conn:
             return conn.execute(stmt).rowcount == 1
 
-    def mark_dead(self, task_id: uuid.UUID, error: dict) -> bool:
+    def mark_dead(self, task_id: uuid.UUID, error: dict) -> str | None:
         """A task whose message reached a dead-letter queue: ``failed``, keeping its last error.
+        Returns the task's lane, or None when nothing was marked.
 
         A task running under a live lease is spared: the dead message was a duplicate delivery
         that found it busy, and the attempt holding the claim decides the outcome.
@@ -427,9 +428,10 @@ class TaskStore:
                 finished_at=func.now(),
                 updated_at=func.now(),
             )
+            .returning(tasks.c.lane)
         )
         with _unavailable_as_error(), self.engine.begin() as conn:
-            return conn.execute(stmt).rowcount == 1
+            return conn.execute(stmt).scalar_one_or_none()
 
     def requeue_failed(self, task_id: uuid.UUID) -> TaskRecord:
         """``failed → pending`` with a fresh attempt count; the caller sends the message."""

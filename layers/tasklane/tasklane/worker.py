@@ -100,10 +100,7 @@ class HeartbeatRequest(Request):
         info = self._message.delivery_info if self._message else {}
         sqs_message, queue_url = info.get("sqs_message"), info.get("sqs_queue")
         if sqs_message and queue_url:
-            try:
-                seconds = broker.queue_visibility(queue_url)
-            except Exception:
-                seconds = settings().lease_seconds
+            seconds = _lease_seconds(queue_url)
             self._heartbeat = Heartbeat(queue_url, sqs_message["ReceiptHandle"], self.id, seconds)
 
     def _stop_heartbeat(self) -> None:
@@ -152,7 +149,7 @@ def _register(app: Celery, spec: registry.TaskSpec) -> None:
     app.task(name=spec.name, typing=False, Request=HeartbeatRequest)(run)
 
 
-def _lease_seconds(queue_url: str | None) -> float:
+def _lease_seconds(queue_url: str | None) -> int:
     """A claim lasts as long as its message stays hidden; the heartbeat extends both together.
 
     So a worker killed mid-task frees its task about when SQS delivers the message again.
