@@ -100,9 +100,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
 
 def _local_refs(data_dir: Path) -> dict[str, Any]:
     """Queue logical ids → URLs/ARNs/names of a running local stack (empty when none runs)."""
-    from tasklane.lanes import queue_name
-    from tasklane.local.events import queue_arn
-    from tasklane.local.stack import read_state
+    from tasklane.local.stack import queue_refs, read_state
 
     state = read_state(data_dir) or {}
     if state.get("sqs_endpoint"):
@@ -112,12 +110,7 @@ def _local_refs(data_dir: Path) -> dict[str, Any]:
             os.environ.setdefault(key, value)
     refs: dict[str, Any] = {}
     for logical_id, url in (state.get("queues") or {}).items():
-        name = queue_name(url)
-        refs |= {
-            logical_id: url,
-            f"{logical_id}.Arn": queue_arn(name),
-            f"{logical_id}.QueueName": name,
-        }
+        refs |= queue_refs(logical_id, url)
     return refs
 
 

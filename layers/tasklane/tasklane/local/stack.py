@@ -184,13 +184,7 @@ class LocalStack:
         ]
         urls = create_queues(self.sqs, specs)
         for spec in specs:
-            url = urls[spec.logical_id]
-            self.refs |= {
-                spec.logical_id: url,
-                f"{spec.logical_id}.Arn": queue_arn(spec.name),
-                f"{spec.logical_id}.QueueName": spec.name,
-                f"{spec.logical_id}.QueueUrl": url,
-            }
+            self.refs |= queue_refs(spec.logical_id, urls[spec.logical_id])
         logger.info("queues ready", extra={"queues": {s.logical_id: s.name for s in specs}})
 
     def _queue_spec(self, logical_id: str, resource: dict) -> QueueSpec:
@@ -558,6 +552,19 @@ def _http_response(response: Any) -> tuple[int, list, bytes]:
     body = response.get("body") or ""
     data = base64.b64decode(body) if response.get("isBase64Encoded") else str(body).encode()
     return int(response["statusCode"]), headers, data
+
+
+def queue_refs(logical_id: str, url: str) -> dict[str, str]:
+    """What ``!Ref`` and ``!GetAtt`` of a local queue resolve to."""
+    from tasklane.lanes import queue_name
+
+    name = queue_name(url)
+    return {
+        logical_id: url,
+        f"{logical_id}.Arn": queue_arn(name),
+        f"{logical_id}.QueueName": name,
+        f"{logical_id}.QueueUrl": url,
+    }
 
 
 def read_state(data_dir: Path = Path(".tasklane")) -> dict | None:
