@@ -34,6 +34,11 @@ def test_multi_row_insert_is_one_statement(store):
         event.remove(store.engine, "before_cursor_execute", listener)
     assert len([s for s in statements if "INSERT" in s.upper()]) == 1
     assert len(records) == 50 and all(r.status is Status.PENDING for r in records)
+    # each row got its own payload (the arrays are zipped by position) and the stored times
+    claims = store.claim({r.id: r.task for r in records}, 60)
+    assert [claims[r.id].payload for r in records] == [{"i": i} for i in range(50)]
+    stored = store.get(records[7].id)
+    assert records[7].created_at == stored.created_at and stored.created_at is not None
 
 
 def test_claim_loads_payload_and_counts_the_attempt(store):
