@@ -3,6 +3,7 @@
 python -m bench            # the full run (a few minutes)
 python -m bench --quick    # a tiny run: checks that every benchmark works
 python -m bench --only cold_start payload_size
+python -m bench --stock-moto   # on unmodified moto (see bench/moto_server.py)
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def markdown(summary: dict) -> str:
     machine_ = summary["machine"]
     lines = [
         f"Measured {summary['when'][:10]} on {machine_['cpus']} CPUs, Python "
-        f"{machine_['python']}, against a local Postgres and moto's SQS server.",
+        f"{machine_['python']}, against a local Postgres and moto's SQS server "
+        "(bench/moto_server.py: without moto's scan of the whole queue on every send).",
         "",
         "| benchmark | figure | value | target |",
         "|---|---|---:|---|",
@@ -69,18 +71,25 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="print the latest results as a Markdown table (runs nothing)",
     )
+    parser.add_argument(
+        "--stock-moto",
+        action="store_true",
+        help="run on unmodified moto (bench/moto_server.py says what the default changes)",
+    )
     args = parser.parse_args(argv)
     if args.markdown:
         print(markdown(json.loads((RESULTS / "latest.json").read_text())))
         return 0
     console = Console()
     results = []
-    with standalone(quick=args.quick) as bench:
+    with standalone(quick=args.quick, stock_moto=args.stock_moto) as bench:
         for name in args.only or MEASUREMENTS:
             console.print(f"[dim]running {name}…[/dim]")
             started = time.perf_counter()
             result = importlib.import_module(f"bench.{name}").run(bench)
             result["seconds"] = time.perf_counter() - started
+            if args.stock_moto:
+                result["workload"] += "; stock moto"
             results.append(result)
     table = Table(title=f"tasklane benchmarks ({'quick' if args.quick else 'full'} run)")
     for column in ("benchmark", "figure", "value", "target"):

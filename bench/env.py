@@ -6,6 +6,7 @@ import os
 import platform
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -82,13 +83,17 @@ def machine() -> dict[str, Any]:
 
 
 @contextmanager
-def standalone(quick: bool = False) -> Iterator[BenchEnv]:
-    """A throwaway Postgres cluster and moto server for a benchmark run."""
+def standalone(quick: bool = False, stock_moto: bool = False) -> Iterator[BenchEnv]:
+    """A throwaway Postgres cluster and moto server for a benchmark run (see bench/moto_server.py
+    for what ``stock_moto`` turns off)."""
     data = Path(tempfile.mkdtemp(prefix="tasklane-bench-"))
     data.chmod(0o755)
     cluster = LocalPostgres(data / "pg", free_port(), durable=False).start()
     cluster.create_database("bench")
-    moto = MotoServer(free_port()).start()
+    moto = MotoServer(free_port())
+    if not stock_moto:
+        moto.program = (sys.executable, str(ROOT / "bench" / "moto_server.py"))
+    moto.start()
     env = FAKE_CREDENTIALS | {
         "DATABASE_URL": cluster.url("bench"),
         "AWS_ENDPOINT_URL_SQS": moto.endpoint,

@@ -2,7 +2,9 @@
 same Celery messages (the floor) vs a Celery apply_async loop (what users do today).
 
 moto slows down as a queue fills, and SQS does not; so every phase sends the same number of
-tasks in rounds of 100, and the queue is emptied between rounds, outside the timed sections."""
+tasks in rounds of 100, and the queue is emptied between rounds, outside the timed sections.
+The phases take turns round by round (so a slower minute of a shared machine falls on all of
+them alike), after one untimed round each for first imports and connections."""
 
 from __future__ import annotations
 
@@ -15,15 +17,20 @@ from bench.env import BenchEnv
 ROUND = 100
 
 
-def _rate(bench: BenchEnv, n: int, send_round: Callable[[int], None]) -> float:
-    elapsed = 0.0
+def _rates(bench: BenchEnv, n: int, phases: dict[str, Callable[[int], None]]) -> dict[str, float]:
+    """Tasks/s of each phase, sending ``n`` tasks in rounds, the phases taking turns."""
+    elapsed = dict.fromkeys(phases, 0.0)
+    for send_round in phases.values():  # warm-up, untimed
+        bench.reset_queues()
+        send_round(min(ROUND, n))
     for offset in range(0, n, ROUND):
-        bench.reset_queues()  # empty queues (SQS allows one PurgeQueue a minute; moto too)
         count = min(ROUND, n - offset)
-        start = time.perf_counter()
-        send_round(count)
-        elapsed += time.perf_counter() - start
-    return n / elapsed
+        for name, send_round in phases.items():
+            bench.reset_queues()  # empty queues (SQS allows one PurgeQueue a minute; moto too)
+            start = time.perf_counter()
+            send_round(count)
+            elapsed[name] += time.perf_counter() - start
+    return {name: n / seconds for name, seconds in elapsed.items()}
 
 
 def run(bench: BenchEnv) -> dict:
@@ -57,9 +64,10 @@ def run(bench: BenchEnv) -> dict:
             for i in range(count):
                 app.send_task("bench.noop", args=[str(i)], queue="bench-lambda", producer=producer)
 
-    tasklane = _rate(bench, n, through_tasklane)
-    raw = _rate(bench, n, raw_batches)
-    celery = _rate(bench, n, celery_loop)
+    rates = _rates(
+        bench, n, {"tasklane": through_tasklane, "raw": raw_batches, "celery": celery_loop}
+    )
+    tasklane, raw, celery = rates["tasklane"], rates["raw"], rates["celery"]
     return {
         "name": "bulk submission",
         "workload": f"{n} tasks per phase, rounds of {ROUND}, producer handler in-process",

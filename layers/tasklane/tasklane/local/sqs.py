@@ -27,6 +27,8 @@ FAKE_CREDENTIALS = {
 class MotoServer:
     port: int
     host: str = "127.0.0.1"
+    #: The server's command line before its options: ``moto.server``, or a wrapper of it.
+    program: tuple[str, ...] = (sys.executable, "-m", "moto.server")
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -37,7 +39,7 @@ class MotoServer:
         if not port_is_free(self.port, self.host):
             raise ConfigurationError(f"port {self.port} is taken: cannot start moto's SQS server")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+            [*self.program, "-H", self.host, "-p", str(self.port)],
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
