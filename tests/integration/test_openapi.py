@@ -51,6 +51,9 @@ def test_swagger_ui_is_served(stack):
     event = http_event("GET", "/docs")
     response = handler("producer")(event, LambdaContext(function_name="producer"))
     assert response["statusCode"] == 200 and "swagger" in response["body"].lower()
+    assert response["headers"]["Content-Type"].startswith("text/html")
+    # the page embeds the API's own document (400 error shape), not Powertools' raw one
+    assert '"/tasks/batch"' in response["body"] and "HTTPValidationError" not in response["body"]
 
 
 def wsgi_app(environ, start_response):
