@@ -68,8 +68,16 @@ def test_runtime_architecture_and_tracing(template):
     assert fn["Runtime"] in ("python3.12", "python3.13")
     assert fn["Architectures"] == ["arm64"] and fn["Tracing"] == "Active"
     layer = template.resources["CoreLayer"]
-    assert layer["Metadata"]["BuildMethod"] == fn["Runtime"]
-    assert (ROOT / layer["Properties"]["ContentUri"] / "tasklane" / "__init__.py").exists()
+    content = ROOT / layer["Properties"]["ContentUri"]
+    assert (content / "tasklane" / "__init__.py").exists()
+    # the layer's own build: wheels and bytecode for the functions' runtime and architecture
+    assert layer["Metadata"]["BuildMethod"] == "makefile"
+    assert layer["Properties"]["CompatibleRuntimes"] == [fn["Runtime"]]
+    makefile = (content / "Makefile").read_text()
+    version = fn["Runtime"].removeprefix("python")
+    assert f"PYTHON ?= python{version}\n" in makefile
+    assert f"--python-version {version}" in makefile and "_aarch64" in makefile
+    assert "compileall" in makefile and "build-CoreLayer:" in makefile
 
 
 def test_every_sqs_event_reports_batch_item_failures(template):
@@ -268,6 +276,12 @@ def test_sam_build(tmp_path):
     layer = tmp_path / "build" / "CoreLayer" / "python"
     assert (layer / "tasklane" / "migrations" / "versions").is_dir()
     assert (layer / "sqlalchemy").is_dir() and (layer / "pg8000").is_dir()
+    # bytecode for the runtime ships in the layer (a function cannot write any), and the
+    # compiled extensions are the functions' architecture's
+    assert (layer / "tasklane" / "__pycache__" / "api.cpython-312.pyc").exists()
+    assert (layer / "sqlalchemy" / "__pycache__" / "__init__.cpython-312.pyc").exists()
+    extensions = [p.name for p in (layer / "pydantic_core").glob("*.so")]
+    assert extensions and all("aarch64" in name for name in extensions), extensions
     assert (tmp_path / "build" / "ConsumerFunction" / "app.py").exists()
 
 
