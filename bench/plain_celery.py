@@ -4,7 +4,7 @@ comparison: ``celery -A bench.plain_celery worker -Q <queue>``."""
 import os
 
 from celery import Celery
-from tasklane.celery_settings import SQS_WORKER_SETTINGS
+from tasklane.celery_settings import SQS_POLLING, SQS_WORKER_SETTINGS
 
 queue_url = os.environ["CELERY_QUEUE_URL"]
 queue = queue_url.rsplit("/", 1)[-1]
@@ -14,8 +14,7 @@ app.conf.update(
     broker_url="sqs://",
     broker_transport_options={
         "region": "us-east-1",
-        "wait_time_seconds": 10,
-        "polling_interval": 0.2,
+        **SQS_POLLING,
         "predefined_queues": {queue: {"url": queue_url}},
     },
     task_default_queue=queue,

@@ -23,7 +23,7 @@ from celery.worker.consumer import Consumer
 from celery.worker.request import Request
 
 from tasklane import broker, database, registry
-from tasklane.celery_settings import SQS_WORKER_SETTINGS
+from tasklane.celery_settings import SQS_POLLING, SQS_WORKER_SETTINGS
 from tasklane.config import settings
 from tasklane.errors import TasklaneError
 from tasklane.executor import Attempt, Executor, Outcome, Pointer, Verdict
@@ -127,8 +127,7 @@ def create_app() -> Celery:
         broker_transport_options={
             "region": _region(),
             "predefined_queues": queues,
-            "wait_time_seconds": 10,
-            "polling_interval": 0.2,
+            **SQS_POLLING,
         },
         task_default_queue=default_queue,
         task_create_missing_queues=False,
