@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import importlib.resources
 import json
 from datetime import datetime
 from typing import Annotated, Any
@@ -224,9 +223,11 @@ def swagger_ui():
 
 @functools.cache
 def _swagger_html() -> str:
+    from importlib import resources
+
     from aws_lambda_powertools.event_handler.openapi import swagger_ui as ui
 
-    bundled = importlib.resources.files(ui)
+    bundled = resources.files(ui)
     return ui.generate_swagger_html(
         # "</" escaped so the document cannot close the page's <script> element
         spec=openapi_json().replace("</", "<\\/"),
