@@ -94,6 +94,17 @@ _LANES = cast(bindparam("lanes"), ARRAY(Text))
 _MAX_ATTEMPTS = cast(bindparam("max_attempts"), ARRAY(Integer))
 
 
+class JsonText(TypeDecorator):
+    """JSON the caller has already serialized: bound as text and cast to jsonb in SQL, so a
+    multi-megabyte payload is serialized once, and statements stay cacheable."""
+
+    impl = Text
+    cache_ok = True
+
+    def bind_expression(self, bindvalue: Any) -> Any:
+        return cast(bindvalue, JSONB)
+
+
 def _insert_statement() -> Any:
     """``INSERT … SELECT`` from the arrays ``ids``, ``names``, ``lanes``, ``max_attempts`` and the
     JSON array ``payloads``, zipped by position; returns (rows inserted, their ``created_at``)."""
@@ -103,7 +114,7 @@ def _insert_statement() -> Any:
         .render_derived("t")
     )
     payloads = (
-        func.jsonb_array_elements(cast(bindparam("payloads", type_=Text), JSONB))
+        func.jsonb_array_elements(bindparam("payloads", type_=JsonText()))
         .table_valued("value", with_ordinality="n")
         .render_derived("p")
     )
@@ -203,17 +214,6 @@ def _data_errors_as_invalid() -> Iterator[None]:
             message = exc.orig.args[0].get("M", "invalid value")  # type: ignore[union-attr]
             raise InvalidRequest(f"payload cannot be stored: {message}") from exc
         raise
-
-
-class JsonText(TypeDecorator):
-    """JSON the caller has already serialized: bound as text and cast to jsonb in SQL, so a
-    multi-megabyte payload is serialized once, and statements stay cacheable."""
-
-    impl = Text
-    cache_ok = True
-
-    def bind_expression(self, bindvalue: Any) -> Any:
-        return cast(bindvalue, JSONB)
 
 
 def _jsonb(text: str | None) -> Any:
