@@ -72,7 +72,23 @@ def engine() -> Engine:
         connect_args=connect_args,
     )
     event.listen(created, "connect", _no_delay)
+    event.listen(created, "handle_error", discard_after_foreign_error)
     return created
+
+
+def discard_after_foreign_error(context: Any) -> None:
+    """Discard a connection after an error the driver did not report as a database error.
+
+    pg8000 reads a whole result before it returns; an exception raised inside that read (a
+    RecursionError decoding a deeply nested jsonb value, a MemoryError, an interrupt) leaves
+    the rest of the server's reply unread. The connection then answers the *next* query with
+    the old reply: a task read as missing, a claim committed while the client saw an error.
+    Errors the server reported (``dbapi.Error``) leave the protocol in step and are kept.
+    """
+    dbapi = context.engine.dialect.loaded_dbapi
+    if not isinstance(context.original_exception, dbapi.Error):
+        context.is_disconnect = True  # this connection only: the others are in step
+        context.invalidate_pool_on_disconnect = False
 
 
 def _no_delay(dbapi_connection: Any, _record: Any) -> None:
