@@ -218,3 +218,55 @@ def test_a_known_path_with_another_method_is_405(stack):
     status, headers, body = call_api("DELETE", "/tasks")
     assert status == 405 and body["error"]["code"] == "method_not_allowed"
     assert headers["allow"] == "POST"
+
+
+def _nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("body", "raw", "message"),
+    [
+        ({"task": "test.echo", "payload": "\ud800"}, None, "lone surrogate"),
+        ({"task": "test.echo", "payload": {"k": ["\udfff"]}}, None, "lone surrogate"),
+        ({"task": "test.echo", "payload": _nested(101)}, None, "nested more than 100"),
+        (None, '{"task": "test.echo", "payload": NaN}', "not JSON"),
+        (None, '{"task": "test.echo", "payload": ' + "[" * 5000 + "]" * 5000 + "}", "too deep"),
+        (
+            {
+                "tasks": [
+                    {"task": "test.echo", "payload": 1},
+                    {"task": "test.echo", "payload": "\ud800"},
+                ]
+            },
+            None,
+            "tasks[1]: payload is not valid Unicode",
+        ),
+    ],
+)
+def test_payloads_no_consumer_could_load_are_refused_with_400(stack, body, raw, message):
+    path = "/tasks/batch" if body and "tasks" in body else "/tasks"
+    status, _, answer = call_api("POST", path, body, raw=raw)
+    assert status == 400, answer
+    assert answer["error"]["code"] == "invalid_request" and message in answer["error"]["message"]
+    assert stack.query("SELECT count(*) FROM tasks")[0][0] == 0  # nothing half-made
+    assert stack.receive(stack.lambda_queue) == []
+
+
+def test_a_payload_at_the_depth_limit_is_accepted(stack):
+    status, _, answer = call_api("POST", "/tasks", {"task": "test.echo", "payload": _nested(100)})
+    assert status == 202, answer
+
+
+def test_an_idempotency_key_that_is_not_unicode_is_400(stack):
+    status, _, answer = call_api(
+        "POST",
+        "/tasks",
+        {"task": "test.echo", "payload": 1},
+        headers={"idempotency-key": "k\ud800"},
+    )
+    assert status == 400 and "idempotency-key" in answer["error"]["message"]
+    assert stack.query("SELECT count(*) FROM tasks")[0][0] == 0

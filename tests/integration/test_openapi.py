@@ -81,6 +81,35 @@ def wsgi_app(environ, start_response):
 schema = schemathesis.openapi.from_wsgi("/openapi.json", wsgi_app)
 
 
+#: Inputs that once gave 500s, added to every fuzzed operation that takes a body: a lone
+#: surrogate (UTF-8 cannot encode it), a payload past the depth limit, and a body nested past
+#: what JSON decoders survive, sent as raw bytes (no encoder can produce it).
+def _nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+HOSTILE_PAYLOADS = ["\ud800", {"k": "x\udfff"}, _nested(500)]
+TOO_DEEP_TO_PARSE = "[" * 5000 + "]" * 5000
+
+
+@schema.hook("before_add_examples")
+def hostile_examples(context, examples):
+    operation = context.operation
+    if operation.method.upper() != "POST" or operation.path not in ("/tasks", "/tasks/batch"):
+        return
+    for payload in HOSTILE_PAYLOADS:
+        item = {"task": "test.echo", "payload": payload}
+        body = item if operation.path == "/tasks" else {"tasks": [item]}
+        examples.append(operation.Case(body=body, media_type="application/json"))
+    raw = f'{{"task": "test.echo", "payload": {TOO_DEEP_TO_PARSE}}}'
+    if operation.path == "/tasks/batch":
+        raw = f'{{"tasks": [{raw}]}}'
+    examples.append(operation.Case(body=raw.encode(), media_type="application/json"))
+
+
 @pytest.mark.slow
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))

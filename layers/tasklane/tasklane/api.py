@@ -282,6 +282,12 @@ def handle_tasklane_error(exc: TasklaneError) -> Response:
     return error_response(status, exc.code, message)
 
 
+@app.exception_handler(RecursionError)
+def handle_too_deep(exc: RecursionError) -> Response:
+    """A body nested so deep that the JSON decoder itself gives up (thousands of levels)."""
+    return error_response(400, InvalidRequest.code, "the JSON body is nested too deeply")
+
+
 @app.exception_handler(Exception)
 def handle_unexpected(exc: Exception) -> Response:
     logger.exception("unexpected error")

@@ -51,6 +51,12 @@ class StoreUnavailable(TasklaneError):
     code = "database_unavailable"
 
 
+class PayloadUnreadable(TasklaneError):
+    """A stored payload this process cannot load: a failure of its task, never retried."""
+
+    code = "payload_unreadable"
+
+
 class MessageDecodeError(TasklaneError):
     """A queue message is not a Celery protocol-2 JSON message. Poison: never retried."""
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tasklane import broker, metrics, registry
+from tasklane import broker, metrics, payloads, registry
 from tasklane.config import Settings, settings
 from tasklane.errors import IdempotencyConflict, InvalidRequest, PayloadTooLarge, TaskNotFound
 from tasklane.lanes import Lane
@@ -53,7 +52,7 @@ def parse_submission(body: Any, config: Settings) -> Submission:
     if extra:
         raise InvalidRequest(f"unexpected fields: {', '.join(sorted(extra))}")
     registry.get(name)  # UnknownTask → 422
-    payload_json = json.dumps(body["payload"], ensure_ascii=False, separators=(",", ":"))
+    payload_json = payloads.dumps(body["payload"])
     size = len(payload_json.encode())
     if size > config.max_payload_bytes:
         raise PayloadTooLarge(
