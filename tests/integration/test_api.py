@@ -270,3 +270,28 @@ def test_an_idempotency_key_that_is_not_unicode_is_400(stack):
     )
     assert status == 400 and "idempotency-key" in answer["error"]["message"]
     assert stack.query("SELECT count(*) FROM tasks")[0][0] == 0
+
+
+def test_postgres_lost_after_the_send_still_answers_202_with_the_task(stack, pg_cluster):
+    """The message went out; only the pending → queued mark failed. The task exists and will
+    run, so the client gets its id (status pending), not a 503 inviting a second submission."""
+    if pg_cluster is None:
+        pytest.skip("needs the tests' own Postgres cluster to stop it")
+    from tasklane import broker
+
+    def postgres_goes_down(**_):
+        pg_cluster.stop(mode="fast")  # a clean stop: the test cluster commits asynchronously
+
+    events = broker.sqs().meta.events
+    events.register("after-call.sqs.SendMessageBatch", postgres_goes_down)
+    try:
+        status, headers, body = call_api("POST", "/tasks", {"task": "test.echo", "payload": 7})
+    finally:
+        events.unregister("after-call.sqs.SendMessageBatch", postgres_goes_down)
+        pg_cluster.start()
+    assert status == 202, body
+    assert body["status"] == "pending" and headers["location"] == f"/tasks/{body['id']}"
+    (message,) = stack.receive(stack.lambda_queue)
+    assert codec.decode(message["Body"]).id == body["id"]
+    (row,) = stack.query("SELECT status FROM tasks WHERE id = :id", id=uuid.UUID(body["id"]))
+    assert row.status == "pending"  # claimable as is; the reconciler's re-send is harmless

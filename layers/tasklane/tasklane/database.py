@@ -85,7 +85,7 @@ def discard_after_foreign_error(context: Any) -> None:
     the old reply: a task read as missing, a claim committed while the client saw an error.
     Errors the server reported (``dbapi.Error``) leave the protocol in step and are kept.
     """
-    dbapi = context.engine.dialect.loaded_dbapi
+    dbapi = context.dialect.loaded_dbapi
     if not isinstance(context.original_exception, dbapi.Error):
         context.is_disconnect = True  # this connection only: the others are in step
         context.invalidate_pool_on_disconnect = False

@@ -15,7 +15,13 @@ from typing import Any
 
 from tasklane import broker, metrics, payloads, registry
 from tasklane.config import Settings, settings
-from tasklane.errors import IdempotencyConflict, InvalidRequest, PayloadTooLarge, TaskNotFound
+from tasklane.errors import (
+    IdempotencyConflict,
+    InvalidRequest,
+    PayloadTooLarge,
+    StoreUnavailable,
+    TaskNotFound,
+)
 from tasklane.lanes import Lane
 from tasklane.lifecycle import Status
 from tasklane.logs import logger, task_fields
@@ -98,7 +104,15 @@ def _send(records: Sequence[TaskRecord], store: TaskStore, config: Settings) -> 
     """Send the messages of committed tasks and mark those SQS accepted as queued."""
     outgoing = [broker.Outgoing(r.id, r.task, Lane(r.lane)) for r in records]
     sent = broker.publish(outgoing, config)
-    queued = store.mark_queued([r.id for r in records if r.id in sent])
+    try:
+        queued = store.mark_queued([r.id for r in records if r.id in sent])
+    except StoreUnavailable:
+        # The messages are out and the tasks will run (a pending task is claimable): say so,
+        # rather than a 503 that would have the client submit the same work twice.
+        logger.warning(
+            "sent, but could not mark queued: tasks stay pending", extra={"count": len(sent)}
+        )
+        queued = set()
     for lane in Lane:
         metrics.count(
             metrics.SUBMITTED, lane, sum(o.lane is lane and o.id in sent for o in outgoing)
