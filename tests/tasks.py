@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -48,6 +49,22 @@ def ledger(payload):
     return {"n": payload["n"]}
 
 
+@task(name="test.sleep", lane="lambda")
+def sleep(payload):
+    time.sleep(payload["seconds"])
+    return {"slept": payload["seconds"]}
+
+
+@task(name="test.stubborn", lane="lambda")
+def stubborn(payload):
+    """Sleeps through anything raised into it (a task stuck in C code behaves so)."""
+    deadline = time.monotonic() + payload["seconds"]
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            time.sleep(0.05)
+    return {"slept": payload["seconds"]}
+
+
 @task(name="test.echo_celery", lane="celery")
 def echo_celery(payload):
     return {"echo": payload, "pid": os.getpid()}
@@ -56,6 +73,26 @@ def echo_celery(payload):
 @task(name="test.fail_celery", lane="celery")
 def fail_celery(payload):
     raise ValueError("celery lane failure")
+
+
+@task(name="test.sleep_once_celery", lane="celery")
+def sleep_once_celery(payload):
+    """Sleeps on its first run only, writing its pid first; counts its runs in a file."""
+    marker = Path(payload["marker"])
+    runs = len(marker.read_text().splitlines()) + 1 if marker.exists() else 1
+    with marker.open("a") as f:
+        f.write(f"{os.getpid()}\n")
+    if runs == 1:
+        time.sleep(payload["seconds"])
+    return {"runs": runs}
+
+
+@task(name="test.stubborn_celery", lane="celery", time_limit=3, max_attempts=1)
+def stubborn_celery(payload):
+    """Ignores its time limit's signal (as code stuck in C would); counts its runs."""
+    with open(payload["marker"], "a") as f:
+        f.write(f"{os.getpid()}\n")
+    stubborn(payload)
 
 
 @task(name="test.sleep_celery", lane="celery")

@@ -15,7 +15,8 @@ from tasklane.local.template import Template
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"
 LOCAL_ONLY = {"DATABASE_URL"}  # AWS uses DATABASE_SECRET_ARN instead
-TUNABLE_DEFAULTS = {"LEASE_SECONDS", "PENDING_GRACE_SECONDS"}  # defaults fit AWS as they are
+#: Defaults that fit AWS as they are.
+TUNABLE_DEFAULTS = {"LEASE_SECONDS", "PENDING_GRACE_SECONDS", "QUEUED_GRACE_SECONDS"}
 
 
 @pytest.fixture(scope="module")

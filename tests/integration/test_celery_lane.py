@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import uuid
+from pathlib import Path
 
 from tests.conftest import MAX_RECEIVES, Worker, wait_for
 from tests.integration.helpers import get_task, submit
@@ -111,3 +114,155 @@ def test_an_unknown_task_goes_to_the_dlq_after_one_delivery(stack, celery_worker
     reason = dead["MessageAttributes"]["tasklane-dead-letter-reason"]["StringValue"]
     assert "no.such.task" in reason
     assert stack.depth(stack.celery_queue) == 0
+
+
+def pool_children(worker: Worker) -> set[int]:
+    """The pids of a worker's pool processes (children of its main process)."""
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == worker.process.pid:
+            children.add(int(stat.parent.name))
+    return children
+
+
+def test_a_pool_process_killed_mid_task_loses_only_that_run(stack, celery_worker, tmp_path):
+    """What an OOM kill does to a heavy task. The worker survives (it used to stop on kombu's
+    KeyError('sqs_message')), the other run goes on untouched, and the killed run's task runs
+    again promptly, its lost run recorded, and nothing reaches the DLQ."""
+    killed_marker, other_marker = tmp_path / "killed", tmp_path / "other"
+    killed = submit("test.sleep_once_celery", {"marker": str(killed_marker), "seconds": 30})
+    other = submit("test.sleep_once_celery", {"marker": str(other_marker), "seconds": 4})
+    wait_for(lambda: killed_marker.exists() and other_marker.exists(), 30, what="both running")
+    victim = int(killed_marker.read_text().split()[0])
+    assert victim in pool_children(celery_worker)
+    os.kill(victim, signal.SIGKILL)
+
+    task = wait_for(lambda: finished(killed), 40, what="the killed task's second run")
+    assert task["status"] == "succeeded" and task["result"] == {"runs": 2}
+    assert task["attempts"] == 2  # the lost run counts: a task that kills its worker ends
+    assert wait_for(lambda: finished(other), 30, what="the other task")["result"] == {"runs": 1}
+    assert celery_worker.process.poll() is None, "the worker stopped"
+    assert not [line for line in celery_worker.lines if "Unrecoverable error" in line]
+    assert stack.depth(stack.celery_dlq) == 0
+    assert submit_and_wait("test.echo_celery", {"still": "working"})["status"] == "succeeded"
+
+
+def submit_and_wait(task: str, payload) -> dict:
+    task_id = submit(task, payload)
+    return wait_for(lambda: finished(task_id), 30, what=task)
+
+
+def test_a_run_past_its_hard_time_limit_is_killed_recorded_and_never_doubled(
+    stack, celery_worker, tmp_path
+):
+    """The task ignores its time limit's signal; Celery kills its process at the hard limit.
+    The run is recorded as a failed attempt (its last: max_attempts=1), the message is done,
+    the heartbeat has stopped with it, and no second run started beside the first."""
+    marker = tmp_path / "runs"
+    task_id = submit("test.stubborn_celery", {"marker": str(marker), "seconds": 60})
+    task = wait_for(lambda: finished(task_id), 40, what="the hard time limit")
+    assert task["status"] == "failed" and task["error"]["type"] == "TimeLimitExceeded"
+    assert len(marker.read_text().splitlines()) == 1
+    assert celery_worker.process.poll() is None
+    wait_for(lambda: stack.depth(stack.celery_queue) == 0, 10, what="the message deleted")
+    assert stack.depth(stack.celery_dlq) == 0
+
+
+def test_a_stock_send_task_without_task_id_keeps_its_claim_while_it_runs(
+    stack, celery_worker, tmp_path
+):
+    """Celery gives the message a random header id; the heartbeat must extend the claim of the
+    task the argument names. Otherwise the claim lapses after the queue's 2 s and a duplicate
+    arriving then runs the task a second time beside the first."""
+    from celery import Celery
+    from tasklane import database
+    from tasklane.store import NewTask, TaskStore
+
+    marker = tmp_path / "runs"
+    task_id = uuid.uuid4()
+    TaskStore(database.engine()).insert(
+        [
+            NewTask(
+                task_id,
+                "test.sleep_once_celery",
+                "celery",
+                json.dumps({"marker": str(marker), "seconds": 7}),
+            )
+        ]
+    )
+    app = Celery("stock", broker="sqs://", set_as_current=False)
+    app.conf.update(
+        broker_transport_options={
+            "region": "us-east-1",
+            "predefined_queues": {"tl-celery": {"url": stack.celery_queue}},
+        },
+        task_serializer="json",
+    )
+    app.send_task("test.sleep_once_celery", args=[str(task_id)], queue="tl-celery")
+    wait_for(marker.exists, 30, what="the run to start")
+    time.sleep(4)  # past the queue's visibility timeout, which a claim's lease equals
+    app.send_task("test.sleep_once_celery", args=[str(task_id)], queue="tl-celery")
+    task = wait_for(lambda: finished(str(task_id)), 60, what="long task")
+    assert task["status"] == "succeeded" and task["attempts"] == 1
+    assert len(marker.read_text().splitlines()) == 1, "ran twice"
+
+
+def test_a_worker_that_does_not_know_a_task_yet_leaves_it_for_one_that_does(stack):
+    """A deploy in progress: this worker's TASK_MODULES lack the task, whose row exists."""
+    task_id = submit("test.echo_celery", "new code")
+    worker = Worker(
+        stack.env | {"TASK_MODULES": "tasklane.examples"}, "tl-celery", "--pool", "solo"
+    )
+    try:
+        worker.wait_ready()
+        wait_for(
+            lambda: any("left for one that knows it" in line for line in worker.lines),
+            30,
+            what="the unknown task",
+        )
+        time.sleep(1)
+    finally:
+        worker.stop()
+    assert (get(task_id)["status"], get(task_id)["attempts"]) == ("queued", 0)
+    assert stack.depth(stack.celery_dlq) == 0
+    assert stack.depth(stack.celery_queue) == 1  # left, hidden for a while
+    assert stack.receive(stack.celery_queue) == []
+
+
+def test_the_heartbeat_stops_when_its_run_is_no_longer_active(stack):
+    """However a run ends (acknowledged, rejected, cancelled on a lost connection, its process
+    gone), Celery drops it from its active requests; the heartbeat stops then, letting the
+    message come back and the lease lapse instead of extending them for ever."""
+    from tasklane import database
+    from tasklane.store import Claim, TaskStore
+    from tasklane.worker import Heartbeat
+
+    store = TaskStore(database.engine())
+    task_id = uuid.UUID(submit("test.echo_celery", 1))
+    (message,) = stack.receive(stack.celery_queue)  # hidden for the queue's 2 s
+    store.claim(Claim(task_id, "test.echo_celery", "m#1"), 2)
+    alive = {"yes": True}
+    beat = Heartbeat(
+        stack.celery_queue,
+        message["ReceiptHandle"],
+        task_id,
+        "m#1",
+        2,
+        alive=lambda: alive["yes"],
+        until=time.monotonic() + 600,
+    )
+    try:
+        time.sleep(3)  # beats kept it hidden past the queue's 2 s
+        assert stack.receive(stack.celery_queue) == []
+        alive["yes"] = False  # the run ended without acknowledge or reject
+        redelivered = wait_for(lambda: stack.receive(stack.celery_queue), 10, what="message back")
+        assert redelivered[0]["MessageId"] == message["MessageId"]
+        (row,) = stack.query("SELECT lease_until < now() AS lapsed FROM tasks")
+        assert row.lapsed
+        assert not beat.thread.is_alive()
+    finally:
+        beat.cancel()

@@ -124,7 +124,7 @@ def test_duplicate_deliveries_run_once(stack, tmp_path):
     stack.sqs.send_message(QueueUrl=stack.lambda_queue, MessageBody=message["Body"])
     consumer = source(stack)
     first = consumer.poll_once()
-    assert first.records == 2 and len(first.failed_ids) == 1  # the twin is busy, put back
+    assert first.records == 2 and first.deleted == 2  # the twin finds it done: acknowledged
     deadline = time.monotonic() + 30
     while stack.depth(stack.lambda_queue) and time.monotonic() < deadline:
         consumer.poll_once()  # the twin and the original come back and are acknowledged
@@ -220,3 +220,156 @@ def test_records_are_returned_when_time_runs_short(stack, remaining_ms):
     assert len(response["batchItemFailures"]) == len(messages) == 3
     rows = stack.query("SELECT status, attempts FROM tasks")
     assert sorted(tuple(r) for r in rows) == [("queued", 0)] * 3  # claims given back, not spent
+
+
+def deleted(result) -> int:
+    """Messages a poll acknowledged (0 when it found none)."""
+    return result.deleted if result else 0
+
+
+def consumer_process(stack, timeout: float):
+    """The consumer function in a process of its own, killed if it runs past ``timeout``."""
+    import os
+
+    from tasklane.local.runtime import FunctionPool
+
+    from tests.integration.helpers import ROOT
+
+    return FunctionPool(
+        ROOT / "functions" / "consumer",
+        "app.lambda_handler",
+        "consumer",
+        os.environ | stack.env,
+        timeout=timeout,
+        memory=128,
+        layers=[],
+        size=1,
+    )
+
+
+def test_a_slow_record_is_stopped_in_time_and_the_rest_return_unclaimed(stack):
+    """A run that would outlast the invocation is stopped at the time reserve and recorded as a
+    failed attempt; the records after it go back without a claim, so no run is counted that
+    did not happen, and the invocation is not killed."""
+    from tasklane.local.events import sqs_event
+
+    slow = submit("test.sleep", {"seconds": 30})
+    rest = [submit("test.echo", i) for i in range(2)]
+    messages = stack.receive(stack.lambda_queue)
+    function = consumer_process(stack, timeout=7)
+    try:
+        response = function(sqs_event(messages, queue_arn("tl-lambda")))
+    finally:
+        function.close()
+    assert len(response["batchItemFailures"]) == 3
+    stopped = get(slow)
+    assert stopped["status"] == "queued" and stopped["attempts"] == 1
+    assert stopped["error"]["type"] == "TimeLimitExceeded"
+    assert [(get(t)["status"], get(t)["attempts"]) for t in rest] == [("queued", 0)] * 2
+
+
+def test_a_record_that_ignores_its_limit_gets_the_invocation_killed_and_nothing_else_counted(
+    stack,
+):
+    from tasklane.local.events import sqs_event
+    from tasklane.local.runtime import InvocationTimeout
+
+    stuck = submit("test.stubborn", {"seconds": 30})
+    rest = [submit("test.echo", i) for i in range(2)]
+    messages = stack.receive(stack.lambda_queue)
+    function = consumer_process(stack, timeout=6)
+    try:
+        with pytest.raises(InvocationTimeout):
+            function(sqs_event(messages, queue_arn("tl-lambda")))
+    finally:
+        function.close()
+    assert (get(stuck)["status"], get(stuck)["attempts"]) == ("running", 1)  # lease runs out
+    assert [(get(t)["status"], get(t)["attempts"]) for t in rest] == [("queued", 0)] * 2
+
+
+def test_a_payload_no_decoder_survives_fails_its_task_once_and_spares_the_batch(stack):
+    """Stored by hand (the API refuses it now): the task fails for good on its first delivery;
+    it is not looped through the DLQ and the reconciler, and the batch's other records run."""
+    before = submit("test.echo", "before")
+    deep = submit("test.echo", 1)
+    after = submit("test.echo", "after")
+    with database.engine().begin() as conn:
+        conn.execute(
+            text("UPDATE tasks SET payload = CAST(:p AS jsonb) WHERE id = :id"),
+            {"p": "[" * 3000 + "]" * 3000, "id": uuid.UUID(deep)},
+        )
+    result = source(stack).poll_once()
+    assert result.records == 3 and result.deleted == 3
+    failed = get(deep)
+    assert failed["status"] == "failed" and failed["attempts"] == 1
+    assert failed["error"]["type"] == "PayloadUnreadable"
+    assert get(before)["status"] == get(after)["status"] == "succeeded"
+    assert get(after)["result"] == {"echo": "after"}  # the next read was not poisoned
+
+
+def test_a_task_this_consumer_does_not_know_yet_is_left_for_one_that_does(stack, monkeypatch):
+    """A deploy in progress: the producer knows a task the consumer's registry lacks. The row
+    exists, so the message is not poison: it is left (with a back-off), never failed."""
+    from tasklane import registry
+
+    task_id = submit("test.echo", "new code")
+    spec = registry._tasks.pop("test.echo")
+    try:
+        result = source(stack).poll_once()
+    finally:
+        registry._tasks["test.echo"] = spec
+    assert result.failed_ids and result.deleted == 0
+    assert (get(task_id)["status"], get(task_id)["attempts"]) == ("queued", 0)
+    assert stack.depth(stack.lambda_dlq) == 0
+    message = stack.sqs.receive_message(QueueUrl=stack.lambda_queue, WaitTimeSeconds=0)
+    assert "Messages" not in message  # backed off, not hot-looping
+
+
+def test_a_lost_reply_to_a_retry_outcome_leaves_the_message_for_the_retry(stack, tmp_path):
+    """The retry's commit succeeded but its reply was lost (a failover). Writing it again must
+    recognise the committed outcome; reading that as a lost claim acknowledged the message and
+    stranded the task, queued, with nothing left to run it."""
+    task_id = submit("test.flaky", {"marker": str(tmp_path / "runs"), "fail_times": 1})
+    engine = database.engine()
+    dialect = engine.dialect
+    commit, last = dialect.do_commit, {"sql": ""}
+
+    def remember(conn, cursor, statement, *args):
+        last["sql"] = statement
+
+    def commit_then_lose_the_reply(dbapi_connection):
+        commit(dbapi_connection)
+        recorded_failure = last["sql"].startswith("UPDATE tasks SET") and "error=" in last["sql"]
+        if recorded_failure and not last.get("done"):
+            last["done"] = True
+            raise dialect.loaded_dbapi.InterfaceError("network error")
+
+    event.listen(engine, "before_cursor_execute", remember)
+    dialect.do_commit = commit_then_lose_the_reply
+    try:
+        first = source(stack).poll_once()
+    finally:
+        dialect.do_commit = commit
+        event.remove(engine, "before_cursor_execute", remember)
+    assert last.get("done"), "the fault was not injected"
+    assert first.failed_ids and first.deleted == 0  # left for its retry, not acknowledged
+    assert (get(task_id)["status"], get(task_id)["attempts"]) == ("queued", 1)
+    wait_for(lambda: deleted(source(stack).poll_once()), 20, what="the retry")
+    assert get(task_id)["status"] == "succeeded" and get(task_id)["attempts"] == 2
+
+
+def test_the_dead_letter_of_a_duplicate_spares_a_task_whose_retry_is_coming(stack, tmp_path):
+    """A copy of the message dies in the DLQ (it kept finding the task busy) while the message
+    that carries the task's attempts waits out its back-off: the task must not be failed."""
+    task_id = submit("test.flaky", {"marker": str(tmp_path / "runs"), "fail_times": 1})
+    (message,) = stack.receive(stack.lambda_queue)
+    stack.sqs.change_message_visibility(
+        QueueUrl=stack.lambda_queue, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+    )
+    assert source(stack).poll_once().failed_ids  # attempt 1 failed: a retry will come
+    stack.sqs.send_message(QueueUrl=stack.lambda_dlq, MessageBody=message["Body"])  # the copy
+    dead = source(stack, "deadletter", url=stack.lambda_dlq)
+    assert wait_for(dead.poll_once, 10, what="the dead copy").deleted == 1
+    assert get(task_id)["status"] == "queued"
+    wait_for(lambda: deleted(source(stack).poll_once()), 20, what="the retry")
+    assert get(task_id)["status"] == "succeeded"

@@ -80,3 +80,25 @@ def test_a_task_stuck_running_after_its_consumer_died_is_sent_again(stack):
     assert source.poll_once().deleted == 1
     task = call_api("GET", f"/tasks/{body['id']}")[2]
     assert task["status"] == "succeeded" and task["attempts"] == 2
+
+
+def test_a_queued_task_whose_message_is_gone_is_sent_again_once_its_lane_is_quiet(
+    stack, monkeypatch
+):
+    from tasklane.config import settings
+
+    monkeypatch.setenv("QUEUED_GRACE_SECONDS", "300")
+    settings.cache_clear()
+    _, _, stranded = call_api("POST", "/tasks", {"task": "test.echo", "payload": "lost"})
+    stack.sqs.purge_queue(QueueUrl=stack.lambda_queue)  # acknowledged while still queued
+    time.sleep(0.2)
+    _, _, waiting = call_api("POST", "/tasks", {"task": "test.echo", "payload": "waiting"})
+    with database.engine().begin() as conn:
+        conn.execute(text("UPDATE tasks SET updated_at = now() - interval '10 minutes'"))
+    assert service.reconcile() == []  # a message waits in the lane: maybe just a backlog
+    stack.receive(stack.lambda_queue)  # the waiting one is taken
+    resent = service.reconcile()
+    assert {str(r.id) for r in resent} == {stranded["id"], waiting["id"]}
+    assert service.reconcile() == []  # touched: not again within the grace period
+    assert consumer_source(stack).poll_once().deleted == 2
+    assert call_api("GET", f"/tasks/{stranded['id']}")[2]["status"] == "succeeded"

@@ -6,7 +6,6 @@ from tasklane.lifecycle import (
     Status,
     can_transition,
     retry_delay_seconds,
-    status_after_failure,
 )
 
 
@@ -26,17 +25,13 @@ def test_terminal_statuses_allow_only_a_retry_of_failed():
         (Status.RUNNING, Status.QUEUED, True),  # a failed attempt that will be retried
         (Status.QUEUED, Status.SUCCEEDED, False),  # only a claim holder finishes a task
         (Status.SUCCEEDED, Status.RUNNING, False),
+        (Status.QUEUED, Status.SCHEDULED, True),  # a stock message whose eta is far off
+        (Status.SCHEDULED, Status.PENDING, True),  # due: the scheduler sends it
+        (Status.SCHEDULED, Status.RUNNING, False),  # never claimed before it is due
     ],
 )
 def test_transitions(current, target, allowed):
     assert can_transition(current, target) is allowed
-
-
-def test_failure_ends_the_task_only_on_its_last_attempt():
-    assert status_after_failure(1, None) is Status.QUEUED
-    assert status_after_failure(99, None) is Status.QUEUED  # the DLQ decides
-    assert status_after_failure(1, 2) is Status.QUEUED
-    assert status_after_failure(2, 2) is Status.FAILED
 
 
 def test_back_off_grows_and_is_capped():

@@ -138,6 +138,14 @@ def change_visibility(queue: str, receipt_handle: str, seconds: int) -> None:
     )
 
 
+def waiting_messages(url: str) -> int:
+    """How many messages wait in a queue, visible to a consumer now (approximate)."""
+    attributes = sqs().get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+    )
+    return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
+
+
 @functools.lru_cache(maxsize=16)
 def queue_visibility(url: str) -> int:
     """A queue's VisibilityTimeout (read once per process): how long a received message hides."""

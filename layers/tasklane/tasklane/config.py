@@ -18,6 +18,7 @@ DEFAULT_TASK_MODULES = ("tasklane.examples",)
 DEFAULT_MAX_PAYLOAD_BYTES = 5 * 1024 * 1024
 DEFAULT_LEASE_SECONDS = 900
 DEFAULT_PENDING_GRACE_SECONDS = 60
+DEFAULT_QUEUED_GRACE_SECONDS = 900
 
 #: Environment variables the code reads (kept in one place for the template tests).
 ENV_VARS = (
@@ -33,6 +34,7 @@ ENV_VARS = (
     "MAX_PAYLOAD_BYTES",
     "LEASE_SECONDS",
     "PENDING_GRACE_SECONDS",
+    "QUEUED_GRACE_SECONDS",
 )
 
 
@@ -56,6 +58,10 @@ class Settings:
     lease_seconds: int = DEFAULT_LEASE_SECONDS
     #: How long a task may stay ``pending`` before the reconciler sends it again.
     pending_grace_seconds: int = DEFAULT_PENDING_GRACE_SECONDS
+    #: How long a ``queued`` task may go without a delivery, in a lane with no message
+    #: waiting, before the reconciler sends it again (its message was lost). Longer than the
+    #: longest retry back-off (300 s).
+    queued_grace_seconds: int = DEFAULT_QUEUED_GRACE_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -93,6 +99,7 @@ class Settings:
             max_payload_bytes=number("MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES),
             lease_seconds=number("LEASE_SECONDS", DEFAULT_LEASE_SECONDS),
             pending_grace_seconds=number("PENDING_GRACE_SECONDS", DEFAULT_PENDING_GRACE_SECONDS),
+            queued_grace_seconds=number("QUEUED_GRACE_SECONDS", DEFAULT_QUEUED_GRACE_SECONDS),
         )
 
 

@@ -1,9 +1,13 @@
 """The Lambda lane: an SQS batch in, ``{"batchItemFailures": [...]}`` out.
 
-Powertools' :class:`BatchProcessor` builds the partial-failure response; the subclass below only
-adds a ``_prepare`` step that decodes every record and claims the whole batch in one round trip
-(so a batch of N costs N + 1 statements, not 3N). A record that raises is reported as failed and
-comes back after its visibility timeout; everything else is deleted by Lambda.
+Powertools' :class:`BatchProcessor` builds the partial-failure response and calls
+:meth:`ClaimCheckProcessor.handle_record` for each record in turn. A record's task is claimed
+just before it runs, and the claim of the next record rides in the same round trip as this
+record's outcome, so a batch of N costs N + 1 statements. Nothing is claimed that will not run
+now: when the invocation's time runs short, the records not yet started go back unclaimed, and
+a run counts only when it started. Payloads are loaded one at a time, as their task runs. A
+record that raises is reported as failed and comes back after its visibility timeout (or the
+back-off set on it); everything else is deleted by Lambda.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from tasklane import broker, codec
 from tasklane.config import Settings, settings
 from tasklane.errors import MessageDecodeError, StoreUnavailable, TasklaneError
-from tasklane.executor import Attempt, Executor, Outcome, Pointer, Verdict
+from tasklane.executor import Attempt, Delivery, Executor, Outcome, Verdict, delivery_token
 from tasklane.lanes import Lane, queue_name
-from tasklane.logs import logger, task_fields
+from tasklane.logs import logger
 
 #: Stop starting records when less than this is left of the invocation; they are returned instead.
 TIME_RESERVE_S = 5.0
@@ -38,34 +42,77 @@ class RecordFailed(TasklaneError):
 
 
 class ClaimCheckProcessor(BatchProcessor):
-    """An SQS batch processor that claims the batch's tasks before running them."""
+    """An SQS batch processor that claims each record's task as it reaches it."""
 
     def __init__(self, executor: Executor, config: Settings) -> None:
         super().__init__(EventType.SQS, raise_on_entire_batch_failure=False)
         self.executor = executor
         self.config = config
-        self.plan: dict[str, Attempt | Verdict | Exception] = {}
+        self.order: list[str] = []  # message ids, in the batch's order
+        self.steps: dict[str, Delivery | Verdict] = {}
+        self.ahead: dict[str, Attempt | Verdict] = {}  # claims made with the previous outcome
 
     def _prepare(self) -> None:
         super()._prepare()
-        self.plan = {}
-        pointers: dict[str, Pointer] = {}
+        self.order, self.steps, self.ahead = [], {}, {}
         for raw in self.records:
             record = SQSRecord(raw)
+            self.order.append(record.message_id)
             try:
                 message = codec.decode(record.body)
-                pointers[record.message_id] = Pointer(message.task, message.claim_check)
+                self.steps[record.message_id] = Delivery(
+                    message.task, message.claim_check, delivery_token(record.message_id)
+                )
             except MessageDecodeError as exc:
-                self.plan[record.message_id] = Verdict(Outcome.POISON, str(exc))
-        try:
-            steps = self.executor.claim(
-                list(pointers.values()), self._lease_seconds(), self._deadline()
+                self.steps[record.message_id] = Verdict(Outcome.POISON, str(exc))
+        self.position = {message_id: i for i, message_id in enumerate(self.order)}
+
+    def handle_record(self, record: SQSRecord) -> str:
+        step = self._start(record)
+        if isinstance(step, Attempt):
+            following = self._following(record)
+            chained: list[Delivery] = []
+
+            def then() -> Delivery | None:
+                """Asked when the run ends: claim the next record now, if it can run in time
+                (a second message of the same task is claimed on its own, after this outcome)."""
+                if following is None or following.id == step.id or self._out_of_time():
+                    return None
+                chained.append(following)
+                return following
+
+            step, ahead = self.executor.run(
+                step,
+                self._deadline(),
+                then=then,
+                lease_seconds=self._lease_seconds(),
+                limit_s=self._limit_s(step),
             )
+            if chained and ahead is not None:
+                self.ahead[self.order[self.position[record.message_id] + 1]] = ahead
+        return self._settle(record, step)
+
+    def _start(self, record: SQSRecord) -> Attempt | Verdict:
+        """The record's claim: made ahead with the previous outcome, or now."""
+        step = self.steps[record.message_id]
+        if isinstance(step, Verdict):
+            return step
+        if (claimed := self.ahead.pop(record.message_id, None)) is not None:
+            return claimed
+        if self._out_of_time():
+            logger.warning("too little time left, returning the record unclaimed")
+            raise RecordFailed("invocation out of time")
+        try:
+            return self.executor.claim(step, self._lease_seconds(), self._deadline())
         except StoreUnavailable as exc:
-            logger.warning("database unavailable, returning the batch", extra={"error": str(exc)})
-            self.plan.update(dict.fromkeys(pointers, exc))
-            return
-        self.plan.update(zip(pointers, steps, strict=True))
+            logger.warning("database unavailable, returning the record", extra={"error": str(exc)})
+            raise RecordFailed(str(exc)) from exc
+
+    def _following(self, record: SQSRecord) -> Delivery | None:
+        """The next record's delivery, if it is one (not poison)."""
+        index = self.position[record.message_id] + 1
+        step = self.steps[self.order[index]] if index < len(self.order) else None
+        return step if isinstance(step, Delivery) else None
 
     def _remaining_s(self) -> float | None:
         """Seconds left in this invocation (None outside Lambda, e.g. a direct call)."""
@@ -77,19 +124,12 @@ class ClaimCheckProcessor(BatchProcessor):
         remaining = self._remaining_s()
         return self.config.lease_seconds if remaining is None else remaining + LEASE_MARGIN_S
 
-    def handle_record(self, record: SQSRecord) -> str:
-        step = self.plan[record.message_id]
-        if isinstance(step, Exception):
-            raise RecordFailed(str(step))
-        if isinstance(step, Attempt):
-            if self._out_of_time():
-                logger.warning(
-                    "too little time left, returning the record", extra=task_fields(step.id)
-                )
-                self.executor.store.release(step.id, step.number)  # the attempt never ran
-                raise RecordFailed("invocation out of time")
-            step = self.executor.run(step, self._deadline())
-        return self._settle(record, step)
+    def _limit_s(self, attempt: Attempt) -> float:
+        """How long this run may take: its task's limit, and never past the invocation's
+        reserve, so a slow task is stopped and recorded rather than the invocation killed."""
+        remaining = self._remaining_s()
+        limit = float(attempt.spec.time_limit)
+        return limit if remaining is None else max(0.001, min(limit, remaining - TIME_RESERVE_S))
 
     def _deadline(self) -> float | None:
         """When an attempt must stop waiting for Postgres: before the invocation times out."""
@@ -110,12 +150,12 @@ class ClaimCheckProcessor(BatchProcessor):
             if broker.dead_letter(record.body, Lane.LAMBDA, verdict.reason, self.config):
                 return verdict.outcome.value  # now in the DLQ: delete it here
             raise RecordFailed(f"poison: {verdict.reason}")
-        if verdict.outcome is Outcome.RETRY and verdict.retry_in is not None:
+        if verdict.retry_in is not None:
             self._back_off(record, verdict.retry_in)
         raise RecordFailed(f"{verdict.outcome}: {verdict.reason}")
 
     def _back_off(self, record: SQSRecord, seconds: int) -> None:
-        """Make the failed message visible again after ``seconds`` (exponential back-off)."""
+        """Make the returned message visible again after ``seconds``."""
         url = self.config.lambda_queue_url
         if not url or queue_name(url) != record.queue_url.rsplit("/", 1)[-1]:
             return

@@ -1,7 +1,10 @@
-"""Dead letters: a task whose message reached a dead-letter queue ends ``failed`` in Postgres.
+"""Dead letters: what a message that reached a dead-letter queue means for its task.
 
-The message itself carries only the task id; its last error is already in the task's row, so the
-row keeps it (or, for a task that never ran, records why it died).
+The message carries only the task id; its last error is already in the task's row, so the row
+keeps it. SQS keeps a message's id when it moves it to a DLQ, and every claim records the
+message it came from, so a dead letter fails a task only when it is the message that carried
+the task's attempts: a duplicate that exhausted its receives while another delivery held the
+task changes nothing (:meth:`TaskStore.mark_dead`).
 """
 
 from __future__ import annotations
@@ -18,8 +21,12 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from tasklane import codec, metrics
 from tasklane.broker import REASON_ATTRIBUTE
 from tasklane.errors import MessageDecodeError
+from tasklane.lifecycle import Status
 from tasklane.logs import logger, task_fields
 from tasklane.store import TaskStore
+
+#: How often a task that never ran is put back to pending before its dead letter fails it.
+MAX_REQUEUES = 3
 
 
 def record_dead(record: SQSRecord, store: TaskStore) -> str:
@@ -33,24 +40,22 @@ def record_dead(record: SQSRecord, store: TaskStore) -> str:
             extra={"message_id": record.message_id, "reason": reason or str(exc)},
         )
         return "undecodable"
-    error = {
-        "type": "DeadLetter",
-        "message": reason or "the task's message reached the dead-letter queue",
-    }
-    if reason is None and store.requeue_unstarted(task_id):  # died of the platform, not itself
-        logger.warning(
-            "dead letter of a task that never ran: pending again",
-            extra=task_fields(task_id, message.task),
-        )
-        return "requeued"
-    lane = store.mark_dead(task_id, error)
-    if lane is not None:
+    fields = task_fields(task_id, message.task)
+    if reason is not None:
+        # tasklane dead-lettered it as poison at once: the message is wrong (no row, another
+        # task's name), not the task its id points at, which keeps its own messages
+        logger.warning("poison message dead-lettered", extra=fields | {"reason": reason})
+        return "poison"
+    error = {"type": "DeadLetter", "message": "the task's message reached the dead-letter queue"}
+    marked = store.mark_dead(task_id, record.message_id, error, MAX_REQUEUES)
+    if marked is None:
+        logger.info("dead letter of a duplicate or of a finished task", extra=fields)
+        return "unchanged"
+    status, lane = marked
+    if status is Status.FAILED:
         metrics.count(metrics.FAILED, lane)
-    logger.warning(
-        "task dead-lettered",
-        extra=task_fields(task_id, message.task, marked_failed=lane is not None, reason=reason),
-    )
-    return "failed" if lane is not None else "already-final"
+    logger.warning("task dead-lettered", extra=fields | {"now": status})
+    return str(status)
 
 
 def handle(event: dict, context: Any, store: TaskStore | None = None) -> dict:

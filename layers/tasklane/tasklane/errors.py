@@ -57,6 +57,12 @@ class PayloadUnreadable(TasklaneError):
     code = "payload_unreadable"
 
 
+class TimeLimitExceeded(TasklaneError):
+    """A task ran past its ``time_limit``; recorded as a failed attempt."""
+
+    code = "time_limit_exceeded"
+
+
 class MessageDecodeError(TasklaneError):
     """A queue message is not a Celery protocol-2 JSON message. Poison: never retried."""
 

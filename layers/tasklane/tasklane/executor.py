@@ -1,38 +1,60 @@
 """Running tasks: claim, load the payload, call the function, record the outcome.
 
-Both lanes go through here, so a task behaves the same in either. Each delivery ends in an
-:class:`Outcome` that tells the lane's adapter what to do with the message:
+Both lanes go through here, so a task behaves the same in either. A :class:`Delivery` is one
+receive of one message; its token is written into the claim, and every later write of that
+attempt is fenced on it. Each delivery ends in a :class:`Verdict` that tells the lane's adapter
+what to do with the message:
 
 ==============  ===========================================  =====================
 outcome         meaning                                      the message
 ==============  ===========================================  =====================
 SUCCEEDED       ran, result stored                           acknowledge
-FAILED          ran, failed its last attempt (max_attempts)  acknowledge
-DONE            already finished (a duplicate delivery)      acknowledge
+FAILED          ran, failed for good (last attempt, or its   acknowledge
+                payload cannot be loaded)
+DONE            nothing to run: already finished, or         acknowledge
+                expired, or deferred to its eta
 RETRY           ran and failed; it will be tried again       leave (back-off)
-BUSY            another delivery holds a live claim          leave
-POISON          undecodable, unknown task, no row            dead-letter at once
+BUSY            another delivery holds a live claim, or the  leave (``retry_in``)
+                task is not due / not known here yet
+POISON          undecodable, no such row, wrong task name    dead-letter at once
 ==============  ===========================================  =====================
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import math
+import signal
+import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from tasklane import metrics, registry
-from tasklane.errors import InvalidRequest, StoreUnavailable, UnknownTask
-from tasklane.lifecycle import Status, retry_delay_seconds, status_after_failure
+from tasklane import metrics, payloads, registry
+from tasklane.errors import (
+    InvalidRequest,
+    PayloadUnreadable,
+    StoreUnavailable,
+    TaskNotFound,
+    TimeLimitExceeded,
+    UnknownTask,
+)
+from tasklane.lifecycle import Status, retry_delay_seconds
 from tasklane.logs import logger, task_fields
-from tasklane.store import Claimed, NotClaimed, TaskStore
+from tasklane.store import Claim, Claimed, Failure, NotClaimed, TaskStore
 
 T = TypeVar("T")
+
+#: How long a message for a task this consumer does not know waits before it is offered again
+#: (a deploy in progress: another consumer, or this one after its update, will know it).
+UNKNOWN_HERE_BACKOFF_S = 60
+#: The longest a message may be left invisible (SQS's cap on a message's visibility timeout).
+MAX_VISIBILITY_S = 12 * 3600
 
 
 class Outcome(StrEnum):
@@ -53,26 +75,43 @@ class Outcome(StrEnum):
 class Verdict:
     outcome: Outcome
     reason: str = ""
-    #: For RETRY: how long the message should stay invisible before the next attempt.
+    #: For RETRY and BUSY: how long the message should stay invisible before it comes back.
     retry_in: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class Attempt:
-    """A claim held by this delivery: run it with :meth:`Executor.run`."""
+class Delivery:
+    """One receive of one message: run task ``task`` on row ``id``.
 
-    id: uuid.UUID
-    spec: registry.TaskSpec
-    number: int
-    payload: Any
-
-
-@dataclass(frozen=True, slots=True)
-class Pointer:
-    """What a message says: run task ``task`` on row ``id``."""
+    ``token`` (:func:`delivery_token`) names this receive; it is what holds the claim.
+    """
 
     task: str
     id: uuid.UUID
+    token: str
+
+    def claim(self) -> Claim:
+        return Claim(self.id, self.task, self.token)
+
+
+def delivery_token(message_id: str | None) -> str:
+    """A new token for one receive of message ``message_id``: the message id (which a dead
+    letter keeps) and a random part (which tells two receives of one message apart)."""
+    return f"{message_id or 'local'}#{uuid.uuid4().hex[:16]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """A claim held by a delivery: run it with :meth:`Executor.run`."""
+
+    delivery: Delivery
+    spec: registry.TaskSpec
+    number: int
+    payload_json: str
+
+    @property
+    def id(self) -> uuid.UUID:
+        return self.delivery.id
 
 
 def error_of(exc: BaseException) -> dict[str, str]:
@@ -85,62 +124,98 @@ def error_of(exc: BaseException) -> dict[str, str]:
     }
 
 
+@contextlib.contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`TimeLimitExceeded` in the task after ``seconds`` (SIGALRM).
+
+    Only on the main thread, where signals are delivered (a Lambda handler, a Celery pool
+    process); elsewhere the lane's own limit applies (the function's timeout, Celery's hard
+    time limit).
+    """
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise TimeLimitExceeded(f"the task ran past its time limit of {seconds:.0f} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 class Executor:
     def __init__(self, store: TaskStore) -> None:
         self.store = store
 
     def claim(
-        self, pointers: Sequence[Pointer], lease_seconds: float, deadline: float | None = None
-    ) -> list[Attempt | Verdict]:
-        """Claim the tasks of a batch in one round trip; one entry per pointer, in order.
+        self, delivery: Delivery, lease_seconds: float, deadline: float | None = None
+    ) -> Attempt | Verdict:
+        """Claim the delivery's task, or say why not.
 
-        A pointer to a task this process does not know is poison and is not claimed (claiming
-        would count an attempt it cannot make). The same task twice in one batch runs once.
-        While Postgres is unreachable the claim is retried until ``deadline``: a delivery given
-        back at once would spend one of the message's receives on an outage.
+        A task this process does not know is not claimed (claiming would count a run it
+        cannot make). While Postgres is unreachable the claim is retried until ``deadline``:
+        a delivery given back at once would spend one of the message's receives on an outage.
         """
-        specs: dict[uuid.UUID, registry.TaskSpec] = {}
-        unknown: dict[int, Verdict] = {}
-        for i, p in enumerate(pointers):
-            try:
-                specs[p.id] = registry.get(p.task)
-            except UnknownTask as exc:
-                unknown[i] = Verdict(Outcome.POISON, str(exc))
-        wanted = {i: s.name for i, s in specs.items()}
-        claims = self._persist(lambda: self.store.claim(wanted, lease_seconds), deadline, {})
+        try:
+            spec = registry.get(delivery.task)
+        except UnknownTask as exc:
+            return self.unknown_here(delivery, exc)
+        claim = self._persist(
+            lambda: self.store.claim(delivery.claim(), lease_seconds), deadline, {}
+        )
+        return self._attempt_or_verdict(delivery, spec, claim)
 
-        out: list[Attempt | Verdict] = []
-        running: set[uuid.UUID] = set()
-        for i, p in enumerate(pointers):
-            claim = claims.get(p.id)
-            if i in unknown:
-                out.append(unknown[i])
-            elif isinstance(claim, Claimed) and p.id not in running:
-                running.add(p.id)
-                out.append(Attempt(p.id, specs[p.id], claim.attempt, claim.payload))
-            elif isinstance(claim, NotClaimed):
-                out.append(self._not_claimed(p, claim))
-            else:
-                out.append(Verdict(Outcome.BUSY, "same task twice in one batch"))
-        return out
+    def unknown_here(self, delivery: Delivery, exc: UnknownTask) -> Verdict:
+        """No task of that name here. If its row exists under that name, the task is real and
+        this consumer is behind (a deploy in progress): leave it for one that knows it."""
+        try:
+            record = self.store.get(delivery.id)
+        except TaskNotFound:
+            return Verdict(Outcome.POISON, str(exc))
+        if record.task != delivery.task:
+            return Verdict(
+                Outcome.POISON, f"message names task {delivery.task!r}, row is {record.task!r}"
+            )
+        if record.status.terminal:
+            return Verdict(Outcome.DONE, f"task already {record.status}")
+        logger.warning(
+            "task not known to this consumer: left for one that knows it",
+            extra=task_fields(delivery.id, delivery.task),
+        )
+        return Verdict(Outcome.BUSY, f"{exc} here", UNKNOWN_HERE_BACKOFF_S)
 
     @staticmethod
-    def _not_claimed(pointer: Pointer, claim: NotClaimed) -> Verdict:
+    def _attempt_or_verdict(
+        delivery: Delivery, spec: registry.TaskSpec, claim: Claimed | NotClaimed
+    ) -> Attempt | Verdict:
+        if isinstance(claim, Claimed):
+            return Attempt(delivery, spec, claim.attempt, claim.payload_json)
         if claim.status is None:
-            return Verdict(Outcome.POISON, f"no task row with id {pointer.id}")
-        if claim.task != pointer.task:
+            return Verdict(Outcome.POISON, f"no task row with id {delivery.id}")
+        if claim.task != delivery.task:
             return Verdict(
-                Outcome.POISON, f"message names task {pointer.task!r}, row is {claim.task!r}"
+                Outcome.POISON, f"message names task {delivery.task!r}, row is {claim.task!r}"
             )
         if claim.status.terminal:
             return Verdict(Outcome.DONE, f"task already {claim.status}")
+        if claim.run_at is not None and claim.status is not Status.RUNNING:
+            wait = (claim.run_at - datetime.now(UTC)).total_seconds()
+            if wait > 0:  # arrived before it is due: back when it is
+                return Verdict(Outcome.BUSY, "not due yet", min(math.ceil(wait), MAX_VISIBILITY_S))
         return Verdict(Outcome.BUSY, "another delivery holds the task")
 
     def _persist(self, write: Callable[[], T], deadline: float | None, fields: dict) -> T:
         """Run a store call, retrying while Postgres is unreachable until ``deadline``.
 
-        For an outcome, the task has already run: giving up would run it again on the next
-        delivery, so an attempt holds on to its outcome for as long as it may.
+        Every write is fenced on the delivery's token, so a retry after a lost reply finds its
+        own committed effect rather than a lost claim. For an outcome, the task has already
+        run: giving up would run it again on the next delivery, so an attempt holds on to its
+        outcome for as long as it may.
         """
         pause = 0.2
         while True:
@@ -149,55 +224,101 @@ class Executor:
             except StoreUnavailable:
                 if deadline is None or time.monotonic() + pause >= deadline:
                     raise
-                logger.warning("database unavailable, retrying the outcome", extra=fields)
+                logger.warning("database unavailable, retrying", extra=fields)
                 time.sleep(pause)
                 pause = min(pause * 2, 2.0)
 
-    def run(self, attempt: Attempt, deadline: float | None = None) -> Verdict:
-        """Run a claimed task and record its outcome (only while this attempt holds the claim).
+    def run(
+        self,
+        attempt: Attempt,
+        deadline: float | None = None,
+        *,
+        then: Callable[[], Delivery | None] | None = None,
+        lease_seconds: float = 0,
+        limit_s: float | None = None,
+    ) -> tuple[Verdict, Attempt | Verdict | None]:
+        """Run a claimed task and record its outcome, only while its delivery holds the claim.
 
-        ``deadline`` (``time.monotonic()``) bounds how long the outcome may wait for Postgres.
+        ``then``, asked once the task has returned: the delivery its consumer will run next,
+        claimed in the same round trip as this outcome (that claim is returned second; a
+        delivery of a task unknown here is not chained). ``deadline`` (``time.monotonic()``)
+        bounds how long the outcome may wait for Postgres; ``limit_s`` stops the task itself
+        (:func:`time_limit`).
         """
         fields = task_fields(attempt.id, attempt.spec.name, attempt=attempt.number)
         logger.info("task started", extra=fields)
+        outcome: str | Failure
         try:
-            result = attempt.spec.fn(attempt.payload)
-            result_json = json.dumps(result, ensure_ascii=False)
-        except Exception as exc:  # a task may raise anything; it is recorded, never propagated
-            return self._failed(attempt, exc, fields, deadline)
-        try:
-            stored = self._persist(
-                lambda: self.store.succeed(attempt.id, attempt.number, result_json),
+            payload = payloads.loads(attempt.payload_json)
+        except PayloadUnreadable as exc:
+            outcome = Failure(error_of(exc), final=True)
+        else:
+            outcome = self._call(attempt, payload, limit_s)
+        following = then() if then is not None else None
+        next_spec = registry.find(following.task) if following is not None else None
+        next_claim = following.claim() if following is not None and next_spec else None
+
+        def settle(outcome: str | Failure) -> tuple[Status | None, Any]:
+            return self._persist(
+                lambda: self.store.settle(
+                    attempt.id, attempt.delivery.token, outcome, next_claim, lease_seconds
+                ),
                 deadline,
                 fields,
             )
-        except InvalidRequest as exc:  # a result Postgres cannot hold fails the attempt
-            return self._failed(attempt, exc, fields, deadline)
-        if not stored:
-            logger.warning("claim lost before the result was stored", extra=fields)
-            return Verdict(Outcome.DONE, "claim lost")
-        logger.info("task succeeded", extra=fields)
-        metrics.count(metrics.SUCCEEDED, attempt.spec.lane)
-        return Verdict(Outcome.SUCCEEDED)
 
-    def _failed(
-        self, attempt: Attempt, exc: Exception, fields: dict, deadline: float | None
+        try:
+            status, ahead = settle(outcome)
+        except InvalidRequest as exc:  # a result Postgres cannot hold (\u0000) fails the attempt
+            outcome = Failure(error_of(exc))
+            status, ahead = settle(outcome)
+        next_step = None
+        if following is not None and next_spec is not None and ahead is not None:
+            next_step = self._attempt_or_verdict(following, next_spec, ahead)
+        return self._verdict(attempt, outcome, status, fields), next_step
+
+    @staticmethod
+    def _call(attempt: Attempt, payload: Any, limit_s: float | None) -> str | Failure:
+        try:
+            with time_limit(limit_s):
+                result = attempt.spec.fn(payload)
+            return payloads.dumps(result, "result")
+        except Exception as exc:  # a task may raise anything; it is recorded, never propagated
+            return Failure(error_of(exc))
+
+    def record_lost(self, task_id: uuid.UUID, token: str, exc: BaseException) -> Verdict:
+        """A run cut short outside the task's own code (its process killed, its time limit
+        reached): record it as a failed attempt of the delivery ``token``, from the process
+        that still holds the message."""
+        status, _ = self.store.settle(task_id, token, Failure(error_of(exc)))
+        fields = task_fields(task_id, error_type=type(exc).__name__)
+        if status is None:
+            logger.warning("lost run's claim already gone", extra=fields)
+            return Verdict(Outcome.BUSY, "claim no longer held")
+        logger.warning("run lost", extra=fields | {"final": status is Status.FAILED})
+        if status is Status.FAILED:
+            return Verdict(Outcome.FAILED, f"{type(exc).__name__}: {exc}")
+        return Verdict(Outcome.RETRY, f"{type(exc).__name__}: {exc}")
+
+    @staticmethod
+    def _verdict(
+        attempt: Attempt, outcome: str | Failure, status: Status | None, fields: dict
     ) -> Verdict:
-        status = status_after_failure(attempt.number, attempt.spec.max_attempts)
-        error = error_of(exc)
-        stored = self._persist(
-            lambda: self.store.fail(attempt.id, attempt.number, error, status), deadline, fields
-        )
+        lane = attempt.spec.lane
+        if status is None:
+            logger.warning("claim lost before the outcome was stored", extra=fields)
+            return Verdict(Outcome.DONE, "claim lost")
+        if not isinstance(outcome, Failure):
+            logger.info("task succeeded", extra=fields)
+            metrics.count(metrics.SUCCEEDED, lane)
+            return Verdict(Outcome.SUCCEEDED)
+        reason = f"{outcome.error['type']}: {outcome.error['message']}"
         logger.warning(
             "task failed",
-            extra=fields | {"error_type": type(exc).__name__, "final": status is Status.FAILED},
+            extra=fields | {"error_type": outcome.error["type"], "final": status is Status.FAILED},
         )
-        if not stored:
-            return Verdict(Outcome.DONE, "claim lost")
-        metrics.count(metrics.ATTEMPTS_FAILED, attempt.spec.lane)
+        metrics.count(metrics.ATTEMPTS_FAILED, lane)
         if status is Status.FAILED:
-            metrics.count(metrics.FAILED, attempt.spec.lane)
-            return Verdict(Outcome.FAILED, f"{type(exc).__name__}: {exc}")
-        return Verdict(
-            Outcome.RETRY, f"{type(exc).__name__}: {exc}", retry_delay_seconds(attempt.number)
-        )
+            metrics.count(metrics.FAILED, lane)
+            return Verdict(Outcome.FAILED, reason)
+        return Verdict(Outcome.RETRY, reason, retry_delay_seconds(attempt.number))

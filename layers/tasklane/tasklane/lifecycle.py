@@ -1,12 +1,14 @@
 """The task state machine: statuses and the transitions between them. Pure; no I/O.
 
-    pending ──send──▶ queued ──claim──▶ running ──▶ succeeded
-       │                ▲                  │  └───▶ failed ──retry──▶ pending
-       └──claim─────────┼──────────────────┘            ▲
-                        └── attempt failed, retryable ◀─┘ (max_attempts or dead letter)
+    scheduled ──due──▶ pending ──send──▶ queued ──claim──▶ running ──▶ succeeded
+                          │                ▲                  │  └───▶ failed ──retry──▶ pending
+                          └──claim─────────┼──────────────────┘            ▲
+                                           └── attempt failed, retryable ◀─┘ (last attempt,
+                                                                              or dead letter)
 
-``pending`` means stored but not yet confirmed on SQS (the reconciler re-sends those);
-``running`` holds a lease, so a crashed consumer's task can be claimed again once it expires.
+``scheduled`` waits for its ``run_at`` (later than a queue's delay allows); ``pending`` means
+stored but not yet confirmed on SQS (the reconciler sends those); ``running`` is held by one
+delivery under a lease, so a crashed consumer's task can be claimed again once it expires.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from enum import StrEnum
 
 class Status(StrEnum):
     PENDING = "pending"
+    SCHEDULED = "scheduled"
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -31,9 +34,13 @@ TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED})
 #: Statuses from which a delivery may claim the task (``running`` only once its lease expired).
 CLAIMABLE = frozenset({Status.PENDING, Status.QUEUED})
 
+#: Statuses with a message on its way (or being sent): a dead letter may concern them.
+IN_FLIGHT = frozenset({Status.PENDING, Status.QUEUED, Status.RUNNING})
+
 TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.SCHEDULED: frozenset({Status.PENDING}),
     Status.PENDING: frozenset({Status.QUEUED, Status.RUNNING, Status.FAILED}),
-    Status.QUEUED: frozenset({Status.RUNNING, Status.FAILED}),
+    Status.QUEUED: frozenset({Status.SCHEDULED, Status.RUNNING, Status.FAILED}),
     Status.RUNNING: frozenset({Status.RUNNING, Status.SUCCEEDED, Status.QUEUED, Status.FAILED}),
     Status.SUCCEEDED: frozenset(),
     Status.FAILED: frozenset({Status.PENDING}),
@@ -43,13 +50,6 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 def can_transition(current: Status, target: Status) -> bool:
     """Whether ``current → target`` is allowed; the store's conditional updates encode the same."""
     return target in TRANSITIONS[current]
-
-
-def status_after_failure(attempts: int, max_attempts: int | None) -> Status:
-    """A failed attempt ends the task only when it used its last attempt; else it is retried."""
-    if max_attempts is not None and attempts >= max_attempts:
-        return Status.FAILED
-    return Status.QUEUED
 
 
 def retry_delay_seconds(attempts: int, *, base: int = 2, cap: int = 300) -> int:

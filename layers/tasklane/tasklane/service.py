@@ -22,7 +22,7 @@ from tasklane.errors import (
     StoreUnavailable,
     TaskNotFound,
 )
-from tasklane.lanes import Lane
+from tasklane.lanes import Lane, queue_url
 from tasklane.lifecycle import Status
 from tasklane.logs import logger, task_fields
 from tasklane.store import NewTask, TaskRecord, TaskStore
@@ -185,15 +185,32 @@ def retry_task(
 def reconcile(
     *, store: TaskStore | None = None, config: Settings | None = None, limit: int = 100
 ) -> list[TaskRecord]:
-    """Send again the tasks left ``pending`` past the grace period (the outbox relay)."""
+    """Send again the tasks whose message may be missing (the outbox relay): left ``pending``,
+    ``running`` under a lease long expired, or ``queued`` with no delivery for too long in a
+    lane whose queue is empty."""
     store = store or default_store()
     config = config or settings()
-    stale = store.claim_stale_pending(config.pending_grace_seconds, limit)
+    stale = store.claim_stale(
+        config.pending_grace_seconds, config.queued_grace_seconds, quiet_lanes(config), limit
+    )
     if not stale:
         return []
     records = _send(stale, store, config)
     logger.info(
-        "reconciled pending tasks",
+        "reconciled tasks",
         extra={"found": len(stale), "queued": sum(r.status is Status.QUEUED for r in records)},
     )
     return records
+
+
+def quiet_lanes(config: Settings) -> list[str]:
+    """Lanes whose queue has no message waiting: a task ``queued`` there for long has lost its
+    message, rather than waiting its turn behind a backlog."""
+    quiet = []
+    for lane in Lane:
+        try:
+            if broker.waiting_messages(queue_url(lane, config)) == 0:
+                quiet.append(lane.value)
+        except Exception as exc:  # unknown depth: assume busy, resend nothing queued there
+            logger.warning("queue depth unknown", extra={"lane": lane, "error": str(exc)})
+    return quiet

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,6 +32,7 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    case,
     cast,
     func,
     insert,
@@ -45,7 +46,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from tasklane.errors import InvalidRequest, InvalidTransition, StoreUnavailable, TaskNotFound
-from tasklane.lifecycle import CLAIMABLE, TERMINAL, Status
+from tasklane.lifecycle import CLAIMABLE, IN_FLIGHT, Status
 
 metadata = MetaData()
 
@@ -68,8 +69,14 @@ tasks = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("started_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),
+    #: The delivery holding (or that last held) the claim: ``<SQS message id>#<random>``.
+    Column("claimed_by", Text),
+    #: Dead letters of the task while it had never run (bounds putting it back to pending).
+    Column("dead_letters", Integer, nullable=False, server_default="0"),
+    #: When the task is due (eta, countdown); ``scheduled`` until then.
+    Column("run_at", DateTime(timezone=True)),
     CheckConstraint(
-        "status IN ('pending', 'queued', 'running', 'succeeded', 'failed')",
+        "status IN ('pending', 'scheduled', 'queued', 'running', 'succeeded', 'failed')",
         name="ck_tasks_status",
     ),
     CheckConstraint("lane IN ('lambda', 'celery')", name="ck_tasks_lane"),
@@ -168,21 +175,47 @@ class NewTask:
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    """A delivery asking to run task ``task`` on row ``id``.
+
+    ``token`` names the delivery (one receive of one message): ``<message id>#<random>``. The
+    claim records it, every later write of the attempt is fenced on it, and a write replayed
+    after a lost reply recognises its own committed effect by it.
+    """
+
+    id: uuid.UUID
+    task: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
 class Claimed:
-    """This delivery holds the task: attempt ``attempt`` until its lease runs out."""
+    """This delivery holds the task: its attempt ``attempt`` (runs so far, this one included)
+    until its lease runs out. The payload is the stored JSON text, loaded when it runs."""
 
     id: uuid.UUID
     attempt: int
-    payload: Any
+    payload_json: str
 
 
 @dataclass(frozen=True, slots=True)
 class NotClaimed:
-    """Why a delivery could not claim: the task's status (None: no such row)."""
+    """Why a delivery could not claim: the task's status (None: no such row), its name, and
+    when it is due (a message that arrived before ``run_at``)."""
 
     id: uuid.UUID
     status: Status | None
     task: str | None
+    run_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A failed attempt: its error, and whether it may be retried at all (``final``: never, as
+    for a payload that cannot be loaded). Otherwise the row's ``max_attempts`` decides."""
+
+    error: dict
+    final: bool = False
 
 
 @contextlib.contextmanager
@@ -320,170 +353,139 @@ class TaskStore:
             return [TaskRecord.from_row(r) for r in conn.execute(stmt)]
 
     # -- execution ---------------------------------------------------------------------------
-    def claim(
-        self, wanted: Mapping[uuid.UUID, str], lease_seconds: float
-    ) -> dict[uuid.UUID, Claimed | NotClaimed]:
-        """Claim every claimable task of ``wanted`` (id → task name) and load its payload.
+    def claim(self, claim: Claim, lease_seconds: float) -> Claimed | NotClaimed:
+        """Claim a task for one delivery, in one round trip; the attempt counts a run.
 
-        One round trip for a whole batch. A task is claimable when its name matches the message,
-        and it is ``pending``/``queued``, or ``running`` with an expired lease (its consumer
-        died). The claim counts the attempt. Ids not claimed come back with the status and name
-        that stopped them, read from the same snapshot.
+        Claimable: ``pending``/``queued`` and due, or ``running`` with an expired lease (its
+        consumer died), and the message names the row's task. A claim this delivery already
+        holds is returned again without counting (its commit's reply was lost).
         """
-        if not wanted:
-            return {}
-        pairs = func.unnest(_IDS, _NAMES).table_valued("id", "task")
-        asked = pairs.render_derived("asked")
-        claimed = (
-            update(tasks)
-            .where(
-                tasks.c.id == asked.c.id,
-                tasks.c.task == asked.c.task,
-                or_(
-                    tasks.c.status.in_([s.value for s in CLAIMABLE]),
-                    and_(tasks.c.status == Status.RUNNING.value, tasks.c.lease_until < func.now()),
-                ),
-            )
-            .values(
-                status=Status.RUNNING.value,
-                attempts=tasks.c.attempts + 1,
-                lease_until=func.now() + literal(timedelta(seconds=lease_seconds), Interval),
-                started_at=func.coalesce(tasks.c.started_at, func.now()),
-                updated_at=func.now(),
-            )
-            .returning(tasks.c.id, tasks.c.attempts, tasks.c.payload)
-            .cte("claimed")
-        )
-        each = pairs.render_derived("each")
-        stmt = select(
-            each.c.id,
-            tasks.c.status,
-            tasks.c.task,
-            claimed.c.attempts,
-            claimed.c.payload,
-        ).select_from(
-            each.outerjoin(tasks, tasks.c.id == each.c.id).outerjoin(
-                claimed, claimed.c.id == each.c.id
-            )
-        )
-        params = {"ids": list(wanted), "names": list(wanted.values())}
-        out: dict[uuid.UUID, Claimed | NotClaimed] = {}
         with _unavailable_as_error(), self.engine.begin() as conn:
-            for row in conn.execute(stmt, params):
-                task_id = uuid.UUID(str(row.id))
-                if row.attempts is not None:
-                    out[task_id] = Claimed(task_id, row.attempts, row.payload)
-                else:
-                    status = Status(row.status) if row.status else None
-                    out[task_id] = NotClaimed(task_id, status, row.task)
-        return out
+            return _claim_of(claim.id, conn.execute(select_claim(claim, lease_seconds)).one())
 
-    def _finish(self, task_id: uuid.UUID, attempt: int, **values: Any) -> bool:
-        """Write the outcome of ``attempt`` if it still holds the claim."""
+    def settle(
+        self,
+        task_id: uuid.UUID,
+        token: str,
+        outcome: str | Failure,
+        then: Claim | None = None,
+        lease_seconds: float = 0,
+    ) -> tuple[Status | None, Claimed | NotClaimed | None]:
+        """Record an attempt's outcome (``outcome``: the result's JSON text, or a
+        :class:`Failure`) if delivery ``token`` still holds the claim; and, in the same round
+        trip, claim ``then``, the next task its consumer will run.
+
+        Returns the task's status after the write (None: the claim was lost, nothing written)
+        and ``then``'s claim. A failure leaves the task ``queued`` for a retry, or ``failed`` on
+        its last attempt (``max_attempts``) or when final. Replaying the same write after a lost
+        reply finds the delivery's own committed outcome and returns it again.
+        """
+        settled = _settle_update(task_id, token, outcome).returning(tasks.c.status)
+        if then is None:
+            with _unavailable_as_error(), self.engine.begin() as conn, _data_errors_as_invalid():
+                status = conn.execute(settled).scalar_one_or_none()
+            return (Status(status) if status else None), None
+        cte = settled.cte("settled")
+        stmt = select_claim(then, lease_seconds, select(cte.c.status).scalar_subquery())
+        with _unavailable_as_error(), self.engine.begin() as conn, _data_errors_as_invalid():
+            row = conn.execute(stmt).one()
+        return (Status(row.settled) if row.settled else None), _claim_of(then.id, row)
+
+    def release(self, task_id: uuid.UUID, token: str) -> bool:
+        """Give back a claim whose run was cut short by the platform, not the task (a worker's
+        broker connection lost): ``queued`` again, and the run does not count."""
         stmt = (
             update(tasks)
             .where(
                 tasks.c.id == task_id,
+                tasks.c.claimed_by == token,
                 tasks.c.status == Status.RUNNING.value,
-                tasks.c.attempts == attempt,
             )
-            .values(lease_until=None, updated_at=func.now(), **values)
+            .values(
+                status=Status.QUEUED.value,
+                attempts=tasks.c.attempts - 1,
+                lease_until=None,
+                updated_at=func.now(),
+            )
         )
         with _unavailable_as_error(), self.engine.begin() as conn:
             return conn.execute(stmt).rowcount == 1
 
-    def succeed(self, task_id: uuid.UUID, attempt: int, result_json: str) -> bool:
-        """Store the result (InvalidRequest when Postgres cannot hold it, e.g. \\u0000)."""
-        with _data_errors_as_invalid():
-            return self._finish(
-                task_id,
-                attempt,
-                status=Status.SUCCEEDED.value,
-                result=_jsonb(result_json),
-                error=None,
-                finished_at=func.now(),
-            )
-
-    def fail(self, task_id: uuid.UUID, attempt: int, error: dict, status: Status) -> bool:
-        """Record a failed attempt: ``queued`` again (retry) or ``failed`` (last attempt)."""
-        return self._finish(
-            task_id,
-            attempt,
-            status=status.value,
-            error=error,
-            finished_at=func.now() if status is Status.FAILED else None,
-        )
-
-    def extend_lease(self, task_id: uuid.UUID, seconds: float) -> bool:
-        """Keep a running task's claim alive (the Celery lane's heartbeat)."""
+    def extend_lease(self, task_id: uuid.UUID, token: str, seconds: float) -> bool:
+        """Keep a running attempt's claim alive (the Celery lane's heartbeat)."""
         stmt = (
             update(tasks)
-            .where(tasks.c.id == task_id, tasks.c.status == Status.RUNNING.value)
+            .where(
+                tasks.c.id == task_id,
+                tasks.c.claimed_by == token,
+                tasks.c.status == Status.RUNNING.value,
+            )
             .values(lease_until=func.now() + literal(timedelta(seconds=seconds), Interval))
         )
         with _unavailable_as_error(), self.engine.begin() as conn:
             return conn.execute(stmt).rowcount == 1
 
-    def release(self, task_id: uuid.UUID, attempt: int) -> bool:
-        """Give back a claim that never ran (the invocation ran out of time before it started)."""
-        return self._finish(
-            task_id, attempt, status=Status.QUEUED.value, attempts=tasks.c.attempts - 1
-        )
+    def mark_dead(
+        self, task_id: uuid.UUID, message_id: str, error: dict, max_requeues: int
+    ) -> tuple[Status, str] | None:
+        """A message that SQS moved to a dead-letter queue: what it means for its task.
 
-    def requeue_unstarted(self, task_id: uuid.UUID) -> bool:
-        """A dead message whose task never got an attempt goes back to ``pending``.
+        - It carried the task's latest claim: the attempts it carried are over, the task is
+          ``failed`` (keeping its last error).
+        - No delivery ever claimed the task (every receive found Postgres down, or no consumer
+          that knew the task): it never ran, so it goes back to ``pending`` for the
+          reconciler, at most ``max_requeues`` times; then it is ``failed``, saying why.
+        - Another message holds or held the claim: this one was a duplicate, and the task is
+          left to that message's delivery. So is a task running under a live lease.
 
-        Its receives were spent without the task running (Postgres was down at every delivery,
-        or invocations ran out of time first), so failing it would fail a task that never ran;
-        the reconciler sends it again.
+        Returns the status written and the task's lane (None: nothing changed).
         """
-        stmt = (
-            update(tasks)
-            .where(
-                tasks.c.id == task_id,
-                tasks.c.status.in_([s.value for s in CLAIMABLE]),
-                tasks.c.attempts == 0,
-            )
-            .values(status=Status.PENDING.value, updated_at=func.now())
-        )
-        with _unavailable_as_error(), self.engine.begin() as conn:
-            return conn.execute(stmt).rowcount == 1
-
-    def mark_dead(self, task_id: uuid.UUID, error: dict) -> str | None:
-        """A task whose message reached a dead-letter queue: ``failed``, keeping its last error.
-        Returns the task's lane, or None when nothing was marked.
-
-        A task running under a live lease is spared: the dead message was a duplicate delivery
-        that found it busy, and the attempt holding the claim decides the outcome.
-        """
+        never_claimed = tasks.c.claimed_by.is_(None)
+        carried_it = func.split_part(tasks.c.claimed_by, "#", 1) == message_id
+        requeue = and_(never_claimed, tasks.c.dead_letters + 1 < max_requeues)
+        never_ran = {
+            "type": "DeadLetter",
+            "message": f"the task never ran: its messages reached the dead-letter queue "
+            f"{max_requeues} times (no consumer could claim it)",
+        }
         live = and_(tasks.c.status == Status.RUNNING.value, tasks.c.lease_until >= func.now())
         stmt = (
             update(tasks)
             .where(
                 tasks.c.id == task_id,
-                tasks.c.status.not_in([s.value for s in TERMINAL]),
+                tasks.c.status.in_([s.value for s in IN_FLIGHT]),
                 ~live,
+                or_(never_claimed, carried_it),
             )
             .values(
-                status=Status.FAILED.value,
-                error=func.coalesce(tasks.c.error, literal(error, JSONB)),
+                dead_letters=tasks.c.dead_letters + case((never_claimed, 1), else_=0),
+                status=case((requeue, Status.PENDING.value), else_=Status.FAILED.value),
+                error=case(
+                    (requeue, tasks.c.error),
+                    (never_claimed, literal(never_ran, JSONB)),
+                    else_=func.coalesce(tasks.c.error, literal(error, JSONB)),
+                ),
                 lease_until=None,
-                finished_at=func.now(),
+                finished_at=case((requeue, None), else_=func.now()),
                 updated_at=func.now(),
             )
-            .returning(tasks.c.lane)
+            .returning(tasks.c.status, tasks.c.lane)
         )
         with _unavailable_as_error(), self.engine.begin() as conn:
-            return conn.execute(stmt).scalar_one_or_none()
+            row = conn.execute(stmt).first()
+        return (Status(row.status), row.lane) if row else None
 
     def requeue_failed(self, task_id: uuid.UUID) -> TaskRecord:
-        """``failed → pending`` with a fresh attempt count; the caller sends the message."""
+        """``failed → pending``, a new life: attempts and dead letters count from zero and no
+        delivery holds it; the caller sends the message."""
         stmt = (
             update(tasks)
             .where(tasks.c.id == task_id, tasks.c.status == Status.FAILED.value)
             .values(
                 status=Status.PENDING.value,
                 attempts=0,
+                dead_letters=0,
+                claimed_by=None,
                 result=None,
                 error=None,
                 finished_at=None,
@@ -502,22 +504,40 @@ class TaskStore:
                 raise InvalidTransition(f"task {task_id} is {current}, only failed tasks retry")
         return TaskRecord.from_row(row)
 
-    def claim_stale_pending(self, grace_seconds: float, limit: int = 100) -> list[TaskRecord]:
+    def claim_stale(
+        self,
+        grace_seconds: float,
+        stranded_seconds: float,
+        quiet_lanes: Sequence[str] = (),
+        limit: int = 100,
+    ) -> list[TaskRecord]:
         """Tasks whose message may be missing, taken so no other reconciler sends them.
 
-        Two kinds: ``pending`` past the grace period (the send failed, or the producer died
-        after the commit), and ``running`` with a lease expired past the grace period (the
-        consumer died, and its message may be gone too, e.g. dead-lettered as a duplicate).
+        - ``pending`` past the grace period: the send failed, or the producer died after the
+          commit;
+        - ``running`` with a lease expired past the grace period: the consumer died, and its
+          message may be gone too;
+        - ``queued`` with nothing written for ``stranded_seconds`` in a lane whose queue shows
+          no waiting message: its message was acknowledged while the task was not done (a
+          retry's reply lost on the way back). A busy lane is skipped: its queued tasks may
+          simply be waiting their turn.
+
         ``FOR UPDATE SKIP LOCKED`` lets reconcilers run side by side; touching ``updated_at``
         keeps the next run from resending before another grace period has passed.
         """
         grace = func.now() - literal(timedelta(seconds=grace_seconds), Interval)
+        stranded = func.now() - literal(timedelta(seconds=stranded_seconds), Interval)
         stale = (
             select(tasks.c.id)
             .where(
                 or_(
                     and_(tasks.c.status == Status.PENDING.value, tasks.c.updated_at < grace),
                     and_(tasks.c.status == Status.RUNNING.value, tasks.c.lease_until < grace),
+                    and_(
+                        tasks.c.status == Status.QUEUED.value,
+                        tasks.c.updated_at < stranded,
+                        tasks.c.lane.in_(list(quiet_lanes)),
+                    ),
                 ),
                 tasks.c.updated_at < grace,
             )
@@ -534,3 +554,99 @@ class TaskStore:
         )
         with _unavailable_as_error(), self.engine.begin() as conn:
             return [TaskRecord.from_row(r) for r in conn.execute(stmt)]
+
+
+def _due() -> Any:
+    return or_(tasks.c.run_at.is_(None), tasks.c.run_at <= func.now())
+
+
+def select_claim(claim: Claim, lease_seconds: float, settled: Any = None) -> Any:
+    """One statement that claims ``claim`` and says why not when it cannot: the claim's
+    attempt and payload, and the row's status, task and ``run_at`` as they were before it.
+    ``settled``, a scalar subquery over an outcome's update, rides along in the same round trip.
+    """
+    token = literal(claim.token, Text)
+    claimed = (
+        update(tasks)
+        .where(
+            tasks.c.id == claim.id,
+            tasks.c.task == claim.task,
+            or_(
+                and_(tasks.c.status.in_([s.value for s in CLAIMABLE]), _due()),
+                and_(
+                    tasks.c.status == Status.RUNNING.value,
+                    or_(tasks.c.lease_until < func.now(), tasks.c.claimed_by == token),
+                ),
+            ),
+        )
+        .values(
+            status=Status.RUNNING.value,
+            attempts=tasks.c.attempts + case((tasks.c.claimed_by == token, 0), else_=1),
+            claimed_by=token,
+            lease_until=func.now() + literal(timedelta(seconds=lease_seconds), Interval),
+            started_at=func.coalesce(tasks.c.started_at, func.now()),
+            updated_at=func.now(),
+        )
+        .returning(tasks.c.id, tasks.c.attempts, cast(tasks.c.payload, Text).label("payload"))
+        .cte("claimed")
+    )
+    asked = select(literal(claim.id, UUID(as_uuid=True)).label("id")).subquery("asked")
+    before = tasks.alias("before")
+    columns = [
+        claimed.c.attempts,
+        claimed.c.payload,
+        before.c.status,
+        before.c.task,
+        before.c.run_at,
+    ]
+    if settled is not None:
+        columns.insert(0, settled.label("settled"))
+    return select(*columns).select_from(
+        asked.outerjoin(claimed, claimed.c.id == asked.c.id).outerjoin(
+            before, before.c.id == asked.c.id
+        )
+    )
+
+
+def _claim_of(task_id: uuid.UUID, row: Any) -> Claimed | NotClaimed:
+    if row.attempts is not None:
+        return Claimed(task_id, row.attempts, row.payload)
+    return NotClaimed(task_id, Status(row.status) if row.status else None, row.task, row.run_at)
+
+
+def _settle_update(task_id: uuid.UUID, token: str, outcome: str | Failure) -> Any:
+    """The conditional update recording one attempt's outcome (see :meth:`TaskStore.settle`)."""
+    mine = and_(tasks.c.id == task_id, tasks.c.claimed_by == token)
+    running = tasks.c.status == Status.RUNNING.value
+    if isinstance(outcome, Failure):
+        error = literal(outcome.error, JSONB)
+        last = or_(
+            literal(outcome.final),
+            and_(tasks.c.max_attempts.is_not(None), tasks.c.attempts >= tasks.c.max_attempts),
+        )
+        replayed = and_(
+            tasks.c.status.in_([Status.QUEUED.value, Status.FAILED.value]), tasks.c.error == error
+        )
+        return (
+            update(tasks)
+            .where(mine, or_(running, replayed))
+            .values(
+                status=case((last, Status.FAILED.value), else_=Status.QUEUED.value),
+                error=error,
+                lease_until=None,
+                finished_at=case((last, func.now()), else_=None),
+                updated_at=func.now(),
+            )
+        )
+    return (
+        update(tasks)
+        .where(mine, tasks.c.status.in_([Status.RUNNING.value, Status.SUCCEEDED.value]))
+        .values(
+            status=Status.SUCCEEDED.value,
+            result=literal(outcome, JsonText()),
+            error=None,
+            lease_until=None,
+            finished_at=func.coalesce(tasks.c.finished_at, func.now()),
+            updated_at=func.now(),
+        )
+    )

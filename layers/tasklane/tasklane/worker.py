@@ -6,7 +6,8 @@ tasklane's producer reach the same code. Settings follow what is known to work o
 
 - acks late, never on failure: a failed attempt's message returns after its visibility timeout
   (kombu's back-off policy shortens that wait per receive count) and reaches the DLQ after
-  ``maxReceiveCount``; a killed worker's message is redelivered (``reject_on_worker_lost``);
+  ``maxReceiveCount``; a killed worker's or pool process's message is redelivered
+  (:class:`ClaimCheckRequest` says how, as Celery's requeue cannot work on SQS);
 - prefetch 1, JSON only, predefined queues (no ListQueues/CreateQueue), no remote control or
   event queues (they would create pidbox/reply queues on SQS).
 """
@@ -16,17 +17,20 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+from billiard.exceptions import WorkerLostError
 from celery import Celery, signals
+from celery.worker import state as worker_state
 from celery.worker.consumer import Consumer
 from celery.worker.request import Request
 
-from tasklane import broker, database, registry
+from tasklane import broker, codec, database, registry
 from tasklane.celery_settings import SQS_POLLING, SQS_WORKER_SETTINGS
 from tasklane.config import settings
-from tasklane.errors import TasklaneError
-from tasklane.executor import Attempt, Executor, Outcome, Pointer, Verdict
+from tasklane.errors import TasklaneError, TimeLimitExceeded, UnknownTask
+from tasklane.executor import Attempt, Delivery, Executor, Outcome, Verdict, delivery_token
 from tasklane.lanes import Lane, queue_name
 from tasklane.lifecycle import retry_delay_seconds
 from tasklane.logs import logger, task_fields
@@ -36,6 +40,13 @@ BACKOFF_STEPS = 20
 OUTCOME_PATIENCE_S = 120
 #: Beats per visibility timeout: the message is extended well before it would reappear.
 BEATS_PER_TIMEOUT = 3
+#: A run stops itself at its time limit; Celery kills its process a little later if it did
+#: not (a tenth of the limit, 2 to 30 seconds).
+HARD_LIMIT_GRACE_S = (2, 30)
+#: The heartbeat beats until the hard limit plus this, the time to record the outcome.
+BEATS_GRACE_S = 60
+#: The key under which a request hands its delivery token to the pool process.
+DELIVERY_KEY = "tasklane_delivery"
 
 
 class AttemptNotDone(TasklaneError):
@@ -62,14 +73,29 @@ def _queues() -> dict[str, dict]:
 
 
 class Heartbeat:
-    """While a task runs, keep its message invisible and its claim's lease alive.
+    """While a run lasts, keep its message invisible and its claim's lease alive.
 
     A task longer than the queue's visibility timeout would otherwise be delivered again while it
-    still runs (celery#5935). Runs in the worker's main process, which holds the message.
+    still runs (celery#5935). Runs in the worker's main process, which holds the message. It
+    beats only while ``alive()`` says the run is still Celery's active request, and never past
+    ``until`` (its hard time limit): however the run ends (acknowledged, rejected, cancelled on
+    a lost connection, its process killed), the lease and the message are let go with it.
+    The message and the lease are extended separately: a refused visibility change (SQS's
+    12-hour cap) does not stop the lease of a run that is still alive.
     """
 
-    def __init__(self, queue_url: str, receipt_handle: str, task_id: str, seconds: int) -> None:
-        self.args = (queue_url, receipt_handle, task_id, seconds)
+    def __init__(
+        self,
+        queue_url: str,
+        receipt_handle: str,
+        task_id: uuid.UUID,
+        token: str,
+        seconds: int,
+        alive: Callable[[], bool],
+        until: float,
+    ) -> None:
+        self.args = (queue_url, receipt_handle, task_id, token, seconds)
+        self.alive, self.until = alive, until
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"heartbeat-{task_id}", daemon=True)
         self.thread.start()
@@ -77,36 +103,88 @@ class Heartbeat:
     def _run(self) -> None:
         from tasklane.service import default_store
 
-        queue_url, receipt_handle, task_id, seconds = self.args
+        queue_url, receipt_handle, task_id, token, seconds = self.args
         while not self.stop.wait(max(1.0, seconds / BEATS_PER_TIMEOUT)):
+            if not self.alive() or time.monotonic() > self.until:
+                return
             try:
                 broker.change_visibility(queue_url, receipt_handle, seconds)
-                default_store().extend_lease(uuid.UUID(task_id), seconds)
             except Exception as exc:  # a missed beat is retried; the next may still be in time
-                logger.warning("heartbeat failed", extra=task_fields(task_id, error=str(exc)))
+                logger.warning("heartbeat: visibility", extra=task_fields(task_id, error=str(exc)))
+            try:
+                default_store().extend_lease(task_id, token, seconds)
+            except Exception as exc:
+                logger.warning("heartbeat: lease", extra=task_fields(task_id, error=str(exc)))
 
     def cancel(self) -> None:
         self.stop.set()
 
 
-class HeartbeatRequest(Request):
-    """Celery's request, plus a heartbeat from the moment the pool accepts the task until it is
-    acknowledged or rejected (after which kombu's back-off sets the message's visibility)."""
+class ClaimCheckRequest(Request):
+    """Celery's request for a claim-check message, with what SQS needs beyond it.
 
-    _heartbeat: Heartbeat | None = None
+    - A delivery token, made here from the SQS message id and handed to the pool process in the
+      request (``tasklane_delivery``), so the claim and every later write of the run name this
+      receive, and this process can act on the run's claim when the run itself cannot.
+    - A heartbeat from the moment the pool accepts the run until it ends.
+    - A run lost to its process (killed, OOM) or to its hard time limit: Celery would reject
+      the message with requeue, which on SQS re-publishes a copy and then fails in kombu's
+      back-off code (``KeyError: 'sqs_message'``), stopping the whole worker. Instead the lost
+      run is recorded as a failed attempt of this delivery, and the message is left to come
+      back after its back-off, to a task no longer held.
+    - A run cancelled because the broker connection was lost gives its claim back.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        info = self._message.delivery_info or {}
+        self._sqs_message = info.get("sqs_message") or {}
+        self._sqs_queue = info.get("sqs_queue")
+        self.token = delivery_token(self._sqs_message.get("MessageId"))
+        self._request_dict[DELIVERY_KEY] = self.token
+        self._heartbeat: Heartbeat | None = None
+        self._lost: BaseException | None = None
+
+    @property
+    def claim_check(self) -> uuid.UUID | None:
+        """The task row this message points at: its one argument, not Celery's header id."""
+        try:
+            (task_id,) = self._args
+            return uuid.UUID(str(task_id))
+        except (TypeError, ValueError):
+            return None
 
     def on_accepted(self, pid: int, time_accepted: float) -> None:
         super().on_accepted(pid, time_accepted)
-        info = self._message.delivery_info if self._message else {}
-        sqs_message, queue_url = info.get("sqs_message"), info.get("sqs_queue")
-        if sqs_message and queue_url:
-            seconds = _lease_seconds(queue_url)
-            self._heartbeat = Heartbeat(queue_url, sqs_message["ReceiptHandle"], self.id, seconds)
+        receipt, task_id = self._sqs_message.get("ReceiptHandle"), self.claim_check
+        if receipt and self._sqs_queue and task_id:
+            self._heartbeat = Heartbeat(
+                self._sqs_queue,
+                receipt,
+                task_id,
+                self.token,
+                _lease_seconds(self._sqs_queue),
+                alive=lambda: self in worker_state.active_requests,
+                until=time.monotonic() + self.task.time_limit + BEATS_GRACE_S,
+            )
 
     def _stop_heartbeat(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             self._heartbeat = None
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False):
+        # kept for reject(requeue=True), which Celery calls only for a lost process or a hard
+        # time limit (a failure of the task itself is recorded by the run)
+        self._lost = self._lost or getattr(exc_info.exception, "exc", exc_info.exception)
+        return super().on_failure(exc_info, send_failed_event, return_ok)
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        if not soft:
+            self._lost = TimeLimitExceeded(
+                f"the run was killed at its hard time limit ({timeout} s)"
+            )
+        super().on_timeout(soft, timeout)
 
     def acknowledge(self) -> None:
         self._stop_heartbeat()
@@ -114,7 +192,42 @@ class HeartbeatRequest(Request):
 
     def reject(self, requeue: bool = False) -> None:
         self._stop_heartbeat()
+        if requeue:  # a lost run (see the class): never Celery's requeue on SQS
+            if self._record_lost() is Outcome.FAILED:
+                super().acknowledge()  # its last attempt: the task is failed, the message done
+                return
+            requeue = False  # left in the queue: the back-off policy brings it back soon
         super().reject(requeue)
+
+    def _record_lost(self) -> Outcome | None:
+        task_id = self.claim_check
+        if task_id is None:
+            return None
+        from tasklane.service import default_store
+
+        lost = self._lost or WorkerLostError("the run ended without an outcome")
+        try:
+            return Executor(default_store()).record_lost(task_id, self.token, lost).outcome
+        except Exception as exc:  # the lease then ends by itself, at the visibility timeout
+            logger.warning(
+                "could not record a lost run", extra=task_fields(task_id, error=str(exc))
+            )
+            return None
+
+    def _announce_cancelled(self, emit_retry: bool = True) -> None:
+        """The broker connection was lost and Celery cancelled the run: give its claim back."""
+        self._stop_heartbeat()
+        task_id = self.claim_check
+        if task_id is not None:
+            from tasklane.service import default_store
+
+            try:
+                default_store().release(task_id, self.token)
+            except Exception as exc:
+                logger.warning(
+                    "could not release a cancelled run", extra=task_fields(task_id, error=str(exc))
+                )
+        super()._announce_cancelled(emit_retry)
 
 
 def create_app() -> Celery:
@@ -140,12 +253,26 @@ def create_app() -> Celery:
 
 
 def _register(app: Celery, spec: registry.TaskSpec) -> None:
-    def run(task_id: str) -> str:
-        return execute(spec, task_id)
+    def run(self: Any, task_id: str) -> str:
+        token = getattr(self.request, DELIVERY_KEY, None) or delivery_token(None)
+        return execute(spec, task_id, token)
 
     run.__name__ = run.__qualname__ = spec.name.replace(".", "_")
     run.__doc__ = spec.fn.__doc__
-    app.task(name=spec.name, typing=False, Request=HeartbeatRequest)(run)
+    app.task(
+        name=spec.name,
+        bind=True,
+        typing=False,
+        Request=ClaimCheckRequest,
+        time_limit=hard_time_limit(spec),
+    )(run)
+
+
+def hard_time_limit(spec: registry.TaskSpec) -> int:
+    """When Celery kills a run's process: the run stops itself at ``spec.time_limit``
+    (SIGALRM), so this only ends one stuck where a signal cannot reach it (C code)."""
+    low, high = HARD_LIMIT_GRACE_S
+    return spec.time_limit + min(high, max(low, spec.time_limit // 10))
 
 
 def _lease_seconds(queue_url: str | None) -> int:
@@ -159,22 +286,24 @@ def _lease_seconds(queue_url: str | None) -> int:
         return settings().lease_seconds
 
 
-def execute(spec: registry.TaskSpec, task_id: str) -> str:
+def execute(spec: registry.TaskSpec, task_id: str, token: str) -> str:
     """Run one delivery in this worker; raises :class:`AttemptNotDone` to leave it unacked."""
     from tasklane.service import default_store
 
     config = settings()
     try:
-        pointer = Pointer(spec.name, uuid.UUID(str(task_id)))
+        delivery = Delivery(spec.name, uuid.UUID(str(task_id)), token)
     except ValueError:
         step: Attempt | Verdict = Verdict(Outcome.POISON, f"{task_id!r} is not a task id")
     else:
         executor = Executor(default_store())
         lease = _lease_seconds(config.celery_queue_url)
-        (step,) = executor.claim([pointer], lease, time.monotonic() + OUTCOME_PATIENCE_S)
+        step = executor.claim(delivery, lease, time.monotonic() + OUTCOME_PATIENCE_S)
         if isinstance(step, Attempt):
             # The heartbeat keeps the claim while the outcome waits for Postgres.
-            step = executor.run(step, time.monotonic() + OUTCOME_PATIENCE_S)
+            step, _ = executor.run(
+                step, time.monotonic() + OUTCOME_PATIENCE_S, limit_s=spec.time_limit
+            )
     if step.outcome.acknowledge:
         return step.outcome.value
     if step.outcome is Outcome.POISON:
@@ -210,9 +339,28 @@ def _move_to_dead_letters(message: Any, reason: str) -> None:
 
 
 @signals.task_unknown.connect
-def _dead_letter_unknown_task(message: Any = None, name: str = "", **_: object) -> None:
-    """A message for a task this worker does not know (Celery has rejected it)."""
-    _move_to_dead_letters(message, f"no task named {name!r} is registered in this worker")
+def _unknown_task(message: Any = None, name: str = "", **_: object) -> None:
+    """A message for a task this worker does not know (Celery has rejected it).
+
+    If its row exists under that name, the task is real and this worker is behind (a deploy in
+    progress): the message is left to come back soon, for a worker that knows it. Otherwise it
+    is poison, and goes to the DLQ now.
+    """
+    from tasklane.service import default_store
+
+    info = getattr(message, "delivery_info", None) or {}
+    sqs_message = info.get("sqs_message") or {}
+    try:
+        delivery = Delivery(name, codec.decode(sqs_message["Body"]).claim_check, "")
+        verdict = Executor(default_store()).unknown_here(
+            delivery, UnknownTask(f"no task named {name!r} is registered in this worker")
+        )
+    except (KeyError, TasklaneError) as exc:
+        verdict = Verdict(Outcome.POISON, str(exc))
+    if verdict.outcome is Outcome.BUSY and verdict.retry_in:
+        broker.change_visibility(info["sqs_queue"], sqs_message["ReceiptHandle"], verdict.retry_in)
+    elif verdict.outcome is Outcome.POISON:
+        _move_to_dead_letters(message, f"no task named {name!r} is registered in this worker")
 
 
 class DeadLetteringConsumer(Consumer):
