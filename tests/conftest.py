@@ -25,7 +25,7 @@ from tasklane.local.sqs import FAKE_CREDENTIALS, MotoServer, QueueSpec, create_q
 from tests.processes import Worker
 
 ROOT = Path(__file__).resolve().parents[1]
-VECTORS = ROOT.parent / "shared" / "vectors"
+VECTORS = ROOT / "tests" / "vectors"
 TASK_MODULES = "tasklane.examples,tests.tasks"
 VISIBILITY = 2  # seconds: failed attempts come back quickly in tests
 MAX_RECEIVES = 3
