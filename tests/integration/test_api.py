@@ -50,8 +50,10 @@ def test_get_shows_the_task(stack):
         "error",
         "created_at",
         "updated_at",
+        "run_at",
     }
     assert body["status"] == "queued" and body["attempts"] == 0 and body["result"] is None
+    assert body["run_at"] is None
 
 
 @pytest.mark.parametrize("path", [f"/tasks/{uuid.uuid4()}", "/tasks/not-a-uuid"])

@@ -373,3 +373,86 @@ def test_the_dead_letter_of_a_duplicate_spares_a_task_whose_retry_is_coming(stac
     assert get(task_id)["status"] == "queued"
     wait_for(lambda: deleted(source(stack).poll_once()), 20, what="the retry")
     assert get(task_id)["status"] == "succeeded"
+
+
+def stock_celery(stack):
+    """A stock Celery producer on the lambda lane's queue (as another service would run it)."""
+    from celery import Celery
+
+    app = Celery("stock", broker="sqs://", set_as_current=False)
+    app.conf.update(
+        broker_transport_options={
+            "region": "us-east-1",
+            "predefined_queues": {"tl-lambda": {"url": stack.lambda_queue}},
+        },
+        task_serializer="json",
+    )
+    return app
+
+
+def stored_task(task: str, payload) -> uuid.UUID:
+    from tasklane.store import NewTask, TaskStore
+
+    task_id = uuid.uuid4()
+    TaskStore(database.engine()).insert([NewTask(task_id, task, "lambda", json.dumps(payload))])
+    return task_id
+
+
+def test_a_stock_countdown_is_honoured_without_holding_the_message(stack, tmp_path):
+    """countdown=3: the consumer acknowledges the message and sends the task again delayed to
+    its eta (nothing waits in memory); it runs when due, not before."""
+    ledger = tmp_path / "ledger"
+    task_id = stored_task("test.ledger", {"ledger": str(ledger), "n": 1})
+    sent = stock_celery(stack).send_task(
+        "test.ledger", args=[str(task_id)], task_id=str(task_id), countdown=3, queue="tl-lambda"
+    )
+    assert sent.id == str(task_id)
+    consumer = source(stack)
+    first = wait_for(consumer.poll_once, 10, what="the countdown message")
+    assert first.deleted == 1 and not ledger.exists()  # acknowledged, not run
+    (row,) = stack.query("SELECT status, run_at, attempts FROM tasks")
+    assert row.status == "queued" and row.attempts == 0 and row.run_at is not None
+    wait_for(lambda: deleted(consumer.poll_once()), 15, what="the delayed message")
+    (done,) = stack.query("SELECT status, started_at, run_at FROM tasks")
+    assert done.status == "succeeded" and done.started_at >= done.run_at
+    assert ledger.read_text().splitlines() == ["1"]
+
+
+def test_a_stock_eta_far_ahead_is_scheduled_and_sent_when_due(stack, tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from tasklane import service
+
+    task_id = stored_task("test.echo", "later")
+    eta = datetime.now(UTC) + timedelta(hours=2)
+    stock_celery(stack).send_task(
+        "test.echo", args=[str(task_id)], task_id=str(task_id), eta=eta, queue="tl-lambda"
+    )
+    assert wait_for(source(stack).poll_once, 10, what="the eta message").deleted == 1
+    assert get(str(task_id))["status"] == "scheduled"
+    assert service.reconcile() == [] and stack.depth(stack.lambda_queue) == 0  # not yet due
+    with database.engine().begin() as conn:  # two hours pass
+        conn.execute(text("UPDATE tasks SET run_at = now() + interval '2 seconds'"))
+    (sent,) = service.reconcile()
+    assert sent.status == "queued"
+    assert service.reconcile() == []  # sent once
+    wait_for(lambda: deleted(source(stack).poll_once()), 15, what="the due task")
+    assert get(str(task_id))["result"] == {"echo": "later"}
+
+
+def test_an_expired_stock_message_is_acknowledged_without_running(stack, tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    ledger = tmp_path / "ledger"
+    task_id = stored_task("test.ledger", {"ledger": str(ledger), "n": 1})
+    stock_celery(stack).send_task(
+        "test.ledger",
+        args=[str(task_id)],
+        task_id=str(task_id),
+        expires=datetime.now(UTC) - timedelta(seconds=1),
+        queue="tl-lambda",
+    )
+    assert wait_for(source(stack).poll_once, 10, what="the message").deleted == 1
+    task = get(str(task_id))
+    assert task["status"] == "failed" and task["error"]["type"] == "TaskExpired"
+    assert task["attempts"] == 0 and not ledger.exists()

@@ -141,3 +141,18 @@ def test_pickle_is_refused_even_when_it_would_decode():
     body = _envelope(**{"content-type": "application/x-python-serialize"}, body=payload)
     with pytest.raises(MessageDecodeError, match="refused"):
         codec.decode(body)
+
+
+def test_eta_and_expires_read_as_aware_times(vectors):
+    countdown = codec.decode(vectors["celery-countdown"]["sqs_body"])
+    assert countdown.eta_at.isoformat() == "2026-11-24T00:19:50.428858+00:00"
+    assert countdown.expires_at is None
+    expires = codec.decode(vectors["celery-expires"]["sqs_body"])
+    assert expires.expires_at.utcoffset().total_seconds() == 0 and expires.eta_at is None
+
+
+def test_a_naive_eta_is_utc_and_a_malformed_one_is_poison():
+    message = codec.CeleryMessage("t", "i", [], {}, eta="2026-01-01T00:00:00")
+    assert message.eta_at.tzinfo is not None and message.eta_at.hour == 0
+    with pytest.raises(MessageDecodeError, match="eta"):
+        _ = codec.CeleryMessage("t", "i", [], {}, eta="next tuesday").eta_at

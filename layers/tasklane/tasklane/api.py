@@ -123,6 +123,7 @@ def detail(record: TaskRecord) -> dict[str, Any]:
         "error": error,
         "created_at": record.created_at,
         "updated_at": record.updated_at,
+        "run_at": record.run_at,
     }
 
 

@@ -22,6 +22,7 @@ from tasklane.lanes import Lane, dead_letter_url, queue_name, queue_url
 from tasklane.logs import logger, task_fields
 
 SEND_BATCH_MAX = 10  # SQS SendMessageBatch limit
+MAX_DELAY_S = 900  # SQS DelaySeconds limit
 SEND_CONCURRENCY = 8  # SendMessageBatch calls in flight for one submission
 REASON_ATTRIBUTE = "tasklane-dead-letter-reason"
 
@@ -46,6 +47,8 @@ class Outgoing:
     id: uuid.UUID
     task: str
     lane: Lane
+    #: Seconds before SQS lets a consumer see the message (at most :data:`MAX_DELAY_S`).
+    delay: int = 0
 
 
 def _origin() -> str:
@@ -103,6 +106,7 @@ def _send_chunk(lane: Lane, url: str, chunk: Sequence[Outgoing]) -> set[uuid.UUI
     routing_key = queue_name(url)
     entries = [
         {"Id": str(i), "MessageBody": message_body(o.task, o.id, routing_key)}
+        | ({"DelaySeconds": o.delay} if o.delay else {})
         for i, o in enumerate(chunk)
     ]
     try:

@@ -19,6 +19,7 @@ import binascii
 import json
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from tasklane.errors import MessageDecodeError
@@ -44,6 +45,16 @@ class CeleryMessage:
     headers: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
+    def eta_at(self) -> datetime | None:
+        """When the message asks to run (``countdown``/``eta``), as an aware time."""
+        return _instant(self.eta, "eta")
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """After when the message must not run (``expires``), as an aware time."""
+        return _instant(self.expires, "expires")
+
+    @property
     def claim_check(self) -> uuid.UUID:
         """The task row this message points at: its only positional argument, a UUID.
 
@@ -58,6 +69,17 @@ class CeleryMessage:
             return uuid.UUID(self.args[0])
         except ValueError:
             raise MessageDecodeError(f"task {self.task!r}: argument is not a task id") from None
+
+
+def _instant(value: Any, header: str) -> datetime | None:
+    """An ISO 8601 header as an aware time; Celery sends UTC, so a naive one is read as UTC."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise MessageDecodeError(f"header {header!r} is not an ISO 8601 time: {value!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def encode(

@@ -61,7 +61,11 @@ class ClaimCheckProcessor(BatchProcessor):
             try:
                 message = codec.decode(record.body)
                 self.steps[record.message_id] = Delivery(
-                    message.task, message.claim_check, delivery_token(record.message_id)
+                    message.task,
+                    message.claim_check,
+                    delivery_token(record.message_id),
+                    eta=message.eta_at,
+                    expires=message.expires_at,
                 )
             except MessageDecodeError as exc:
                 self.steps[record.message_id] = Verdict(Outcome.POISON, str(exc))
@@ -109,10 +113,10 @@ class ClaimCheckProcessor(BatchProcessor):
             raise RecordFailed(str(exc)) from exc
 
     def _following(self, record: SQSRecord) -> Delivery | None:
-        """The next record's delivery, if it is one (not poison)."""
+        """The next record's delivery, if it is a plain one (not poison, no eta or expiry)."""
         index = self.position[record.message_id] + 1
         step = self.steps[self.order[index]] if index < len(self.order) else None
-        return step if isinstance(step, Delivery) else None
+        return step if isinstance(step, Delivery) and not step.timed else None
 
     def _remaining_s(self) -> float | None:
         """Seconds left in this invocation (None outside Lambda, e.g. a direct call)."""

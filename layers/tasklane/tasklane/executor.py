@@ -89,9 +89,17 @@ class Delivery:
     task: str
     id: uuid.UUID
     token: str
+    #: From a stock Celery message's headers: not to run before ``eta`` (countdown), nor after
+    #: ``expires``.
+    eta: datetime | None = None
+    expires: datetime | None = None
 
     def claim(self) -> Claim:
         return Claim(self.id, self.task, self.token)
+
+    @property
+    def timed(self) -> bool:
+        return self.eta is not None or self.expires is not None
 
 
 def delivery_token(message_id: str | None) -> str:
@@ -165,24 +173,52 @@ class Executor:
             spec = registry.get(delivery.task)
         except UnknownTask as exc:
             return self.unknown_here(delivery, exc)
+        if delivery.timed and (verdict := self._on_time(delivery)) is not None:
+            return verdict
         claim = self._persist(
             lambda: self.store.claim(delivery.claim(), lease_seconds), deadline, {}
         )
         return self._attempt_or_verdict(delivery, spec, claim)
 
-    def unknown_here(self, delivery: Delivery, exc: UnknownTask) -> Verdict:
-        """No task of that name here. If its row exists under that name, the task is real and
-        this consumer is behind (a deploy in progress): leave it for one that knows it."""
+    def _on_time(self, delivery: Delivery) -> Verdict | None:
+        """A message with an ``expires`` past, or an ``eta`` to come: acknowledged, its task
+        recorded as expired, or deferred (no message is held while it waits). None: run now."""
+        now = datetime.now(UTC)
+        fields = task_fields(delivery.id, delivery.task)
+        if delivery.expires is not None and delivery.expires <= now:
+            if self.store.expire(delivery.id, delivery.task, delivery.expires):
+                logger.warning("task expired before it ran", extra=fields)
+                return Verdict(Outcome.DONE, "expired")
+            return self._standing(delivery)
+        if delivery.eta is not None and delivery.eta > now:
+            from tasklane.service import defer
+
+            if defer(delivery.id, delivery.task, delivery.eta, store=self.store) is not None:
+                logger.info("deferred to its eta", extra=fields | {"eta": delivery.eta})
+                return Verdict(Outcome.DONE, f"deferred to {delivery.eta.isoformat()}")
+            return self._standing(delivery)
+        return None
+
+    def _standing(self, delivery: Delivery) -> Verdict:
+        """What a message means for a task it cannot act on, from the task's row."""
         try:
             record = self.store.get(delivery.id)
         except TaskNotFound:
-            return Verdict(Outcome.POISON, str(exc))
+            return Verdict(Outcome.POISON, f"no task row with id {delivery.id}")
         if record.task != delivery.task:
             return Verdict(
                 Outcome.POISON, f"message names task {delivery.task!r}, row is {record.task!r}"
             )
         if record.status.terminal:
             return Verdict(Outcome.DONE, f"task already {record.status}")
+        return Verdict(Outcome.BUSY, f"task is {record.status}")
+
+    def unknown_here(self, delivery: Delivery, exc: UnknownTask) -> Verdict:
+        """No task of that name here. If its row exists under that name, the task is real and
+        this consumer is behind (a deploy in progress): leave it for one that knows it."""
+        verdict = self._standing(delivery)
+        if verdict.outcome is not Outcome.BUSY:
+            return verdict if verdict.outcome is Outcome.DONE else Verdict(Outcome.POISON, str(exc))
         logger.warning(
             "task not known to this consumer: left for one that knows it",
             extra=task_fields(delivery.id, delivery.task),

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-TaskStatus = Literal["pending", "queued", "running", "succeeded", "failed"]
+TaskStatus = Literal["pending", "scheduled", "queued", "running", "succeeded", "failed"]
 LaneName = Literal["lambda", "celery"]
 
 
@@ -48,6 +48,9 @@ class TaskDetail(TaskSummary):
     error: TaskError | None
     created_at: datetime
     updated_at: datetime
+    run_at: datetime | None = Field(
+        description="When the task is due, if it was asked to run later"
+    )
 
 
 class ErrorBody(BaseModel):

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from tasklane import broker, metrics, payloads, registry
@@ -100,9 +102,17 @@ def new_task(sub: Submission) -> NewTask:
     return NewTask(uuid.uuid4(), spec.name, spec.lane.value, sub.payload_json, spec.max_attempts)
 
 
+def _delay(record: TaskRecord) -> int:
+    """Seconds until a task is due, as SQS can delay a message (a later one is sent again)."""
+    if record.run_at is None:
+        return 0
+    left = (record.run_at - datetime.now(UTC)).total_seconds()
+    return max(0, min(broker.MAX_DELAY_S, math.ceil(left)))
+
+
 def _send(records: Sequence[TaskRecord], store: TaskStore, config: Settings) -> list[TaskRecord]:
     """Send the messages of committed tasks and mark those SQS accepted as queued."""
-    outgoing = [broker.Outgoing(r.id, r.task, Lane(r.lane)) for r in records]
+    outgoing = [broker.Outgoing(r.id, r.task, Lane(r.lane), _delay(r)) for r in records]
     sent = broker.publish(outgoing, config)
     try:
         queued = store.mark_queued([r.id for r in records if r.id in sent])
@@ -182,23 +192,49 @@ def retry_task(
     return record
 
 
+def defer(
+    task_id: uuid.UUID,
+    task: str,
+    run_at: datetime,
+    *,
+    store: TaskStore | None = None,
+    config: Settings | None = None,
+) -> TaskRecord | None:
+    """Make a waiting task run no earlier than ``run_at``, without holding anything in memory:
+    due within SQS's delay limit, its message is sent now with the delay left; later, it is
+    ``scheduled`` and :func:`reconcile` sends it when it comes within that limit. None when
+    the task is not waiting (running or finished)."""
+    store = store or default_store()
+    record = store.defer(task_id, task, run_at, broker.MAX_DELAY_S)
+    if record is None or record.status is Status.SCHEDULED:
+        return record
+    (record,) = _send([record], store, config or settings())
+    return record
+
+
 def reconcile(
     *, store: TaskStore | None = None, config: Settings | None = None, limit: int = 100
 ) -> list[TaskRecord]:
-    """Send again the tasks whose message may be missing (the outbox relay): left ``pending``,
+    """The scheduled pass: send the ``scheduled`` tasks now due within SQS's delay limit, and
+    again the tasks whose message may be missing (the outbox relay): left ``pending``,
     ``running`` under a lease long expired, or ``queued`` with no delivery for too long in a
     lane whose queue is empty."""
     store = store or default_store()
     config = config or settings()
+    due = store.claim_due(broker.MAX_DELAY_S, limit)
     stale = store.claim_stale(
         config.pending_grace_seconds, config.queued_grace_seconds, quiet_lanes(config), limit
     )
-    if not stale:
+    if not due and not stale:
         return []
-    records = _send(stale, store, config)
+    records = _send(due + stale, store, config)
     logger.info(
         "reconciled tasks",
-        extra={"found": len(stale), "queued": sum(r.status is Status.QUEUED for r in records)},
+        extra={
+            "due": len(due),
+            "stale": len(stale),
+            "queued": sum(r.status is Status.QUEUED for r in records),
+        },
     )
     return records
 

@@ -94,6 +94,7 @@ _PUBLIC = (
     tasks.c.error,
     tasks.c.created_at,
     tasks.c.updated_at,
+    tasks.c.run_at,
 )
 _IDS = cast(bindparam("ids"), ARRAY(UUID(as_uuid=True)))
 _NAMES = cast(bindparam("names"), ARRAY(Text))
@@ -158,6 +159,8 @@ class TaskRecord:
     error: dict | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    #: When the task is due, if it was asked to run later.
+    run_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> TaskRecord:
@@ -474,6 +477,74 @@ class TaskStore:
         with _unavailable_as_error(), self.engine.begin() as conn:
             row = conn.execute(stmt).first()
         return (Status(row.status), row.lane) if row else None
+
+    def defer(
+        self, task_id: uuid.UUID, task: str, run_at: datetime, near_seconds: float
+    ) -> TaskRecord | None:
+        """A task not to run before ``run_at``: ``pending`` (its delayed message is sent now)
+        when that is within ``near_seconds``, else ``scheduled`` for :meth:`claim_due`. Only a
+        task waiting for its run (``pending``/``queued``) is deferred; None otherwise."""
+        near = literal(run_at) <= func.now() + literal(timedelta(seconds=near_seconds), Interval)
+        stmt = (
+            update(tasks)
+            .where(
+                tasks.c.id == task_id,
+                tasks.c.task == task,
+                tasks.c.status.in_([s.value for s in CLAIMABLE]),
+            )
+            .values(
+                status=case((near, Status.PENDING.value), else_=Status.SCHEDULED.value),
+                run_at=run_at,
+                updated_at=func.now(),
+            )
+            .returning(*_PUBLIC)
+        )
+        with _unavailable_as_error(), self.engine.begin() as conn:
+            row = conn.execute(stmt).first()
+        return TaskRecord.from_row(row) if row else None
+
+    def expire(self, task_id: uuid.UUID, task: str, expired_at: datetime) -> bool:
+        """A task whose message expired before it ran: ``failed`` with ``TaskExpired``, never
+        run. A task already running or finished is left as it is."""
+        error = {"type": "TaskExpired", "message": f"expired at {expired_at.isoformat()}"}
+        stmt = (
+            update(tasks)
+            .where(
+                tasks.c.id == task_id,
+                tasks.c.task == task,
+                tasks.c.status.in_([s.value for s in (*CLAIMABLE, Status.SCHEDULED)]),
+            )
+            .values(
+                status=Status.FAILED.value,
+                error=literal(error, JSONB),
+                finished_at=func.now(),
+                updated_at=func.now(),
+            )
+        )
+        with _unavailable_as_error(), self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def claim_due(self, horizon_seconds: float, limit: int = 100) -> list[TaskRecord]:
+        """``scheduled`` tasks due within ``horizon_seconds``, now ``pending`` for the caller to
+        send with the delay left. ``FOR UPDATE SKIP LOCKED``: schedulers side by side send each
+        task once."""
+        horizon = func.now() + literal(timedelta(seconds=horizon_seconds), Interval)
+        due = (
+            select(tasks.c.id)
+            .where(tasks.c.status == Status.SCHEDULED.value, tasks.c.run_at <= horizon)
+            .order_by(tasks.c.run_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        stmt = (
+            update(tasks)
+            .where(tasks.c.id.in_(due))
+            .values(status=Status.PENDING.value, updated_at=func.now())
+            .returning(*_PUBLIC)
+        )
+        with _unavailable_as_error(), self.engine.begin() as conn:
+            return [TaskRecord.from_row(r) for r in conn.execute(stmt)]
 
     def requeue_failed(self, task_id: uuid.UUID) -> TaskRecord:
         """``failed → pending``, a new life: attempts and dead letters count from zero and no
