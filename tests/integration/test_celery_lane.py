@@ -266,3 +266,51 @@ def test_the_heartbeat_stops_when_its_run_is_no_longer_active(stack):
         assert not beat.thread.is_alive()
     finally:
         beat.cancel()
+
+
+def test_a_run_cancelled_for_a_lost_broker_connection_gives_its_claim_back(stack):
+    """Celery's cancel-on-connection-loss path, run on a real request for a real SQS message.
+
+    On SQS kombu retries a failed poll rather than report a lost connection (a cut network
+    does not reach this path, tried with a proxy), so the loss itself cannot be produced here;
+    the pool is the one stand-in (no process runs the task). Celery cancels without
+    acknowledging or rejecting: the heartbeat must stop and the claim be given back, uncounted.
+    """
+    from celery.worker import state as worker_state
+    from celery.worker.request import create_request_cls
+    from tasklane import database, worker
+    from tasklane.store import Claim, TaskStore
+
+    task_id = uuid.UUID(submit("test.echo_celery", "cancelled"))
+    task = worker.app.tasks["test.echo_celery"]
+    with worker.app.connection_for_read() as connection:
+        message = wait_for(
+            lambda: connection.default_channel.basic_get(stack.celery_queue.rsplit("/", 1)[-1]),
+            10,
+            what="the message through kombu",
+        )
+
+        class PoolStandIn:
+            terminated: list[int] = []
+
+            def apply_async(self, *args, **kwargs):  # never called: nothing runs here
+                raise AssertionError("the stand-in pool runs nothing")
+
+            def terminate_job(self, pid, signal=None):
+                self.terminated.append(pid)
+
+        pool = PoolStandIn()
+        request = create_request_cls(worker.ClaimCheckRequest, task, pool, "host", None)(
+            message, app=worker.app, task=task
+        )
+        TaskStore(database.engine()).claim(Claim(task_id, task.name, request.token), 2)
+        worker_state.task_accepted(request)
+        request.on_accepted(pid=4242, time_accepted=time.monotonic())
+        heartbeat = request._heartbeat
+        request.cancel(pool)  # what on_connection_error_after_connected does per active run
+        assert pool.terminated == [4242]
+        assert heartbeat.stop.is_set()
+        assert (get(str(task_id))["status"], get(str(task_id))["attempts"]) == ("queued", 0)
+        # no longer extended: the message is offered again after the queue's 2 s
+        again = wait_for(lambda: stack.receive(stack.celery_queue), 10, what="the message back")
+        assert again[0]["MessageId"] == message.delivery_info["sqs_message"]["MessageId"]

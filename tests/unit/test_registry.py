@@ -18,7 +18,7 @@ def forget_tasks_registered_here():
 def test_a_time_limit_past_what_sqs_can_hide_a_message_is_refused_at_import():
     """SQS hides a received message for at most 12 hours: a longer run would be delivered
     again while it runs. The answer is to split the work, and the error says so."""
-    with pytest.raises(ConfigurationError, match="12 hours.*split the work"):
+    with pytest.raises(ConfigurationError, match=r"12 hours.*split the work"):
         registry.task("too.long", lane="celery", time_limit=13 * 3600)
     with pytest.raises(ConfigurationError):
         registry.task("zero", time_limit=0)
