@@ -8,13 +8,22 @@ processes. While tasks flow, the run injects:
 - SQS send failures at submit (a share of SendMessageBatch calls fail: tasks stay pending);
 - duplicate deliveries (extra copies of messages already sent);
 - poison messages (undecodable bodies, unknown tasks, ids with no row);
+- payloads no consumer could load: refused at the API (too deep, too large), and one stored
+  by hand that the consumer must fail once, not loop;
 - tasks longer than the queue's visibility timeout (celery lane);
-- a Celery worker SIGKILLed mid-task, replaced by a new one;
+- lost commit replies: a share of the in-process parts' claim and outcome commits succeed but
+  report a network error, as a failover does;
+- one Celery pool process SIGKILLed mid-task (an OOM kill), and a whole worker SIGKILLed;
+- a network partition between a worker and SQS;
+- a worker whose registry lags (it does not know the celery lane's task, as mid-deploy);
 - a Postgres restart (when the run owns the cluster).
 
-Every task records each execution and its effect in ledger tables. The report counts submitted,
-succeeded, failed as expected, lost (not finished, or finished wrongly), executed more than once
-(an effect recorded twice), and the time to drain.
+Every task records each execution (with the process that ran it) and its effect in ledger
+tables, both stamped with the clock. The report counts submitted, succeeded, failed as expected,
+lost (not finished, or finished wrongly), and every extra execution (an effect recorded twice),
+classified: one is *explained* when an injected fault hit while the first execution was in
+flight (between its start and the next execution's start), which is the at-least-once that
+README promises for effects outside tasklane's own transaction; any other is a defect.
 
 The tests run a small scenario (tests/integration/test_faults.py). A larger run starts its own
 Postgres and moto:  ``python -m tests.faultsuite --tasks 500``
@@ -23,19 +32,26 @@ Postgres and moto:  ``python -m tests.faultsuite --tasks 500``
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
+import json
+import os
 import random
+import signal
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 from tasklane import broker, codec, database, service
 from tasklane.local.events import queue_arn
 from tasklane.local.eventsource import SqsEventSource
 from tasklane.local.postgres import LocalPostgres
+from tasklane.store import NewTask, TaskStore
 
 #: (task name, mode, share of the run); expected outcome follows from the mode.
 MIX = [
@@ -49,6 +65,8 @@ MIX = [
 ]
 SEND_FAILURE_RATE = 0.15
 DUPLICATE_RATE = 0.10
+LOST_REPLY_RATE = 0.05
+PARTITION_S = 6
 BATCH = 20
 
 
@@ -63,16 +81,27 @@ class Environment:
     visibility: int = 2
 
 
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    start: float
+    end: float
+
+
 @dataclass
 class Report:
     submitted: int = 0
     succeeded: int = 0
     failed_as_expected: int = 0
     lost: int = 0
+    #: Extra executions with no fault in flight: defects.
     executed_more_than_once: int = 0
+    #: Extra executions of a run a fault cut short between its effect and its commit.
+    extra_executions_after_faults: int = 0
     drain_seconds: float = 0.0
     injected: Counter = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
+    explained: list[str] = field(default_factory=list)
 
     def table(self) -> str:
         rows = [
@@ -80,26 +109,91 @@ class Report:
             ("succeeded", self.succeeded),
             ("failed as expected", self.failed_as_expected),
             ("lost", self.lost),
-            ("executed more than once", self.executed_more_than_once),
+            ("executed more than once, no fault in flight", self.executed_more_than_once),
+            ("executed again after a fault cut a run short", self.extra_executions_after_faults),
             ("time to drain", f"{self.drain_seconds:.1f} s"),
         ] + [(f"injected: {k}", v) for k, v in sorted(self.injected.items())]
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+class Faults:
+    """The clock of what was injected when, for classifying extra executions."""
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+        self.log: list[Fault] = []
+        self.lock = threading.Lock()
+
+    def happened(self, kind: str, start: float | None = None, end: float | None = None) -> None:
+        now = time.time()
+        with self.lock:
+            self.log.append(Fault(kind, start or now, end or now))
+            self.report.injected[kind] += 1
+
+    @contextlib.contextmanager
+    def window(self, kind: str) -> Iterator[None]:
+        start = time.time()
+        try:
+            yield
+        finally:
+            self.happened(kind, start, time.time())
+
+    def during(self, start: float, end: float) -> Fault | None:
+        return next((f for f in self.log if f.start <= end and f.end >= start), None)
+
+
 class _SendFailures:
     """Fails a share of SendMessageBatch calls, as a network fault or throttling would."""
 
-    def __init__(self, rate: float, rng: random.Random, report: Report) -> None:
-        self.rate, self.rng, self.report = rate, rng, report
+    def __init__(self, rate: float, rng: random.Random, faults: Faults) -> None:
+        self.rate, self.rng, self.faults = rate, rng, faults
         self.enabled = True
 
     def __call__(self, **_: Any) -> None:
         if self.enabled and self.rng.random() < self.rate:
             from botocore.exceptions import EndpointConnectionError
 
-            self.report.injected["send failures (batches)"] += 1
+            self.faults.happened("send failures (batches)")
             raise EndpointConnectionError(endpoint_url="injected://sqs")
+
+
+class _LostReplies:
+    """Makes a share of the claim and outcome commits of this process's parts (producer,
+    consumer, dead-letter function, reconciler) succeed in Postgres but report a network
+    error to the client, as when a failover drops the connection before the reply."""
+
+    def __init__(self, rate: float, rng: random.Random, faults: Faults) -> None:
+        self.rate, self.rng, self.faults = rate, rng, faults
+        self.engine = database.engine()
+        self.dialect = self.engine.dialect
+        self.commit = self.dialect.do_commit
+        self.last: dict[int, str] = {}
+        self.lock = threading.Lock()
+
+    def _remember(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.last[id(conn.connection)] = statement  # the pool's proxy, which do_commit gets
+
+    def _commit(self, connection: Any) -> None:
+        self.commit(connection)
+        statement = self.last.pop(id(connection), "")
+        # claims, outcomes, marks and dead letters; not submissions, whose lost reply a client
+        # meets with an Idempotency-Key (the batch endpoint has none)
+        write = "UPDATE tasks" in statement and "INSERT INTO tasks" not in statement
+        with self.lock:
+            lose = write and self.rng.random() < self.rate
+        if lose:
+            self.faults.happened("lost commit replies")
+            raise self.dialect.loaded_dbapi.InterfaceError("network error (injected: reply lost)")
+
+    def __enter__(self) -> _LostReplies:
+        event.listen(self.engine, "before_cursor_execute", self._remember)
+        self.dialect.do_commit = self._commit
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.dialect.do_commit = self.commit
+        event.remove(self.engine, "before_cursor_execute", self._remember)
 
 
 def _loop(stop: threading.Event, step, pause: float = 0.0) -> threading.Thread:
@@ -132,17 +226,17 @@ def run(
     environment: Environment, tasks: int = 60, seed: int = 7, timeout: float = 240, log=print
 ) -> Report:
     from tests.integration.helpers import call_api, handler
-    from tests.processes import Worker
+    from tests.processes import Proxy, Worker
 
     rng = random.Random(seed)
     report = Report()
+    faults = Faults(report)
     urls = environment.urls
     with database.engine().begin() as conn:
-        conn.execute(
-            text("CREATE TABLE IF NOT EXISTS fault_runs (key text, at timestamptz DEFAULT now())")
-        )
-        conn.execute(text("CREATE TABLE IF NOT EXISTS fault_effects (key text)"))
-        conn.execute(text("TRUNCATE fault_runs, fault_effects"))
+        conn.execute(text("DROP TABLE IF EXISTS fault_runs, fault_effects"))
+        stamp = "at timestamptz DEFAULT clock_timestamp()"
+        conn.execute(text(f"CREATE TABLE fault_runs (key text, pid int, {stamp})"))
+        conn.execute(text(f"CREATE TABLE fault_effects (key text, {stamp})"))
 
     stop = threading.Event()
     consumer = SqsEventSource(
@@ -169,75 +263,101 @@ def run(
     threads = [_loop(stop, consumer.poll_once)] + [_loop(stop, d.poll_once) for d in dead]
     threads.append(_loop(stop, service.reconcile, pause=1.0))
     queue_name = urls["CeleryQueue"].rsplit("/", 1)[-1]
-    workers = [Worker(environment.env, queue_name, "--concurrency", "2").wait_ready()]
+    proxy = Proxy(int(environment.env["AWS_ENDPOINT_URL_SQS"].rsplit(":", 1)[-1]))
+    workers = [
+        Worker(environment.env, queue_name, "--concurrency", "2").wait_ready(),
+        Worker(
+            environment.env | {"AWS_ENDPOINT_URL_SQS": proxy.endpoint},
+            queue_name,
+            "--concurrency",
+            "1",
+        ).wait_ready(),
+    ]
+    lagging = Worker(  # mid-deploy: it does not know the celery lane's task yet
+        environment.env | {"TASK_MODULES": "tasklane.examples"}, queue_name, "--pool", "solo"
+    ).wait_ready()
+    report.injected["worker with a lagging registry"] += 1
 
-    # -- submit, with send failures --------------------------------------------------------
+    # -- submit, with send failures ---------------------------------------------------------
     plan = [(name, mode) for name, mode, share in MIX for _ in range(round(share * tasks))]
     rng.shuffle(plan)
     expected: dict[str, str] = {}
     keys: dict[str, str] = {}
-    failing = _SendFailures(SEND_FAILURE_RATE, rng, report)
+    failing = _SendFailures(SEND_FAILURE_RATE, rng, faults)
     broker.sqs().meta.events.register("before-call.sqs.SendMessageBatch", failing)
     started = time.monotonic()
-    try:
-        for start in range(0, len(plan), BATCH):
-            chunk = plan[start : start + BATCH]
-            batch_keys = [str(uuid.uuid4()) for _ in chunk]
-            body = {
-                "tasks": [
-                    {"task": n, "payload": _payload(m, k)}
-                    for (n, m), k in zip(chunk, batch_keys, strict=True)
-                ]
-            }
-            status, _, answer = call_api("POST", "/tasks/batch", body)
-            while status == 503:  # a client retries while Postgres restarts
-                report.injected["503 while postgres was down"] += 1
-                time.sleep(0.5)
+    with _LostReplies(LOST_REPLY_RATE, rng, faults):
+        try:
+            for start in range(0, len(plan), BATCH):
+                chunk = plan[start : start + BATCH]
+                batch_keys = [str(uuid.uuid4()) for _ in chunk]
+                body = {
+                    "tasks": [
+                        {"task": n, "payload": _payload(m, k)}
+                        for (n, m), k in zip(chunk, batch_keys, strict=True)
+                    ]
+                }
                 status, _, answer = call_api("POST", "/tasks/batch", body)
-            assert status == 202, answer
-            for (name, mode), key, task in zip(chunk, batch_keys, answer["tasks"], strict=True):
-                expected[task["id"]] = "failed" if mode == "permanent" else "succeeded"
-                keys[task["id"]] = key
-                if task["status"] == "pending":
-                    report.injected["tasks left pending by a failed send"] += 1
-                if rng.random() < DUPLICATE_RATE:  # an extra copy of the message
-                    lane = "LambdaQueue" if name == "fault.lambda" else "CeleryQueue"
-                    routing = urls[lane].rsplit("/", 1)[-1]
-                    environment.sqs.send_message(
-                        QueueUrl=urls[lane],
-                        MessageBody=broker.message_body(name, uuid.UUID(task["id"]), routing),
-                    )
-                    report.injected["duplicate deliveries"] += 1
-            if start == 0:
-                _poison(environment, report)
-            if start == BATCH and environment.cluster is not None:
-                _restart_postgres(environment.cluster, report)
-        report.submitted = len(expected)
-    finally:
-        failing.enabled = False
+                while status == 503:  # a client retries while Postgres restarts
+                    report.injected["503 while postgres was down"] += 1
+                    time.sleep(0.5)
+                    status, _, answer = call_api("POST", "/tasks/batch", body)
+                assert status == 202, answer
+                for (name, mode), key, task in zip(chunk, batch_keys, answer["tasks"], strict=True):
+                    expected[task["id"]] = "failed" if mode == "permanent" else "succeeded"
+                    keys[task["id"]] = key
+                    if task["status"] == "pending":
+                        report.injected["tasks left pending by a failed send"] += 1
+                    if rng.random() < DUPLICATE_RATE:  # an extra copy of the message
+                        lane = "LambdaQueue" if name == "fault.lambda" else "CeleryQueue"
+                        routing = urls[lane].rsplit("/", 1)[-1]
+                        environment.sqs.send_message(
+                            QueueUrl=urls[lane],
+                            MessageBody=broker.message_body(name, uuid.UUID(task["id"]), routing),
+                        )
+                        faults.happened("duplicate deliveries")
+                if start == 0:
+                    _poison(environment, faults)
+                    unreadable = _unloadable_payloads(call_api, faults)
+                    expected[unreadable] = "failed"
+                    keys[unreadable] = unreadable
+                if start == BATCH and environment.cluster is not None:
+                    with faults.window("postgres restarts"):
+                        _restart_postgres(environment.cluster)
+            report.submitted = len(expected)
+        finally:
+            failing.enabled = False
 
-    # -- a worker killed mid-task -------------------------------------------------------------
-    _wait_for_running_celery_task(timeout=30)
-    workers[0].kill()
-    report.injected["celery worker SIGKILLed mid-task"] += 1
-    workers.append(Worker(environment.env, queue_name, "--concurrency", "2").wait_ready())
+        # -- processes killed, a partition, the lagging worker leaves -------------------------
+        killed = _kill_a_pool_process(workers, faults, timeout=30)
+        if not killed:
+            report.problems.append("no pool process was running a task to kill")
+        with faults.window("worker partitioned from SQS"):
+            proxy.cut()
+            time.sleep(PARTITION_S)
+            proxy.restore()
+        lagging.stop()
+        _wait_for_running_celery_task(timeout=30)
+        workers[0].kill()
+        faults.happened("celery worker SIGKILLed mid-task")
+        workers.append(Worker(environment.env, queue_name, "--concurrency", "2").wait_ready())
 
-    # -- drain ----------------------------------------------------------------------------------
-    deadline = time.monotonic() + timeout
-    final: dict[str, tuple[str, int]] = {}
-    while time.monotonic() < deadline:
-        final = _statuses(list(expected))
-        if all(status in ("succeeded", "failed") for status, _ in final.values()):
-            break
-        time.sleep(0.5)
+        # -- drain --------------------------------------------------------------------------
+        deadline = time.monotonic() + timeout
+        final: dict[str, tuple[str, int]] = {}
+        while time.monotonic() < deadline:
+            final = _statuses(list(expected))
+            if all(status in ("succeeded", "failed") for status, _ in final.values()):
+                break
+            time.sleep(0.5)
     report.drain_seconds = time.monotonic() - started
     stop.set()
     for worker in workers:
         worker.stop()
+    proxy.close()
     for thread in threads:
         thread.join(timeout=10)
 
-    effects = _effects()
     for task_id, want in expected.items():
         status, _ = final.get(task_id, ("missing", 0))
         if status == want == "succeeded":
@@ -247,14 +367,32 @@ def run(
         else:
             report.lost += 1
             report.problems.append(f"{task_id}: expected {want}, got {status}")
-        if effects.get(keys[task_id], 0) > 1:
-            report.executed_more_than_once += 1
-            report.problems.append(f"{task_id}: effect recorded {effects[keys[task_id]]} times")
+    _classify_extra_executions(set(keys.values()), faults, report)
     log(report.table())
     return report
 
 
-def _poison(environment: Environment, report: Report) -> None:
+def _classify_extra_executions(keys: set[str], faults: Faults, report: Report) -> None:
+    """Every effect recorded twice is one execution too many. It is the at-least-once of an
+    effect outside tasklane's transaction when a fault hit while the execution before it was
+    in flight; with no fault then, it is a defect."""
+    runs, effects = _ledger()
+    for key in keys:
+        done = effects.get(key, [])
+        starts = runs.get(key, [])
+        for earlier, later in itertools.pairwise(done):
+            first = max((s for s in starts if s <= earlier), default=earlier)
+            second = max((s for s in starts if s <= later), default=later)
+            fault = faults.during(first, second)
+            if fault is None:
+                report.executed_more_than_once += 1
+                report.problems.append(f"{key}: effect recorded again with no fault in flight")
+            else:
+                report.extra_executions_after_faults += 1
+                report.explained.append(f"{key}: again after {fault.kind}")
+
+
+def _poison(environment: Environment, faults: Faults) -> None:
     for lane in ("LambdaQueue", "CeleryQueue"):
         url = environment.urls[lane]
         routing = url.rsplit("/", 1)[-1]
@@ -279,14 +417,71 @@ def _poison(environment: Environment, report: Report) -> None:
         ]
         for body in bodies:
             environment.sqs.send_message(QueueUrl=url, MessageBody=body)
-            report.injected["poison messages"] += 1
+            faults.happened("poison messages")
 
 
-def _restart_postgres(cluster: LocalPostgres, report: Report) -> None:
+def _unloadable_payloads(call_api, faults: Faults) -> str:
+    """Payloads no consumer could load: the API refuses them without storing anything; one
+    already in the table (stored before the limits, or by hand) must fail its task once."""
+    deep: Any = []
+    for _ in range(300):
+        deep = [deep]
+    huge = "x" * (6 * 1024 * 1024)
+    for payload, status in ((deep, 400), ({"data": huge}, 413)):
+        got, _, answer = call_api("POST", "/tasks", {"task": "fault.lambda", "payload": payload})
+        assert got in (status, 503), answer  # 503: the restart may be under way
+        faults.happened("payloads refused at the API")
+    task_id = uuid.uuid4()
+    stored = "[" * 3000 + "]" * 3000
+    TaskStore(database.engine()).insert([NewTask(task_id, "fault.lambda", "lambda", stored)])
+    faults.happened("unloadable payloads stored")
+    return str(task_id)  # left pending: the reconciler sends it
+
+
+def _restart_postgres(cluster: LocalPostgres) -> None:
     cluster.stop(mode="fast")
     time.sleep(2)
     cluster.start()
-    report.injected["postgres restarts"] += 1
+
+
+def _kill_a_pool_process(workers: list, faults: Faults, timeout: float) -> bool:
+    """SIGKILL the pool process running a celery-lane task (its worker's main process lives)."""
+    children = {
+        int(stat.parent.name)
+        for worker in workers
+        for stat in _proc_stats()
+        if _parent(stat) == worker.process.pid
+    }
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with database.engine().connect() as conn:
+            pids = conn.execute(
+                text(
+                    "SELECT r.pid FROM fault_runs r JOIN tasks t ON t.payload->>'key' = r.key "
+                    "WHERE t.status = 'running' AND t.lane = 'celery' ORDER BY r.at DESC"
+                )
+            ).scalars()
+            victim = next((p for p in pids if p in children), None)
+        if victim is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGKILL)
+                faults.happened("pool process SIGKILLed mid-task")
+                return True
+        time.sleep(0.1)
+    return False
+
+
+def _proc_stats() -> list:
+    from pathlib import Path
+
+    return list(Path("/proc").glob("[0-9]*/stat"))
+
+
+def _parent(stat: Any) -> int | None:
+    try:
+        return int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _statuses(ids: list[str]) -> dict[str, tuple[str, int]]:
@@ -301,10 +496,20 @@ def _statuses(ids: list[str]) -> dict[str, tuple[str, int]]:
         return {}
 
 
-def _effects() -> dict[str, int]:
+def _ledger() -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Each key's execution starts and effects, as epoch seconds, in order."""
+    runs: dict[str, list[float]] = defaultdict(list)
+    effects: dict[str, list[float]] = defaultdict(list)
     with database.engine().connect() as conn:
-        rows = conn.execute(text("SELECT key, count(*) FROM fault_effects GROUP BY key"))
-        return {r[0]: r[1] for r in rows}
+        for key, at in conn.execute(
+            text("SELECT key, extract(epoch FROM at) FROM fault_runs ORDER BY at")
+        ):
+            runs[key].append(float(at))
+        for key, at in conn.execute(
+            text("SELECT key, extract(epoch FROM at) FROM fault_effects ORDER BY at")
+        ):
+            effects[key].append(float(at))
+    return runs, effects
 
 
 def _wait_for_running_celery_task(timeout: float) -> None:
@@ -320,7 +525,6 @@ def _wait_for_running_celery_task(timeout: float) -> None:
 
 
 def main() -> None:  # pragma: no cover - the larger run, by hand
-    import os
     import shutil
     import tempfile
     from pathlib import Path
@@ -336,6 +540,7 @@ def main() -> None:  # pragma: no cover - the larger run, by hand
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=500)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--json", help="also write the report here")
     args = parser.parse_args()
 
     data = Path(tempfile.mkdtemp(prefix="tasklane-faults-"))
@@ -362,6 +567,7 @@ def main() -> None:  # pragma: no cover - the larger run, by hand
             "LAMBDA_DLQ_URL": urls["LambdaDeadLetterQueue"],
             "CELERY_DLQ_URL": urls["CeleryDeadLetterQueue"],
             "PENDING_GRACE_SECONDS": "1",
+            "QUEUED_GRACE_SECONDS": "30",
         }
         os.environ.update(env)
         settings.cache_clear()
@@ -370,8 +576,10 @@ def main() -> None:  # pragma: no cover - the larger run, by hand
         report = run(
             Environment(env, urls, client, cluster), tasks=args.tasks, seed=args.seed, timeout=900
         )
-        for problem in report.problems[:20]:
-            print("  ", problem)
+        for line in report.problems[:20] + report.explained[:20]:
+            print("  ", line)
+        if args.json:
+            Path(args.json).write_text(json.dumps(report.__dict__, default=str, indent=1))
         raise SystemExit(1 if report.lost or report.executed_more_than_once else 0)
     finally:
         moto.stop()

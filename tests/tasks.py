@@ -119,7 +119,10 @@ def _fault_work(payload):
     from sqlalchemy import text
 
     with _ledger().begin() as conn:
-        conn.execute(text("INSERT INTO fault_runs (key) VALUES (:k)"), {"k": payload["key"]})
+        conn.execute(
+            text("INSERT INTO fault_runs (key, pid) VALUES (:k, :pid)"),
+            {"k": payload["key"], "pid": os.getpid()},
+        )
         runs = conn.execute(
             text("SELECT count(*) FROM fault_runs WHERE key = :k"), {"k": payload["key"]}
         ).scalar_one()
