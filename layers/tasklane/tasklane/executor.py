@@ -204,14 +204,10 @@ class Executor:
         try:
             record = self.store.get(delivery.id)
         except TaskNotFound:
-            return Verdict(Outcome.POISON, f"no task row with id {delivery.id}")
-        if record.task != delivery.task:
-            return Verdict(
-                Outcome.POISON, f"message names task {delivery.task!r}, row is {record.task!r}"
-            )
-        if record.status.terminal:
-            return Verdict(Outcome.DONE, f"task already {record.status}")
-        return Verdict(Outcome.BUSY, f"task is {record.status}")
+            return self._why_not(delivery, NotClaimed(delivery.id, None, None))
+        return self._why_not(
+            delivery, NotClaimed(delivery.id, record.status, record.task, record.run_at)
+        )
 
     def unknown_here(self, delivery: Delivery, exc: UnknownTask) -> Verdict:
         """No task of that name here. If its row exists under that name, the task is real and
@@ -225,12 +221,17 @@ class Executor:
         )
         return Verdict(Outcome.BUSY, f"{exc} here", UNKNOWN_HERE_BACKOFF_S)
 
-    @staticmethod
+    @classmethod
     def _attempt_or_verdict(
-        delivery: Delivery, spec: registry.TaskSpec, claim: Claimed | NotClaimed
+        cls, delivery: Delivery, spec: registry.TaskSpec, claim: Claimed | NotClaimed
     ) -> Attempt | Verdict:
         if isinstance(claim, Claimed):
             return Attempt(delivery, spec, claim.attempt, claim.payload_json)
+        return cls._why_not(delivery, claim)
+
+    @staticmethod
+    def _why_not(delivery: Delivery, claim: NotClaimed) -> Verdict:
+        """Why a delivery does not run its task, from the row as its claim found it."""
         if claim.status is None:
             return Verdict(Outcome.POISON, f"no task row with id {delivery.id}")
         if claim.task != delivery.task:
@@ -243,7 +244,9 @@ class Executor:
             wait = (claim.run_at - datetime.now(UTC)).total_seconds()
             if wait > 0:  # arrived before it is due: back when it is
                 return Verdict(Outcome.BUSY, "not due yet", min(math.ceil(wait), MAX_VISIBILITY_S))
-        return Verdict(Outcome.BUSY, "another delivery holds the task")
+        if claim.status is Status.RUNNING:
+            return Verdict(Outcome.BUSY, "another delivery holds the task")
+        return Verdict(Outcome.BUSY, f"the task is {claim.status}")
 
     def _persist(self, write: Callable[[], T], deadline: float | None, fields: dict) -> T:
         """Run a store call, retrying while Postgres is unreachable until ``deadline``.
