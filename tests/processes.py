@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: A worker imports this checkout's tasklane and tests, as the test process does.
+PYTHONPATH = os.pathsep.join([str(ROOT / "layers" / "tasklane"), str(ROOT)])
 
 
 class Worker:
@@ -40,7 +42,7 @@ class Worker:
                 *extra,
             ],
             cwd=ROOT,
-            env=os.environ | env | {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+            env=os.environ | env | {"PYTHONPATH": PYTHONPATH, "PYTHONUNBUFFERED": "1"},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

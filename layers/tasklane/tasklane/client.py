@@ -1,0 +1,121 @@
+"""The Python API: submit tasks from any process and follow them, as Celery users expect.
+
+::
+
+    from tasklane import submit, task
+
+    @task(name="text.wordcount")
+    def wordcount(payload): ...
+
+    handle = wordcount.delay({"text": "hello"})           # or submit("text.wordcount", {...})
+    handle.get(timeout=30)                               # the result, or raises TaskFailed
+    with engine.begin() as conn:                         # in the application's transaction:
+        wordcount.delay({"text": "hi"}, connection=conn) # sent after the commit, never if not
+
+It needs only what every part needs: ``DATABASE_URL`` (or ``DATABASE_SECRET_ARN``) and the
+lanes' queue URLs. Submission goes through :mod:`tasklane.service`, the same path as the HTTP
+API and the CLI, with the same validation and the same errors (:class:`TasklaneError`
+subclasses), so nothing is ever half made.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session
+
+from tasklane import service
+from tasklane.config import settings
+from tasklane.errors import TasklaneError
+from tasklane.lifecycle import Status
+from tasklane.store import TaskRecord
+
+
+class TaskFailed(TasklaneError):
+    """The task ended ``failed``; ``type`` and ``message`` are its stored error."""
+
+    code = "task_failed"
+
+    def __init__(self, task_id: uuid.UUID, error: dict | None) -> None:
+        error = error or {}
+        self.task_id = task_id
+        self.type = error.get("type") or "Error"
+        self.message = error.get("message") or ""
+        self.traceback = error.get("traceback")
+        super().__init__(f"task {task_id} failed: {self.type}: {self.message}")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskHandle:
+    """A submitted task. Its state lives in Postgres: every call reads the row now."""
+
+    id: uuid.UUID
+
+    def record(self) -> TaskRecord:
+        return service.get_task(self.id)
+
+    def status(self) -> Status:
+        return self.record().status
+
+    def get(self, timeout: float | None = None, interval: float = 0.2) -> Any:
+        """The task's result once it succeeded; :class:`TaskFailed` if it failed; the builtin
+        :class:`TimeoutError` if ``timeout`` seconds pass first (None: wait for ever)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            record = self.record()
+            if record.status is Status.SUCCEEDED:
+                return record.result
+            if record.status is Status.FAILED:
+                raise TaskFailed(self.id, record.error)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"task {self.id} is still {record.status} after {timeout} s")
+            pause = interval if deadline is None else min(interval, deadline - time.monotonic())
+            time.sleep(max(0.0, pause))
+
+    def __str__(self) -> str:
+        return str(self.id)
+
+
+Target = Connection | Session
+
+
+def submit(
+    name: str,
+    payload: Any,
+    *,
+    idempotency_key: str | None = None,
+    connection: Target | None = None,
+    countdown: float | None = None,
+    eta: datetime | None = None,
+) -> TaskHandle:
+    """Submit task ``name`` with ``payload`` (any JSON value).
+
+    ``connection``: a SQLAlchemy Connection or Session in the caller's open transaction, on the
+    tasks' database. The task's row is written in that transaction and its message sent after
+    it commits; if it rolls back, the task never existed. ``countdown`` (seconds) or ``eta``
+    (an aware datetime): not to run before then.
+    """
+    submission = service.parse_submission(
+        {"task": name, "payload": payload}, settings(), run_at=service.due_at(countdown, eta)
+    )
+    record, _ = service.submit(submission, idempotency_key=idempotency_key, connection=connection)
+    return TaskHandle(record.id)
+
+
+def submit_many(
+    items: Iterable[tuple[str, Any]], *, connection: Target | None = None
+) -> list[TaskHandle]:
+    """Submit many tasks at once: one insert, then SendMessageBatch. One handle per task, in
+    order. The whole batch is validated first: one bad item fails it, and nothing is stored."""
+    subs = service.parse_batch(
+        {"tasks": [{"task": name, "payload": payload} for name, payload in items]},
+        settings(),
+        limit=None,
+    )
+    return [TaskHandle(r.id) for r in service.submit_batch(subs, connection=connection)]
