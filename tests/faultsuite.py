@@ -18,12 +18,16 @@ processes. While tasks flow, the run injects:
 - a worker whose registry lags (it does not know the celery lane's task, as mid-deploy);
 - a Postgres restart (when the run owns the cluster).
 
+A share of the tasks are transactional (``transactional=True``): their effect is written through
+the run's own connection and commits with its outcome.
+
 Every task records each execution (with the process that ran it) and its effect in ledger
 tables, both stamped with the clock. The report counts submitted, succeeded, failed as expected,
 lost (not finished, or finished wrongly), and every extra execution (an effect recorded twice),
 classified: one is *explained* when an injected fault hit while the first execution was in
 flight (between its start and the next execution's start), which is the at-least-once that
-README promises for effects outside tasklane's own transaction; any other is a defect.
+README promises for effects outside tasklane's own transaction; any other is a defect, as is
+any transactional task's effect recorded twice, whatever the faults.
 
 The tests run a small scenario (tests/integration/test_faults.py). A larger run starts its own
 Postgres and moto:  ``python -m tests.faultsuite --tasks 500``
@@ -55,14 +59,20 @@ from tasklane.store import NewTask, TaskStore
 
 #: (task name, mode, share of the run); expected outcome follows from the mode.
 MIX = [
-    ("fault.lambda", "ok", 0.40),
-    ("fault.lambda", "transient", 0.15),
+    ("fault.lambda", "ok", 0.30),
+    ("fault.lambda", "transient", 0.10),
     ("fault.lambda", "permanent", 0.04),
-    ("fault.celery", "ok", 0.25),
-    ("fault.celery", "transient", 0.08),
+    ("fault.lambda_tx", "ok", 0.10),
+    ("fault.lambda_tx", "transient", 0.05),
+    ("fault.celery", "ok", 0.18),
+    ("fault.celery", "transient", 0.06),
     ("fault.celery", "long", 0.04),
     ("fault.celery", "permanent", 0.04),
+    ("fault.celery_tx", "ok", 0.06),
+    ("fault.celery_tx", "long", 0.03),
 ]
+#: Tasks whose effect goes through the run's own transaction (transactional=True).
+TRANSACTIONAL = {"fault.lambda_tx", "fault.celery_tx"}
 SEND_FAILURE_RATE = 0.15
 DUPLICATE_RATE = 0.10
 LOST_REPLY_RATE = 0.05
@@ -98,6 +108,9 @@ class Report:
     executed_more_than_once: int = 0
     #: Extra executions of a run a fault cut short between its effect and its commit.
     extra_executions_after_faults: int = 0
+    #: Effects of transactional tasks recorded twice: never allowed, whatever the faults.
+    transactional_effects_doubled: int = 0
+    transactional_tasks: int = 0
     drain_seconds: float = 0.0
     injected: Counter = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
@@ -111,6 +124,8 @@ class Report:
             ("lost", self.lost),
             ("executed more than once, no fault in flight", self.executed_more_than_once),
             ("executed again after a fault cut a run short", self.extra_executions_after_faults),
+            ("transactional tasks", self.transactional_tasks),
+            ("transactional effects recorded twice", self.transactional_effects_doubled),
             ("time to drain", f"{self.drain_seconds:.1f} s"),
         ] + [(f"injected: {k}", v) for k, v in sorted(self.injected.items())]
         width = max(len(k) for k, _ in rows)
@@ -283,6 +298,7 @@ def run(
     rng.shuffle(plan)
     expected: dict[str, str] = {}
     keys: dict[str, str] = {}
+    transactional: set[str] = set()
     failing = _SendFailures(SEND_FAILURE_RATE, rng, faults)
     broker.sqs().meta.events.register("before-call.sqs.SendMessageBatch", failing)
     started = time.monotonic()
@@ -306,10 +322,12 @@ def run(
                 for (name, mode), key, task in zip(chunk, batch_keys, answer["tasks"], strict=True):
                     expected[task["id"]] = "failed" if mode == "permanent" else "succeeded"
                     keys[task["id"]] = key
+                    if name in TRANSACTIONAL:
+                        transactional.add(key)
                     if task["status"] == "pending":
                         report.injected["tasks left pending by a failed send"] += 1
                     if rng.random() < DUPLICATE_RATE:  # an extra copy of the message
-                        lane = "LambdaQueue" if name == "fault.lambda" else "CeleryQueue"
+                        lane = "LambdaQueue" if "lambda" in name else "CeleryQueue"
                         routing = urls[lane].rsplit("/", 1)[-1]
                         environment.sqs.send_message(
                             QueueUrl=urls[lane],
@@ -367,19 +385,28 @@ def run(
         else:
             report.lost += 1
             report.problems.append(f"{task_id}: expected {want}, got {status}")
-    _classify_extra_executions(set(keys.values()), faults, report)
+    report.transactional_tasks = len(transactional)
+    _classify_extra_executions(set(keys.values()), transactional, faults, report)
     log(report.table())
     return report
 
 
-def _classify_extra_executions(keys: set[str], faults: Faults, report: Report) -> None:
+def _classify_extra_executions(
+    keys: set[str], transactional: set[str], faults: Faults, report: Report
+) -> None:
     """Every effect recorded twice is one execution too many. It is the at-least-once of an
     effect outside tasklane's transaction when a fault hit while the execution before it was
-    in flight; with no fault then, it is a defect."""
+    in flight; with no fault then, it is a defect. A transactional task's effect commits with
+    its outcome: recorded twice, it is a defect whatever the faults."""
     runs, effects = _ledger()
     for key in keys:
         done = effects.get(key, [])
         starts = runs.get(key, [])
+        if key in transactional:
+            if len(done) > 1:
+                report.transactional_effects_doubled += 1
+                report.problems.append(f"{key}: transactional effect recorded {len(done)} times")
+            continue
         for earlier, later in itertools.pairwise(done):
             first = max((s for s in starts if s <= earlier), default=earlier)
             second = max((s for s in starts if s <= later), default=later)
@@ -580,7 +607,8 @@ def main() -> None:  # pragma: no cover - the larger run, by hand
             print("  ", line)
         if args.json:
             Path(args.json).write_text(json.dumps(report.__dict__, default=str, indent=1))
-        raise SystemExit(1 if report.lost or report.executed_more_than_once else 0)
+        failed = report.lost or report.executed_more_than_once
+        raise SystemExit(1 if failed or report.transactional_effects_doubled else 0)
     finally:
         moto.stop()
         cluster.stop(mode="immediate")

@@ -114,8 +114,9 @@ def _ledger():
     return _ledger_engine
 
 
-def _fault_work(payload):
-    """Fails its first ``fail_times`` executions (or always), may sleep, then records its effect."""
+def _fault_work(payload, effect=None):
+    """Fails its first ``fail_times`` executions (or always), may sleep, then records its effect:
+    in a transaction of its own, or through ``effect`` (a transactional task's connection)."""
     from sqlalchemy import text
 
     with _ledger().begin() as conn:
@@ -130,10 +131,52 @@ def _fault_work(payload):
         time.sleep(payload["sleep"])
     if payload["mode"] == "permanent" or runs <= payload.get("fail_times", 0):
         raise RuntimeError(f"injected failure on execution {runs}")
-    with _ledger().begin() as conn:  # the task's effect, which must happen once
-        conn.execute(text("INSERT INTO fault_effects (key) VALUES (:k)"), {"k": payload["key"]})
+    record = text("INSERT INTO fault_effects (key) VALUES (:k)")
+    if effect is not None:  # with the task's outcome: exactly once
+        effect.execute(record, {"k": payload["key"]})
+    else:
+        with _ledger().begin() as conn:  # the task's effect, at least once
+            conn.execute(record, {"k": payload["key"]})
     return {"runs": runs}
+
+
+def _fault_work_in_transaction(payload, db):
+    return _fault_work(payload, effect=db)
 
 
 task(name="fault.lambda", lane="lambda")(_fault_work)
 task(name="fault.celery", lane="celery")(_fault_work)
+task(name="fault.lambda_tx", lane="lambda", transactional=True)(_fault_work_in_transaction)
+task(name="fault.celery_tx", lane="celery", transactional=True)(_fault_work_in_transaction)
+
+
+# -- the Python API: tasks that submit tasks, and transactional tasks -------------------------
+@task(name="test.spawn", lane="lambda")
+def spawn(payload):
+    """Starts a child task per item (fan-out from inside a running task)."""
+    return [str(echo.delay(child).id) for child in payload["children"]]
+
+
+@task(name="test.spawn_celery", lane="celery")
+def spawn_celery(payload):
+    return [str(echo.delay(child).id) for child in payload["children"]]
+
+
+#: Gates a transactional test task can wait on, by name (in-process tests only).
+GATES: dict[str, object] = {}
+
+
+def _tx_write(payload, db):
+    """Writes one row through the run's own transaction; may then wait, or fail."""
+    from sqlalchemy import text
+
+    db.execute(text("INSERT INTO tx_effects (key) VALUES (:k)"), {"k": payload["key"]})
+    if gate := GATES.get(payload.get("gate", "")):
+        gate.wait(30)
+    if payload.get("fail"):
+        raise RuntimeError("fails after its write")
+    return {"wrote": payload["key"]}
+
+
+task(name="test.tx_write", lane="lambda", transactional=True)(_tx_write)
+task(name="test.tx_write_celery", lane="celery", transactional=True)(_tx_write)

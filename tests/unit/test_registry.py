@@ -9,6 +9,7 @@ from tasklane.errors import ConfigurationError
 
 @pytest.fixture(autouse=True)
 def forget_tasks_registered_here():
+    registry.load_configured()  # the configured modules' tasks stay registered
     before = set(registry._tasks)
     yield
     for name in set(registry._tasks) - before:

@@ -25,16 +25,17 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy import Connection
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Any
 
 from tasklane import service
 from tasklane.config import settings
 from tasklane.errors import TasklaneError
 from tasklane.lifecycle import Status
 from tasklane.store import TaskRecord
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+    from sqlalchemy.orm import Session
 
 
 class TaskFailed(TasklaneError):
@@ -82,15 +83,12 @@ class TaskHandle:
         return str(self.id)
 
 
-Target = Connection | Session
-
-
 def submit(
     name: str,
     payload: Any,
     *,
     idempotency_key: str | None = None,
-    connection: Target | None = None,
+    connection: Connection | Session | None = None,
     countdown: float | None = None,
     eta: datetime | None = None,
 ) -> TaskHandle:
@@ -102,20 +100,22 @@ def submit(
     (an aware datetime): not to run before then.
     """
     submission = service.parse_submission(
-        {"task": name, "payload": payload}, settings(), run_at=service.due_at(countdown, eta)
+        {"task": name, "payload": payload}, settings(), service.due_at(countdown, eta)
     )
     record, _ = service.submit(submission, idempotency_key=idempotency_key, connection=connection)
     return TaskHandle(record.id)
 
 
 def submit_many(
-    items: Iterable[tuple[str, Any]], *, connection: Target | None = None
+    items: Iterable[tuple[str, Any]], *, connection: Connection | Session | None = None
 ) -> list[TaskHandle]:
     """Submit many tasks at once: one insert, then SendMessageBatch. One handle per task, in
     order. The whole batch is validated first: one bad item fails it, and nothing is stored."""
     subs = service.parse_batch(
         {"tasks": [{"task": name, "payload": payload} for name, payload in items]},
         settings(),
-        limit=None,
+        max_tasks=None,
     )
+    if not subs:
+        return []
     return [TaskHandle(r.id) for r in service.submit_batch(subs, connection=connection)]

@@ -109,11 +109,24 @@ def delivery_token(message_id: str | None) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Committed:
+    """A transactional run's outcome, already committed with its writes (``status`` None: the
+    claim was lost, and everything rolled back)."""
+
+    result_json: str
+    status: Status | None
+
+
+class _ClaimLost(Exception):
+    """Rolls a transactional run back: its delivery no longer holds the claim."""
+
+
+@dataclass(frozen=True, slots=True)
 class Attempt:
     """A claim held by a delivery: run it with :meth:`Executor.run`."""
 
     delivery: Delivery
-    spec: registry.TaskSpec
+    spec: registry.Task
     number: int
     payload_json: str
 
@@ -223,7 +236,7 @@ class Executor:
 
     @classmethod
     def _attempt_or_verdict(
-        cls, delivery: Delivery, spec: registry.TaskSpec, claim: Claimed | NotClaimed
+        cls, delivery: Delivery, spec: registry.Task, claim: Claimed | NotClaimed
     ) -> Attempt | Verdict:
         if isinstance(claim, Claimed):
             return Attempt(delivery, spec, claim.attempt, claim.payload_json)
@@ -292,7 +305,15 @@ class Executor:
         except PayloadUnreadable as exc:
             outcome = Failure(error_of(exc), final=True)
         else:
-            outcome = self._call(attempt, payload, limit_s)
+            if attempt.spec.transactional:
+                done = self._run_in_transaction(attempt, payload, limit_s, deadline, fields)
+                if isinstance(done, Verdict):
+                    return done, None
+                outcome = done
+            else:
+                outcome = self._call(attempt, payload, limit_s)
+            if isinstance(outcome, Committed):
+                return self._verdict(attempt, outcome.result_json, outcome.status, fields), None
         following = then() if then is not None else None
         next_spec = registry.find(following.task) if following is not None else None
         next_claim = following.claim() if following is not None and next_spec else None
@@ -315,6 +336,43 @@ class Executor:
         if following is not None and next_spec is not None and ahead is not None:
             next_step = self._attempt_or_verdict(following, next_spec, ahead)
         return self._verdict(attempt, outcome, status, fields), next_step
+
+    def _run_in_transaction(
+        self,
+        attempt: Attempt,
+        payload: Any,
+        limit_s: float | None,
+        deadline: float | None,
+        fields: dict,
+    ) -> Committed | Failure | Verdict:
+        """A transactional task: its writes through ``db`` and its ``succeeded`` outcome commit
+        in one transaction, and only while its delivery holds the claim. If it raises, its
+        writes roll back and the failure is recorded as usual. If Postgres is lost before the
+        commit, nothing of the run remains: the claim is given back, uncounted, and the next
+        delivery runs it cleanly. A lost commit reply is told apart by reading the outcome."""
+        token, result_json = attempt.delivery.token, "null"
+        try:
+            with self.store.transaction() as db:
+                with time_limit(limit_s):
+                    result = attempt.spec.fn(payload, db)
+                result_json = payloads.dumps(result, "result")
+                status, _ = self.store.settle(attempt.id, token, result_json, connection=db)
+                if status is None:
+                    raise _ClaimLost
+            return Committed(result_json, status)
+        except _ClaimLost:
+            return Committed(result_json, None)  # rolled back: another delivery holds it
+        except StoreUnavailable:
+            status = self._persist(
+                lambda: self.store.outcome_of(attempt.id, token), deadline, fields
+            )
+            if status is Status.SUCCEEDED:
+                return Committed(result_json, status)  # it did commit: only the reply was lost
+            self._persist(lambda: self.store.release(attempt.id, token), deadline, fields)
+            logger.warning("database lost before the run committed: run again", extra=fields)
+            return Verdict(Outcome.RETRY, "database lost before the run committed", 2)
+        except Exception as exc:  # the task's own failure: its writes are rolled back
+            return Failure(error_of(exc))
 
     @staticmethod
     def _call(attempt: Attempt, payload: Any, limit_s: float | None) -> str | Failure:

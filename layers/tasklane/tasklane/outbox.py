@@ -20,15 +20,19 @@ again through tasklane's own engine, so nothing is sent for a transaction that d
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, event
-from sqlalchemy.orm import Session
 
+from tasklane.lifecycle import Status
 from tasklane.logs import logger
 from tasklane.store import TaskRecord
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 #: Where a connection's or session's waiting records are kept (its ``info`` dictionary).
 WAITING = "tasklane.outbox"
@@ -39,9 +43,15 @@ _installed: set[int] = set()
 _lock = threading.Lock()
 
 
+def _is_session(target: object) -> bool:
+    """A SQLAlchemy ORM Session (the ORM is imported only if the caller uses it)."""
+    orm = sys.modules.get("sqlalchemy.orm")
+    return orm is not None and isinstance(target, orm.Session)
+
+
 def connection_of(target: Connection | Session) -> Connection:
     """The Connection a caller's transaction runs on (a Session's, for the tasks' engine)."""
-    if isinstance(target, Session):
+    if _is_session(target):
         return target.connection()
     if isinstance(target, Connection):
         return target
@@ -50,7 +60,8 @@ def connection_of(target: Connection | Session) -> Connection:
 
 def send_after_commit(target: Connection | Session, records: Sequence[TaskRecord]) -> None:
     """Send these records' messages once ``target``'s transaction has committed."""
-    if isinstance(target, Session):
+    records = [r for r in records if r.status is not Status.SCHEDULED]  # sent when due
+    if _is_session(target):
         _install_session(target)
         target.info.setdefault(WAITING, []).extend(records)
         return
@@ -117,5 +128,6 @@ def _send(records: Sequence[TaskRecord]) -> None:
         service.send_committed(records)
     except Exception as exc:  # the reconciler sends them: they are pending in the table
         logger.warning(
-            "send after commit failed, tasks stay pending", extra={"count": len(records), "error": str(exc)}
+            "send after commit failed, tasks stay pending",
+            extra={"count": len(records), "error": str(exc)},
         )

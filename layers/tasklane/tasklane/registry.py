@@ -1,7 +1,9 @@
 """The task registry: ``@task`` records a function, its name and its lane.
 
 A task is a plain function of one JSON payload returning a JSON result. It knows nothing of
-Lambda, Celery or SQS, which is what lets the same function run in either lane.
+Lambda, Celery or SQS, which is what lets the same function run in either lane. ``@task``
+returns a :class:`Task`: calling it still calls the function (unit tests keep working), and
+``.delay(payload)`` / ``.apply_async(payload, ...)`` submit it, as with Celery.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ DEFAULT_TIME_LIMIT_S = 3600
 MAX_TIME_LIMIT_S = 11 * 3600 + 1800
 
 
-@dataclass(frozen=True, slots=True)
-class TaskSpec:
+@dataclass(frozen=True)
+class Task:
+    """A registered task: its function and how it runs."""
+
     name: str
     lane: Lane
     fn: TaskFunction
@@ -33,9 +37,33 @@ class TaskSpec:
     max_attempts: int | None = None
     #: Seconds a run may take before it is stopped and recorded as a failed attempt.
     time_limit: int = DEFAULT_TIME_LIMIT_S
+    #: The function takes ``(payload, db)``: a connection in the transaction that records its
+    #: outcome, so its writes there commit with its success, or not at all.
+    transactional: bool = False
+
+    def __post_init__(self) -> None:
+        for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
+            if hasattr(self.fn, attribute):
+                object.__setattr__(self, attribute, getattr(self.fn, attribute))
+        object.__setattr__(self, "__wrapped__", self.fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the function here and now, as a plain call (nothing is stored or sent)."""
+        return self.fn(*args, **kwargs)
+
+    def delay(self, payload: Any, **options: Any) -> Any:
+        """Submit this task with ``payload``; returns a :class:`tasklane.TaskHandle`."""
+        return self.apply_async(payload, **options)
+
+    def apply_async(self, payload: Any = None, **options: Any) -> Any:
+        """Submit, with options: ``idempotency_key``, ``connection`` (the caller's open
+        transaction: sent after it commits), ``countdown`` or ``eta``."""
+        from tasklane.client import submit
+
+        return submit(self.name, payload, **options)
 
 
-_tasks: dict[str, TaskSpec] = {}
+_tasks: dict[str, Task] = {}
 _loaded: set[str] = set()
 
 
@@ -45,12 +73,14 @@ def task(
     *,
     max_attempts: int | None = None,
     time_limit: int = DEFAULT_TIME_LIMIT_S,
-) -> Callable[[TaskFunction], TaskFunction]:
+    transactional: bool = False,
+) -> Callable[[TaskFunction], Task]:
     """Register ``fn`` as the task ``name`` running in ``lane`` ("lambda" or "celery").
 
     ``time_limit`` (seconds, at most 11.5 hours) stops a run that takes longer: it is recorded
     as a failed attempt and retried like any other. In the lambda lane the function's own
-    timeout may stop it sooner.
+    timeout may stop it sooner. ``transactional``: the function is ``fn(payload, db)`` and its
+    writes through ``db`` commit together with its success (exactly once).
     """
     try:
         lane_ = Lane(lane)
@@ -65,7 +95,8 @@ def task(
             "while it runs; split the work (a chain of tasks, or checkpoints)"
         )
 
-    def register(fn: TaskFunction) -> TaskFunction:
+    def register(fn: TaskFunction) -> Task:
+        fn = getattr(fn, "fn", fn)  # a Task registered again under another name
         existing = _tasks.get(name)
         if existing is not None and existing.fn is not fn:
             same_place = (existing.fn.__module__, existing.fn.__qualname__) == (
@@ -74,10 +105,16 @@ def task(
             )
             if not same_place:  # a module reloaded is fine; two functions, one name is not
                 raise ConfigurationError(f"task {name!r} is registered twice")
-        _tasks[name] = TaskSpec(
-            name=name, lane=lane_, fn=fn, max_attempts=max_attempts, time_limit=time_limit
+        registered = Task(
+            name=name,
+            lane=lane_,
+            fn=fn,
+            max_attempts=max_attempts,
+            time_limit=time_limit,
+            transactional=transactional,
         )
-        return fn
+        _tasks[name] = registered
+        return registered
 
     return register
 
@@ -101,19 +138,19 @@ def load_configured() -> None:
     load(settings().task_modules)
 
 
-def get(name: str) -> TaskSpec:
+def get(name: str) -> Task:
     spec = find(name)
     if spec is None:
         raise UnknownTask(f"no task named {name!r} is registered")
     return spec
 
 
-def find(name: str) -> TaskSpec | None:
+def find(name: str) -> Task | None:
     """The task ``name``, or None where this process does not know it."""
     load_configured()
     return _tasks.get(name)
 
 
-def all_tasks() -> list[TaskSpec]:
+def all_tasks() -> list[Task]:
     load_configured()
     return sorted(_tasks.values(), key=lambda spec: spec.name)

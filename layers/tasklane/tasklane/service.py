@@ -12,10 +12,10 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-from tasklane import broker, metrics, payloads, registry
+from tasklane import broker, metrics, outbox, payloads, registry
 from tasklane.config import Settings, settings
 from tasklane.errors import (
     IdempotencyConflict,
@@ -23,31 +23,66 @@ from tasklane.errors import (
     PayloadTooLarge,
     StoreUnavailable,
     TaskNotFound,
+    UnknownTask,
 )
 from tasklane.lanes import Lane, queue_url
 from tasklane.lifecycle import Status
 from tasklane.logs import logger, task_fields
 from tasklane.store import NewTask, TaskRecord, TaskStore
 
+if TYPE_CHECKING:  # the ORM is imported only by applications that pass a Session
+    from sqlalchemy import Connection
+    from sqlalchemy.orm import Session
+
 BATCH_MAX = 100
 
 
 @dataclass(frozen=True, slots=True)
 class Submission:
-    """A validated request to run ``task`` on a payload (already serialized, size-checked)."""
+    """A validated request to run ``task`` on a payload (already serialized, size-checked),
+    now or from ``run_at``; ``timing`` is that wish as asked (a delay, or a moment)."""
 
     task: str
     payload_json: str
+    run_at: datetime | None = None
+    timing: str | None = None
 
     @property
     def request_hash(self) -> str:
         digest = hashlib.sha256(self.task.encode())
         digest.update(b"\0")
         digest.update(self.payload_json.encode())
+        if self.timing is not None:
+            digest.update(b"\0" + self.timing.encode())
         return digest.hexdigest()
 
 
-def parse_submission(body: Any, config: Settings) -> Submission:
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """When a task should run, as asked: ``run_at``, and the wish as given (for replays)."""
+
+    run_at: datetime
+    asked: str
+
+
+def due_at(countdown: float | None = None, eta: datetime | None = None) -> Timing | None:
+    """``countdown`` seconds from now, or the aware moment ``eta``; not both (400)."""
+    if countdown is not None and eta is not None:
+        raise InvalidRequest("give a countdown or an eta, not both")
+    if countdown is not None:
+        if isinstance(countdown, bool) or not isinstance(countdown, int | float):
+            raise InvalidRequest("countdown must be a number of seconds")
+        if not 0 <= countdown < 10 * 365 * 86400 or countdown != countdown:
+            raise InvalidRequest("countdown must be 0 or more seconds (and under ten years)")
+        return Timing(datetime.now(UTC) + timedelta(seconds=countdown), f"delay:{countdown}")
+    if eta is not None:
+        if not isinstance(eta, datetime) or eta.tzinfo is None:
+            raise InvalidRequest("eta must be a datetime with a time zone")
+        return Timing(eta, f"at:{eta.isoformat()}")
+    return None
+
+
+def parse_submission(body: Any, config: Settings, timing: Timing | None = None) -> Submission:
     """Validate ``{"task": NAME, "payload": JSON}``: shape (400), task name (422), size (413)."""
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
@@ -66,23 +101,27 @@ def parse_submission(body: Any, config: Settings) -> Submission:
         raise PayloadTooLarge(
             f"payload is {size} bytes, the limit is {config.max_payload_bytes} (MAX_PAYLOAD_BYTES)"
         )
-    return Submission(name, payload_json)
+    if timing is None:
+        return Submission(name, payload_json)
+    return Submission(name, payload_json, timing.run_at, timing.asked)
 
 
-def parse_batch(body: Any, config: Settings) -> list[Submission]:
+def parse_batch(body: Any, config: Settings, max_tasks: int | None = BATCH_MAX) -> list[Submission]:
+    """Validate a batch: every item as :func:`parse_submission` (its index in the error). From
+    HTTP (``max_tasks``), at most 100 tasks whose payloads together fit in one request."""
     if not isinstance(body, dict) or not isinstance(body.get("tasks"), list):
         raise InvalidRequest('the request body must be {"tasks": [{"task", "payload"}, ...]}')
     items = body["tasks"]
-    if not 1 <= len(items) <= BATCH_MAX:
-        raise InvalidRequest(f"a batch holds 1 to {BATCH_MAX} tasks, got {len(items)}")
+    if max_tasks is not None and not 1 <= len(items) <= max_tasks:
+        raise InvalidRequest(f"a batch holds 1 to {max_tasks} tasks, got {len(items)}")
     subs = []
     for i, item in enumerate(items):
         try:
             subs.append(parse_submission(item, config))
-        except InvalidRequest as exc:
-            raise InvalidRequest(f"tasks[{i}]: {exc}") from None
+        except (InvalidRequest, PayloadTooLarge, UnknownTask) as exc:
+            raise type(exc)(f"tasks[{i}]: {exc}") from None
     total = sum(len(s.payload_json.encode()) for s in subs)
-    if total > config.max_payload_bytes:
+    if max_tasks is not None and total > config.max_payload_bytes:
         raise PayloadTooLarge(
             f"the batch's payloads are {total} bytes, the limit is {config.max_payload_bytes}"
         )
@@ -99,7 +138,9 @@ def default_store() -> TaskStore:
 def new_task(sub: Submission) -> NewTask:
     """The row for a submission: a fresh id, the task's lane and attempt limit."""
     spec = registry.get(sub.task)
-    return NewTask(uuid.uuid4(), spec.name, spec.lane.value, sub.payload_json, spec.max_attempts)
+    return NewTask(
+        uuid.uuid4(), spec.name, spec.lane.value, sub.payload_json, spec.max_attempts, sub.run_at
+    )
 
 
 def _delay(record: TaskRecord) -> int:
@@ -111,8 +152,15 @@ def _delay(record: TaskRecord) -> int:
 
 
 def _send(records: Sequence[TaskRecord], store: TaskStore, config: Settings) -> list[TaskRecord]:
-    """Send the messages of committed tasks and mark those SQS accepted as queued."""
-    outgoing = [broker.Outgoing(r.id, r.task, Lane(r.lane), _delay(r)) for r in records]
+    """Send the messages of committed tasks and mark those SQS accepted as queued. A task
+    ``scheduled`` for later is not sent: the reconciler sends it when it is due."""
+    outgoing = [
+        broker.Outgoing(r.id, r.task, Lane(r.lane), _delay(r))
+        for r in records
+        if r.status is not Status.SCHEDULED
+    ]
+    if not outgoing:
+        return list(records)
     sent = broker.publish(outgoing, config)
     try:
         queued = store.mark_queued([r.id for r in records if r.id in sent])
@@ -136,20 +184,24 @@ def submit(
     idempotency_key: str | None = None,
     store: TaskStore | None = None,
     config: Settings | None = None,
+    connection: Connection | Session | None = None,
 ) -> tuple[TaskRecord, bool]:
     """Store then send one task. Returns (task, created); created is False for a replayed key.
 
     The row is committed before the message is sent (the claim check must exist when a consumer
-    reads the message); a send that fails leaves the task ``pending`` for the reconciler.
+    reads the message); a send that fails leaves the task ``pending`` for the reconciler. With
+    ``connection``, the row is written in the caller's open transaction and the message sent
+    once it has committed (:mod:`tasklane.outbox`).
     """
     store = store or default_store()
     config = config or settings()
     new = new_task(sub)
+    conn = outbox.connection_of(connection) if connection is not None else None
     if idempotency_key is None:
-        (record,) = store.insert([new])
+        (record,) = store.insert([new], broker.MAX_DELAY_S, conn)
     else:
         record, request_hash, created = store.insert_idempotent(
-            new, idempotency_key, sub.request_hash
+            new, idempotency_key, sub.request_hash, broker.MAX_DELAY_S, conn
         )
         if not created:
             if request_hash != sub.request_hash:
@@ -157,20 +209,44 @@ def submit(
                     "this Idempotency-Key was used with a different request body"
                 )
             return record, False
-    (record,) = _send([record], store, config)
+    if connection is not None:
+        outbox.send_after_commit(connection, [record])
+    else:
+        (record,) = _send([record], store, config)
     logger.info("task submitted", extra=task_fields(record.id, record.task, status=record.status))
     return record, True
 
 
 def submit_batch(
-    subs: Sequence[Submission], *, store: TaskStore | None = None, config: Settings | None = None
+    subs: Sequence[Submission],
+    *,
+    store: TaskStore | None = None,
+    config: Settings | None = None,
+    connection: Connection | Session | None = None,
 ) -> list[TaskRecord]:
-    """Store many tasks in one insert, then send them with SendMessageBatch."""
+    """Store many tasks in one insert, then send them with SendMessageBatch (after the caller's
+    commit, with ``connection``)."""
     store = store or default_store()
     config = config or settings()
-    records = _send(store.insert([new_task(s) for s in subs]), store, config)
+    conn = outbox.connection_of(connection) if connection is not None else None
+    records = store.insert([new_task(s) for s in subs], broker.MAX_DELAY_S, conn)
+    if connection is not None:
+        outbox.send_after_commit(connection, records)
+    else:
+        records = _send(records, store, config)
     logger.info("batch submitted", extra={"count": len(records)})
     return records
+
+
+def send_committed(
+    records: Sequence[TaskRecord], *, store: TaskStore | None = None, config: Settings | None = None
+) -> list[TaskRecord]:
+    """Send the messages of tasks written in a caller's transaction, now that it is over:
+    only those whose rows are there, still ``pending`` (a transaction that did not commit left
+    none; one the reconciler already sent is not sent twice)."""
+    store = store or default_store()
+    present = store.pending_among([r.id for r in records])
+    return _send([r for r in records if r.id in present], store, config or settings())
 
 
 def get_task(task_id: str | uuid.UUID, *, store: TaskStore | None = None) -> TaskRecord:

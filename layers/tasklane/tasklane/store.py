@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import (
     CheckConstraint,
     Column,
+    Connection,
     DateTime,
     Engine,
     Index,
@@ -100,6 +101,9 @@ _IDS = cast(bindparam("ids"), ARRAY(UUID(as_uuid=True)))
 _NAMES = cast(bindparam("names"), ARRAY(Text))
 _LANES = cast(bindparam("lanes"), ARRAY(Text))
 _MAX_ATTEMPTS = cast(bindparam("max_attempts"), ARRAY(Integer))
+_RUN_ATS = cast(bindparam("run_ats"), ARRAY(DateTime(timezone=True)))
+#: A task due later than this (SQS's longest message delay) is stored ``scheduled``.
+_NEAR = bindparam("near", type_=Interval)
 
 
 class JsonText(TypeDecorator):
@@ -113,12 +117,18 @@ class JsonText(TypeDecorator):
         return cast(bindvalue, JSONB)
 
 
+def _status_for(run_at: Any) -> Any:
+    """``scheduled`` for a task due later than a message can be delayed, else ``pending``."""
+    return case((run_at > func.now() + _NEAR, Status.SCHEDULED.value), else_=Status.PENDING.value)
+
+
 def _insert_statement() -> Any:
-    """``INSERT … SELECT`` from the arrays ``ids``, ``names``, ``lanes``, ``max_attempts`` and the
-    JSON array ``payloads``, zipped by position; returns (rows inserted, their ``created_at``)."""
+    """``INSERT … SELECT`` from the arrays ``ids``, ``names``, ``lanes``, ``max_attempts``,
+    ``run_ats`` and the JSON array ``payloads``, zipped by position; returns (rows inserted,
+    their ``created_at``)."""
     columns = (
-        func.unnest(_IDS, _NAMES, _LANES, _MAX_ATTEMPTS)
-        .table_valued("id", "task", "lane", "max_attempts", with_ordinality="n")
+        func.unnest(_IDS, _NAMES, _LANES, _MAX_ATTEMPTS, _RUN_ATS)
+        .table_valued("id", "task", "lane", "max_attempts", "run_at", with_ordinality="n")
         .render_derived("t")
     )
     payloads = (
@@ -130,13 +140,14 @@ def _insert_statement() -> Any:
         columns.c.id,
         columns.c.task,
         columns.c.lane,
-        literal(Status.PENDING.value),
+        _status_for(columns.c.run_at),
         payloads.c.value,
         columns.c.max_attempts,
+        columns.c.run_at,
     ).select_from(columns.join(payloads, columns.c.n == payloads.c.n))
     inserted = (
         insert(tasks)
-        .from_select(["id", "task", "lane", "status", "payload", "max_attempts"], rows)
+        .from_select(["id", "task", "lane", "status", "payload", "max_attempts", "run_at"], rows)
         .returning(tasks.c.created_at)
         .cte("inserted")
     )
@@ -175,6 +186,8 @@ class NewTask:
     lane: str
     payload_json: str
     max_attempts: int | None = None
+    #: Not to run before then (None: now).
+    run_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,8 +276,26 @@ class TaskStore:
         self.engine = engine
 
     # -- submission --------------------------------------------------------------------------
-    def insert(self, new: Sequence[NewTask]) -> list[TaskRecord]:
-        """Store new tasks as ``pending`` in one statement whose text does not grow with the batch.
+    @contextlib.contextmanager
+    def _transaction(self, connection: Connection | None) -> Iterator[Connection]:
+        """tasklane's own short transaction, or a savepoint inside the caller's open one (so a
+        refused insert leaves the caller's transaction usable)."""
+        if connection is None:
+            with self.engine.begin() as conn:
+                yield conn
+        else:
+            with connection.begin_nested():
+                yield connection
+
+    def insert(
+        self,
+        new: Sequence[NewTask],
+        near_seconds: float = 0,
+        connection: Connection | None = None,
+    ) -> list[TaskRecord]:
+        """Store new tasks in one statement whose text does not grow with the batch: ``pending``,
+        or ``scheduled`` when due more than ``near_seconds`` from now. With ``connection``, in
+        the caller's transaction.
 
         The columns travel as arrays (``unnest``) and the payloads as one JSON array, split in
         SQL; one row comes back (the count and the shared ``now()``), not one per task. A
@@ -278,28 +309,45 @@ class TaskStore:
             "names": [t.task for t in new],
             "lanes": [t.lane for t in new],
             "max_attempts": [t.max_attempts for t in new],
+            "run_ats": [t.run_at for t in new],
+            "near": timedelta(seconds=near_seconds),
             # already-serialized JSON, joined: no payload is parsed or re-encoded in Python
             "payloads": f"[{','.join(t.payload_json for t in new)}]",
         }
-        with _unavailable_as_error(), self.engine.begin() as conn, _data_errors_as_invalid():
+        with (
+            _unavailable_as_error(),
+            self._transaction(connection) as conn,
+            _data_errors_as_invalid(),
+        ):
             count, created_at = conn.execute(_INSERT, params).one()
             if count != len(new):  # a payload_json that is not one JSON value; rolls back
                 raise InvalidRequest(f"expected {len(new)} payloads, stored {count}")
+        near = timedelta(seconds=near_seconds)
         return [
             TaskRecord(
                 id=t.id,
                 task=t.task,
                 lane=t.lane,
-                status=Status.PENDING,
+                status=(
+                    Status.SCHEDULED
+                    if t.run_at is not None and t.run_at > created_at + near
+                    else Status.PENDING
+                ),  # as the statement decided, from the same now()
                 attempts=0,
                 created_at=created_at,
                 updated_at=created_at,  # both default to the transaction's now()
+                run_at=t.run_at,
             )
             for t in new
         ]
 
     def insert_idempotent(
-        self, new: NewTask, key: str, request_hash: str
+        self,
+        new: NewTask,
+        key: str,
+        request_hash: str,
+        near_seconds: float = 0,
+        connection: Connection | None = None,
     ) -> tuple[TaskRecord, str | None, bool]:
         """Insert unless ``key`` was used before. Returns (task, its request hash, created)."""
         stmt = (
@@ -308,24 +356,34 @@ class TaskStore:
                 id=new.id,
                 task=new.task,
                 lane=new.lane,
-                status=Status.PENDING.value,
+                status=_status_for(literal(new.run_at, DateTime(timezone=True))),
                 payload=_jsonb(new.payload_json),
                 max_attempts=new.max_attempts,
+                run_at=new.run_at,
                 idempotency_key=key,
                 request_hash=request_hash,
             )
             .on_conflict_do_nothing(index_elements=[tasks.c.idempotency_key])
             .returning(*_PUBLIC, tasks.c.request_hash)
         )
-        with _unavailable_as_error(), self.engine.begin() as conn:
+        near = {"near": timedelta(seconds=near_seconds)}
+        with _unavailable_as_error(), self._transaction(connection) as conn:
             with _data_errors_as_invalid():
-                row = conn.execute(stmt).first()
+                row = conn.execute(stmt, near).first()
             created = row is not None
             if row is None:
                 row = conn.execute(
                     select(*_PUBLIC, tasks.c.request_hash).where(tasks.c.idempotency_key == key)
                 ).one()
         return TaskRecord.from_row(row), row.request_hash, created
+
+    def pending_among(self, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of these tasks exist and are still ``pending`` (committed, not yet sent)."""
+        stmt = select(tasks.c.id).where(
+            tasks.c.id == any_(_IDS), tasks.c.status == Status.PENDING.value
+        )
+        with _unavailable_as_error(), self.engine.connect() as conn:
+            return set(conn.execute(stmt, {"ids": list(ids)}).scalars())
 
     def mark_queued(self, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         """``pending → queued`` for the tasks whose message SQS accepted."""
@@ -366,6 +424,19 @@ class TaskStore:
         with _unavailable_as_error(), self.engine.begin() as conn:
             return _claim_of(claim.id, conn.execute(select_claim(claim, lease_seconds)).one())
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A transaction of tasklane's engine, for a transactional task's run and outcome."""
+        with _unavailable_as_error(), self.engine.begin() as conn:
+            yield conn
+
+    def outcome_of(self, task_id: uuid.UUID, token: str) -> Status | None:
+        """The task's status if delivery ``token`` was the last to hold it (else None)."""
+        stmt = select(tasks.c.status).where(tasks.c.id == task_id, tasks.c.claimed_by == token)
+        with _unavailable_as_error(), self.engine.connect() as conn:
+            status = conn.execute(stmt).scalar_one_or_none()
+        return Status(status) if status else None
+
     def settle(
         self,
         task_id: uuid.UUID,
@@ -373,6 +444,7 @@ class TaskStore:
         outcome: str | Failure,
         then: Claim | None = None,
         lease_seconds: float = 0,
+        connection: Connection | None = None,
     ) -> tuple[Status | None, Claimed | NotClaimed | None]:
         """Record an attempt's outcome (``outcome``: the result's JSON text, or a
         :class:`Failure`) if delivery ``token`` still holds the claim; and, in the same round
@@ -384,6 +456,9 @@ class TaskStore:
         reply finds the delivery's own committed outcome and returns it again.
         """
         settled = _settle_update(task_id, token, outcome).returning(tasks.c.status)
+        if connection is not None:  # inside a transactional run: commits with its writes
+            status = connection.execute(settled).scalar_one_or_none()
+            return (Status(status) if status else None), None
         if then is None:
             with _unavailable_as_error(), self.engine.begin() as conn, _data_errors_as_invalid():
                 status = conn.execute(settled).scalar_one_or_none()

@@ -252,7 +252,7 @@ def create_app() -> Celery:
     return app
 
 
-def _register(app: Celery, spec: registry.TaskSpec) -> None:
+def _register(app: Celery, spec: registry.Task) -> None:
     def run(self: Any, task_id: str) -> str:
         token = getattr(self.request, DELIVERY_KEY, None) or delivery_token(None)
         return execute(spec, task_id, token)
@@ -268,7 +268,7 @@ def _register(app: Celery, spec: registry.TaskSpec) -> None:
     )(run)
 
 
-def hard_time_limit(spec: registry.TaskSpec) -> int:
+def hard_time_limit(spec: registry.Task) -> int:
     """When Celery kills a run's process: the run stops itself at ``spec.time_limit``
     (SIGALRM), so this only ends one stuck where a signal cannot reach it (C code)."""
     low, high = HARD_LIMIT_GRACE_S
@@ -286,7 +286,7 @@ def _lease_seconds(queue_url: str | None) -> int:
         return settings().lease_seconds
 
 
-def execute(spec: registry.TaskSpec, task_id: str, token: str) -> str:
+def execute(spec: registry.Task, task_id: str, token: str) -> str:
     """Run one delivery in this worker; raises :class:`AttemptNotDone` to leave it unacked."""
     from tasklane.service import default_store
 
