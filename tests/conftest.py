@@ -125,13 +125,11 @@ class Stack:
         ).get("Messages", [])
 
     def depth(self, url: str) -> int:
-        attrs = self.sqs.get_queue_attributes(
-            QueueUrl=url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        return int(attrs["ApproximateNumberOfMessages"]) + int(
-            attrs["ApproximateNumberOfMessagesNotVisible"]
-        )
+        """Messages in a queue: visible, in flight, or delayed."""
+        kinds = ("", "NotVisible", "Delayed")
+        names = [f"ApproximateNumberOfMessages{kind}" for kind in kinds]
+        attrs = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+        return sum(int(attrs[name]) for name in names)
 
     def query(self, sql: str, **params: object) -> list:
         engine = database.engine()
@@ -139,16 +137,16 @@ class Stack:
             return list(conn.execute(text(sql), params))
 
 
-def queue_specs(prefix: str = "tl") -> list[QueueSpec]:
+def queue_specs(prefix: str = "tl", max_receives: int = MAX_RECEIVES) -> list[QueueSpec]:
     visibility = {"VisibilityTimeout": str(VISIBILITY)}
     return [
         QueueSpec("LambdaDeadLetterQueue", f"{prefix}-lambda-dlq"),
         QueueSpec("CeleryDeadLetterQueue", f"{prefix}-celery-dlq"),
         QueueSpec(
-            "LambdaQueue", f"{prefix}-lambda", visibility, "LambdaDeadLetterQueue", MAX_RECEIVES
+            "LambdaQueue", f"{prefix}-lambda", visibility, "LambdaDeadLetterQueue", max_receives
         ),
         QueueSpec(
-            "CeleryQueue", f"{prefix}-celery", visibility, "CeleryDeadLetterQueue", MAX_RECEIVES
+            "CeleryQueue", f"{prefix}-celery", visibility, "CeleryDeadLetterQueue", max_receives
         ),
     ]
 

@@ -73,6 +73,9 @@ MIX = [
 ]
 #: Tasks whose effect goes through the run's own transaction (transactional=True).
 TRANSACTIONAL = {"fault.lambda_tx", "fault.celery_tx"}
+#: Receives before SQS dead-letters a message: the template's floor (AWS's advice, so that
+#: throttling and platform faults do not send healthy messages to the DLQ).
+MAX_RECEIVES = 5
 SEND_FAILURE_RATE = 0.15
 DUPLICATE_RATE = 0.10
 LOST_REPLY_RATE = 0.05
@@ -385,6 +388,7 @@ def run(
         else:
             report.lost += 1
             report.problems.append(f"{task_id}: expected {want}, got {status}")
+            report.problems += _story(task_id, [*workers, lagging])
     report.transactional_tasks = len(transactional)
     _classify_extra_executions(set(keys.values()), transactional, faults, report)
     log(report.table())
@@ -417,6 +421,23 @@ def _classify_extra_executions(
             else:
                 report.extra_executions_after_faults += 1
                 report.explained.append(f"{key}: again after {fault.kind}")
+
+
+def _story(task_id: str, workers: list) -> list[str]:
+    """What happened to a task, for the report: its row, and every worker line naming it."""
+    with database.engine().connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT status, attempts, error->>'type' AS error, claimed_by, dead_letters, "
+                "payload->>'mode' AS mode, payload->>'fail_times' AS fail_times "
+                "FROM tasks WHERE id = CAST(:id AS uuid)"
+            ),
+            {"id": task_id},
+        ).first()
+    lines = [f"  row: {dict(row._mapping) if row else None}"]
+    for n, worker in enumerate(workers):
+        lines += [f"  worker {n}: {line[:300]}" for line in worker.lines if task_id in line]
+    return lines
 
 
 def _poison(environment: Environment, faults: Faults) -> None:
@@ -584,7 +605,7 @@ def main() -> None:  # pragma: no cover - the larger run, by hand
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
         )
-        urls = create_queues(client, queue_specs("faults"))
+        urls = create_queues(client, queue_specs("faults", MAX_RECEIVES))
         env = FAKE_CREDENTIALS | {
             "DATABASE_URL": cluster.url("faults"),
             "AWS_ENDPOINT_URL_SQS": moto.endpoint,

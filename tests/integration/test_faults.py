@@ -5,18 +5,29 @@ from __future__ import annotations
 import pytest
 from tasklane.config import settings
 
-from tests.faultsuite import Environment, run
+from tests.conftest import queue_specs
+from tests.faultsuite import MAX_RECEIVES, Environment, run
 
 
 @pytest.mark.slow
 def test_no_task_is_lost_and_none_runs_again_without_a_fault_under_faults(
     stack, pg_cluster, monkeypatch
 ):
-    monkeypatch.setenv("PENDING_GRACE_SECONDS", "1")  # the reconciler re-sends failed sends soon
-    monkeypatch.setenv("QUEUED_GRACE_SECONDS", "30")
+    from tasklane.local.sqs import create_queues
+
+    urls = create_queues(stack.sqs, queue_specs("faults", MAX_RECEIVES))
+    env = stack.env | {
+        "PENDING_GRACE_SECONDS": "1",  # the reconciler re-sends failed sends soon
+        "QUEUED_GRACE_SECONDS": "30",
+        "LAMBDA_QUEUE_URL": urls["LambdaQueue"],
+        "CELERY_QUEUE_URL": urls["CeleryQueue"],
+        "LAMBDA_DLQ_URL": urls["LambdaDeadLetterQueue"],
+        "CELERY_DLQ_URL": urls["CeleryDeadLetterQueue"],
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
     settings.cache_clear()
-    env = stack.env | {"PENDING_GRACE_SECONDS": "1", "QUEUED_GRACE_SECONDS": "30"}
-    report = run(Environment(env, stack.urls, stack.sqs, pg_cluster), tasks=60, timeout=300)
+    report = run(Environment(env, urls, stack.sqs, pg_cluster), tasks=60, timeout=300)
     print("\n".join(report.explained))
     assert report.submitted >= 59
     assert report.lost == 0, report.problems

@@ -24,6 +24,7 @@ from sqlalchemy import text
 from tasklane import broker, database
 from tasklane.local.events import LambdaContext
 
+from tests.conftest import wait_for
 from tests.integration.helpers import call_api, consumer_source, handler, submit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,7 +169,22 @@ def worker(stack, recorder: Recorder) -> None:
         beat.stop.wait(1.2)
         beat.cancel()
         celery_worker.execute(celery_worker.registry.get("test.echo_celery"), "x", "t#2")
-        celery_worker._unknown_task(Delivered(), "no.such.task")
+        celery_worker._unknown_task(Delivered(), "no.such.task")  # poison: to the DLQ
+        celery_worker.registry.get("test.spawn_celery").fn({"children": [1]})  # a child task
+        # a task whose row exists, unknown to this worker (mid-deploy): offered again
+        recorder.on = False
+        submit("test.echo_celery", 2)
+        (again,) = wait_for(lambda: stack.receive(stack.celery_queue), 10)
+        recorder.on = True
+        spec = celery_worker.registry._tasks.pop("test.echo_celery")
+        try:
+
+            class Again:
+                delivery_info = {"sqs_message": again, "sqs_queue": stack.celery_queue}
+
+            celery_worker._unknown_task(Again(), "test.echo_celery")
+        finally:
+            celery_worker.registry._tasks["test.echo_celery"] = spec
 
 
 SCENARIOS = {

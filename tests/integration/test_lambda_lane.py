@@ -318,11 +318,12 @@ def test_a_task_this_consumer_does_not_know_yet_is_left_for_one_that_does(stack,
         result = source(stack).poll_once()
     finally:
         registry._tasks["test.echo"] = spec
-    assert result.failed_ids and result.deleted == 0
+    # offered again in a minute as a fresh message, spending none of this message's receives
+    assert result.deleted == 1 and not result.failed_ids
     assert (get(task_id)["status"], get(task_id)["attempts"]) == ("queued", 0)
-    assert stack.depth(stack.lambda_dlq) == 0
+    assert stack.depth(stack.lambda_dlq) == 0 and stack.depth(stack.lambda_queue) == 1
     message = stack.sqs.receive_message(QueueUrl=stack.lambda_queue, WaitTimeSeconds=0)
-    assert "Messages" not in message  # backed off, not hot-looping
+    assert "Messages" not in message  # delayed, not hot-looping
 
 
 def test_a_lost_reply_to_a_retry_outcome_leaves_the_message_for_the_retry(stack, tmp_path):

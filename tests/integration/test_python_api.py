@@ -353,3 +353,20 @@ def test_a_transactional_task_in_the_celery_lane(stack, celery_worker, tx_effect
     failing = submit("test.tx_write_celery", {"key": "k8", "fail": True})
     wait_for(lambda: failing.record().attempts >= 1 and failing.status() != "running", 60)
     assert tx_effects("k8") == 0
+
+
+def test_countdown_and_eta_hold_a_task_back_without_holding_a_message(stack):
+    from datetime import UTC, datetime, timedelta
+
+    soon = tasks.echo.apply_async("soon", countdown=2)
+    assert soon.status() == "queued" and soon.record().run_at is not None
+    assert drain(stack, rounds=1) == 0  # delayed on the queue
+    wait_for(lambda: drain(stack, rounds=1), 15, what="the delayed message")
+    record = soon.record()
+    assert record.result == {"echo": "soon"}
+    later = submit("test.echo", "later", eta=datetime.now(UTC) + timedelta(days=30))
+    assert later.status() == "scheduled" and stack.depth(stack.lambda_queue) == 0
+    with pytest.raises(TasklaneError, match="not both"):
+        tasks.echo.apply_async(1, countdown=1, eta=datetime.now(UTC))
+    with pytest.raises(TasklaneError, match="time zone"):
+        tasks.echo.apply_async(1, eta=datetime.now())

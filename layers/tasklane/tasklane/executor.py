@@ -53,6 +53,10 @@ T = TypeVar("T")
 #: How long a message for a task this consumer does not know waits before it is offered again
 #: (a deploy in progress: another consumer, or this one after its update, will know it).
 UNKNOWN_HERE_BACKOFF_S = 60
+#: How long such a task is offered again as a fresh message (not spending its message's
+#: receives). Past that, its message is left to run out of receives: the dead-letter path ends
+#: a task that no consumer ever knows.
+UNKNOWN_HERE_PATIENCE_S = 3600
 #: The longest a message may be left invisible (SQS's cap on a message's visibility timeout).
 MAX_VISIBILITY_S = 12 * 3600
 
@@ -225,25 +229,44 @@ class Executor:
     def unknown_here(self, delivery: Delivery, exc: UnknownTask) -> Verdict:
         """No task of that name here. If its row exists under that name, the task is real and
         this consumer is behind (a deploy in progress): leave it for one that knows it."""
-        verdict = self._standing(delivery)
-        if verdict.outcome is not Outcome.BUSY:
-            return verdict if verdict.outcome is Outcome.DONE else Verdict(Outcome.POISON, str(exc))
+        try:
+            record = self.store.get(delivery.id)
+        except TaskNotFound:
+            return Verdict(Outcome.POISON, str(exc))
+        if record.task != delivery.task:
+            return Verdict(Outcome.POISON, str(exc))
+        if record.status.terminal:
+            return Verdict(Outcome.DONE, f"task already {record.status}")
         logger.warning(
             "task not known to this consumer: left for one that knows it",
             extra=task_fields(delivery.id, delivery.task),
         )
+        waited = (datetime.now(UTC) - record.updated_at).total_seconds()
+        if record.status is not Status.RUNNING and waited < UNKNOWN_HERE_PATIENCE_S:
+            return self._later(delivery, UNKNOWN_HERE_BACKOFF_S, f"{exc} here")
         return Verdict(Outcome.BUSY, f"{exc} here", UNKNOWN_HERE_BACKOFF_S)
 
-    @classmethod
+    def _later(self, delivery: Delivery, seconds: int, reason: str) -> Verdict:
+        """Offer the task again in ``seconds`` as a fresh message, and let this one go: a wait
+        that is not the task's doing spends none of its message's receives (which decide when
+        SQS dead-letters it). If the send fails, this message is left instead."""
+        from tasklane.service import resend
+
+        try:
+            if resend(delivery.id, seconds, store=self.store):
+                return Verdict(Outcome.DONE, f"{reason}: offered again in {seconds} s")
+        except Exception as exc:  # the message itself is left, as before
+            logger.warning("could not offer again", extra=task_fields(delivery.id, error=str(exc)))
+        return Verdict(Outcome.BUSY, reason, min(seconds, MAX_VISIBILITY_S))
+
     def _attempt_or_verdict(
-        cls, delivery: Delivery, spec: registry.Task, claim: Claimed | NotClaimed
+        self, delivery: Delivery, spec: registry.Task, claim: Claimed | NotClaimed
     ) -> Attempt | Verdict:
         if isinstance(claim, Claimed):
             return Attempt(delivery, spec, claim.attempt, claim.payload_json)
-        return cls._why_not(delivery, claim)
+        return self._why_not(delivery, claim)
 
-    @staticmethod
-    def _why_not(delivery: Delivery, claim: NotClaimed) -> Verdict:
+    def _why_not(self, delivery: Delivery, claim: NotClaimed) -> Verdict:
         """Why a delivery does not run its task, from the row as its claim found it."""
         if claim.status is None:
             return Verdict(Outcome.POISON, f"no task row with id {delivery.id}")
@@ -255,8 +278,8 @@ class Executor:
             return Verdict(Outcome.DONE, f"task already {claim.status}")
         if claim.run_at is not None and claim.status is not Status.RUNNING:
             wait = (claim.run_at - datetime.now(UTC)).total_seconds()
-            if wait > 0:  # arrived before it is due: back when it is
-                return Verdict(Outcome.BUSY, "not due yet", min(math.ceil(wait), MAX_VISIBILITY_S))
+            if wait > 0:  # arrived before it is due: offered again when it is
+                return self._later(delivery, math.ceil(wait), "not due yet")
         if claim.status is Status.RUNNING:
             return Verdict(Outcome.BUSY, "another delivery holds the task")
         return Verdict(Outcome.BUSY, f"the task is {claim.status}")

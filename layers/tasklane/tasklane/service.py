@@ -288,6 +288,25 @@ def defer(
     return record
 
 
+def resend(
+    task_id: uuid.UUID,
+    delay: int,
+    *,
+    store: TaskStore | None = None,
+    config: Settings | None = None,
+) -> bool:
+    """Send a waiting task a fresh message, delayed by ``delay`` seconds (at most SQS's 15
+    minutes), without changing its row. True when SQS took it."""
+    store = store or default_store()
+    record = store.get(task_id)
+    if record.status not in (Status.PENDING, Status.QUEUED):
+        return False
+    outgoing = broker.Outgoing(
+        record.id, record.task, Lane(record.lane), min(max(delay, 0), broker.MAX_DELAY_S)
+    )
+    return record.id in broker.publish([outgoing], config or settings())
+
+
 def reconcile(
     *, store: TaskStore | None = None, config: Settings | None = None, limit: int = 100
 ) -> list[TaskRecord]:

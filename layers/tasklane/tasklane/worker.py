@@ -359,6 +359,10 @@ def _unknown_task(message: Any = None, name: str = "", **_: object) -> None:
         verdict = Verdict(Outcome.POISON, str(exc))
     if verdict.outcome is Outcome.BUSY and verdict.retry_in:
         broker.change_visibility(info["sqs_queue"], sqs_message["ReceiptHandle"], verdict.retry_in)
+    elif verdict.outcome.acknowledge:  # offered again as a fresh message, or already done
+        broker.sqs().delete_message(
+            QueueUrl=info["sqs_queue"], ReceiptHandle=sqs_message["ReceiptHandle"]
+        )
     elif verdict.outcome is Outcome.POISON:
         _move_to_dead_letters(message, f"no task named {name!r} is registered in this worker")
 
