@@ -28,7 +28,7 @@ def test_no_task_is_lost_and_none_runs_again_without_a_fault_under_faults(
         monkeypatch.setenv(key, value)
     settings.cache_clear()
     report = run(Environment(env, urls, stack.sqs, pg_cluster), tasks=60, timeout=300)
-    print("\n".join(report.explained))
+    print("\n".join(report.explained + report.problems))
     assert report.submitted >= 59
     assert report.lost == 0, report.problems
     assert report.executed_more_than_once == 0, report.problems

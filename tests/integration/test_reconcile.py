@@ -93,8 +93,11 @@ def test_a_queued_task_whose_message_is_gone_is_sent_again_once_its_lane_is_quie
     stack.sqs.purge_queue(QueueUrl=stack.lambda_queue)  # acknowledged while still queued
     time.sleep(0.2)
     _, _, waiting = call_api("POST", "/tasks", {"task": "test.echo", "payload": "waiting"})
+    with database.engine().begin() as conn:  # past the grace, even after the longest back-off
+        conn.execute(text("UPDATE tasks SET updated_at = now() - interval '4 minutes'"))
+    assert service.reconcile() == []  # may still be waiting out a retry's back-off
     with database.engine().begin() as conn:
-        conn.execute(text("UPDATE tasks SET updated_at = now() - interval '10 minutes'"))
+        conn.execute(text("UPDATE tasks SET updated_at = now() - interval '11 minutes'"))
     assert service.reconcile() == []  # a message waits in the lane: maybe just a backlog
     stack.receive(stack.lambda_queue)  # the waiting one is taken
     resent = service.reconcile()

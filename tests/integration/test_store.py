@@ -238,11 +238,24 @@ def test_stale_tasks_are_taken_once(store):
 
 
 def test_a_queued_task_with_no_delivery_is_resent_only_from_a_quiet_lane(store):
+    waiting, due_later = store.insert([new(), new()])
+    store.mark_queued([waiting.id, due_later.id])
+    with store.engine.begin() as conn:  # past the grace, after the longest back-off too
+        conn.execute(text("UPDATE tasks SET updated_at = now() - interval '302 seconds'"))
+        conn.execute(
+            text("UPDATE tasks SET run_at = now() + interval '10 minutes' WHERE id = :id"),
+            {"id": due_later.id},
+        )
+    assert store.claim_stale(1, 1, quiet_lanes=["celery"]) == []  # its lane has a backlog
+    assert [r.id for r in store.claim_stale(1, 1, quiet_lanes=["lambda"])] == [waiting.id]
+
+
+def test_a_queued_task_waiting_out_its_back_off_is_not_stranded(store):
     (record,) = store.insert([new()])
     store.mark_queued([record.id])
-    time.sleep(1.1)
-    assert store.claim_stale(1, 1, quiet_lanes=["celery"]) == []  # its lane has a backlog
-    assert [r.id for r in store.claim_stale(1, 1, quiet_lanes=["lambda"])] == [record.id]
+    with store.engine.begin() as conn:  # a failed attempt 4 minutes ago: back-off up to 5
+        conn.execute(text("UPDATE tasks SET updated_at = now() - interval '4 minutes'"))
+    assert store.claim_stale(1, 1, quiet_lanes=["lambda"]) == []
 
 
 def mark_dead(store, task_id, message_id, error=None):

@@ -52,6 +52,10 @@ def can_transition(current: Status, target: Status) -> bool:
     return target in TRANSITIONS[current]
 
 
-def retry_delay_seconds(attempts: int, *, base: int = 2, cap: int = 300) -> int:
+#: The longest a failed attempt's message waits before it is delivered again.
+MAX_BACKOFF_S = 300
+
+
+def retry_delay_seconds(attempts: int, *, base: int = 2, cap: int = MAX_BACKOFF_S) -> int:
     """Exponential back-off for the message's visibility after a failed attempt (capped)."""
-    return min(cap, base ** max(1, attempts))
+    return min(cap, base ** max(1, min(attempts, 32)))

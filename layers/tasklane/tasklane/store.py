@@ -47,7 +47,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from tasklane.errors import InvalidRequest, InvalidTransition, StoreUnavailable, TaskNotFound
-from tasklane.lifecycle import CLAIMABLE, IN_FLIGHT, Status
+from tasklane.lifecycle import CLAIMABLE, IN_FLIGHT, MAX_BACKOFF_S, Status
 
 metadata = MetaData()
 
@@ -663,16 +663,19 @@ class TaskStore:
           commit;
         - ``running`` with a lease expired past the grace period: the consumer died, and its
           message may be gone too;
-        - ``queued`` with nothing written for ``stranded_seconds`` in a lane whose queue shows
-          no waiting message: its message was acknowledged while the task was not done (a
-          retry's reply lost on the way back). A busy lane is skipped: its queued tasks may
-          simply be waiting their turn.
+        - ``queued`` with nothing written for ``stranded_seconds`` beyond the longest retry
+          back-off, in a lane whose queue shows no waiting message, and not due later: its
+          message was acknowledged while the task was not done. A task waiting out a back-off
+          still has its message (hidden), and a busy lane's queued tasks may simply be waiting
+          their turn; sending those again would give them a second carrier.
 
         ``FOR UPDATE SKIP LOCKED`` lets reconcilers run side by side; touching ``updated_at``
         keeps the next run from resending before another grace period has passed.
         """
         grace = func.now() - literal(timedelta(seconds=grace_seconds), Interval)
-        stranded = func.now() - literal(timedelta(seconds=stranded_seconds), Interval)
+        stranded = func.now() - literal(
+            timedelta(seconds=stranded_seconds + MAX_BACKOFF_S), Interval
+        )
         stale = (
             select(tasks.c.id)
             .where(
@@ -683,6 +686,7 @@ class TaskStore:
                         tasks.c.status == Status.QUEUED.value,
                         tasks.c.updated_at < stranded,
                         tasks.c.lane.in_(list(quiet_lanes)),
+                        or_(tasks.c.run_at.is_(None), tasks.c.run_at < grace),
                     ),
                 ),
                 tasks.c.updated_at < grace,
