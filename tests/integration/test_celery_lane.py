@@ -233,6 +233,28 @@ def test_a_worker_that_does_not_know_a_task_yet_leaves_it_for_one_that_does(stac
     assert stack.receive(stack.celery_queue) == []
 
 
+def test_an_unknown_task_met_while_postgres_is_down_is_left_not_dead_lettered(stack):
+    """Whether the task is real cannot be told without the database: it is not poison."""
+    from tasklane.local.postgres import free_port
+
+    submit("test.echo_celery", "mid-deploy, mid-outage")
+    env = stack.env | {
+        "TASK_MODULES": "tasklane.examples",
+        "DATABASE_URL": f"postgresql+pg8000://postgres@127.0.0.1:{free_port()}/gone",
+    }
+    worker = Worker(env, "tl-celery", "--pool", "solo")
+    try:
+        worker.wait_ready()
+        wait_for(
+            lambda: any("the message is left" in line for line in worker.lines),
+            30,
+            what="the unknown task",
+        )
+    finally:
+        worker.stop()
+    assert stack.depth(stack.celery_dlq) == 0 and stack.depth(stack.celery_queue) == 1
+
+
 def test_the_heartbeat_stops_when_its_run_is_no_longer_active(stack):
     """However a run ends (acknowledged, rejected, cancelled on a lost connection, its process
     gone), Celery drops it from its active requests; the heartbeat stops then, letting the

@@ -9,6 +9,7 @@ returns a :class:`Task`: calling it still calls the function (unit tests keep wo
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -120,7 +121,9 @@ def task(
 
 
 def load(modules: Iterable[str]) -> None:
-    """Import the task modules (``TASK_MODULES``) once, like Celery's ``include``."""
+    """Import the task modules (``TASK_MODULES``) once, like Celery's ``include``; Celery apps
+    made claim-checked there (:func:`tasklane.celery.claim_check`) register their tasks."""
+    imported = False
     for module in modules:
         if module in _loaded:
             continue
@@ -129,6 +132,9 @@ def load(modules: Iterable[str]) -> None:
         except ImportError as exc:
             raise ConfigurationError(f"TASK_MODULES: cannot import {module!r}: {exc}") from exc
         _loaded.add(module)
+        imported = True
+    if imported and "tasklane.celery" in sys.modules:
+        sys.modules["tasklane.celery"].finalize_apps()
 
 
 def load_configured() -> None:
@@ -143,6 +149,11 @@ def get(name: str) -> Task:
     if spec is None:
         raise UnknownTask(f"no task named {name!r} is registered")
     return spec
+
+
+def registered(name: str) -> Task | None:
+    """The task ``name`` as registered so far (no task module is imported)."""
+    return _tasks.get(name)
 
 
 def find(name: str) -> Task | None:

@@ -27,49 +27,33 @@ from celery.worker.consumer import Consumer
 from celery.worker.request import Request
 
 from tasklane import broker, codec, database, registry
-from tasklane.celery_settings import SQS_POLLING, SQS_WORKER_SETTINGS
+from tasklane.celery import DELIVERY_KEY, ClaimCheckTask, configure
 from tasklane.config import settings
-from tasklane.errors import TasklaneError, TimeLimitExceeded, UnknownTask
-from tasklane.executor import Attempt, Delivery, Executor, Outcome, Verdict, delivery_token
+from tasklane.errors import StoreUnavailable, TasklaneError, TimeLimitExceeded, UnknownTask
+from tasklane.executor import (
+    UNKNOWN_HERE_BACKOFF_S,
+    Attempt,
+    Delivery,
+    Executor,
+    Outcome,
+    Verdict,
+    delivery_token,
+)
 from tasklane.lanes import Lane, queue_name
-from tasklane.lifecycle import retry_delay_seconds
 from tasklane.logs import logger, task_fields
 
-BACKOFF_STEPS = 20
 #: How long a claim, or a finished task's outcome, may wait for an unreachable Postgres.
 OUTCOME_PATIENCE_S = 120
 #: Beats per visibility timeout: the message is extended well before it would reappear.
 BEATS_PER_TIMEOUT = 3
-#: A run stops itself at its time limit; Celery kills its process a little later if it did
-#: not (a tenth of the limit, 2 to 30 seconds).
-HARD_LIMIT_GRACE_S = (2, 30)
 #: The heartbeat beats until the hard limit plus this, the time to record the outcome.
 BEATS_GRACE_S = 60
-#: The key under which a request hands its delivery token to the pool process.
-DELIVERY_KEY = "tasklane_delivery"
 
 
 class AttemptNotDone(TasklaneError):
     """The attempt failed or could not run now; the message is left for SQS to redeliver."""
 
     code = "attempt_not_done"
-
-
-def _region() -> str:
-    import boto3
-
-    return boto3.session.Session().region_name or "us-east-1"
-
-
-def _queues() -> dict[str, dict]:
-    """Predefined queues: the lambda lane's too, so a worker can drain it if told ``-Q``."""
-    config = settings()
-    names = [spec.name for spec in registry.all_tasks()]
-    backoff = {n: retry_delay_seconds(n) for n in range(1, BACKOFF_STEPS + 1)}
-    queues = {}
-    for url in filter(None, (config.celery_queue_url, config.lambda_queue_url)):
-        queues[queue_name(url)] = {"url": url, "backoff_policy": backoff, "backoff_tasks": names}
-    return queues
 
 
 class Heartbeat:
@@ -231,48 +215,11 @@ class ClaimCheckRequest(Request):
 
 
 def create_app() -> Celery:
-    config = settings()
-    queues = _queues()
-    default_queue = queue_name(config.celery_queue_url) if config.celery_queue_url else "celery"
-    app = Celery("tasklane", set_as_current=True)
-    app.conf.update(
-        broker_url="sqs://",
-        broker_transport_options={
-            "region": _region(),
-            "predefined_queues": queues,
-            **SQS_POLLING,
-        },
-        task_default_queue=default_queue,
-        task_create_missing_queues=False,
-        worker_consumer="tasklane.worker:DeadLetteringConsumer",
-        **SQS_WORKER_SETTINGS,
-    )
+    """tasklane's own worker app: every registered task as a claim-check Celery task."""
+    app = configure(Celery("tasklane", set_as_current=False))
     for spec in registry.all_tasks():
-        _register(app, spec)
+        app.task(name=spec.name, base=ClaimCheckTask, lane=spec.lane.value)(spec.fn)
     return app
-
-
-def _register(app: Celery, spec: registry.Task) -> None:
-    def run(self: Any, task_id: str) -> str:
-        token = getattr(self.request, DELIVERY_KEY, None) or delivery_token(None)
-        return execute(spec, task_id, token)
-
-    run.__name__ = run.__qualname__ = spec.name.replace(".", "_")
-    run.__doc__ = spec.fn.__doc__
-    app.task(
-        name=spec.name,
-        bind=True,
-        typing=False,
-        Request=ClaimCheckRequest,
-        time_limit=hard_time_limit(spec),
-    )(run)
-
-
-def hard_time_limit(spec: registry.Task) -> int:
-    """When Celery kills a run's process: the run stops itself at ``spec.time_limit``
-    (SIGALRM), so this only ends one stuck where a signal cannot reach it (C code)."""
-    low, high = HARD_LIMIT_GRACE_S
-    return spec.time_limit + min(high, max(low, spec.time_limit // 10))
 
 
 def _lease_seconds(queue_url: str | None) -> int:
@@ -286,13 +233,13 @@ def _lease_seconds(queue_url: str | None) -> int:
         return settings().lease_seconds
 
 
-def execute(spec: registry.Task, task_id: str, token: str) -> str:
+def execute(spec: registry.Task, task_id: str, token: str | None) -> str:
     """Run one delivery in this worker; raises :class:`AttemptNotDone` to leave it unacked."""
     from tasklane.service import default_store
 
     config = settings()
     try:
-        delivery = Delivery(spec.name, uuid.UUID(str(task_id)), token)
+        delivery = Delivery(spec.name, uuid.UUID(str(task_id)), token or delivery_token(None))
     except ValueError:
         step: Attempt | Verdict = Verdict(Outcome.POISON, f"{task_id!r} is not a task id")
     else:
@@ -350,12 +297,16 @@ def _unknown_task(message: Any = None, name: str = "", **_: object) -> None:
 
     info = getattr(message, "delivery_info", None) or {}
     sqs_message = info.get("sqs_message") or {}
+    unknown = UnknownTask(f"no task named {name!r} is registered in this worker")
     try:
         delivery = Delivery(name, codec.decode(sqs_message["Body"]).claim_check, "")
-        verdict = Executor(default_store()).unknown_here(
-            delivery, UnknownTask(f"no task named {name!r} is registered in this worker")
+        verdict = Executor(default_store()).unknown_here(delivery, unknown)
+    except StoreUnavailable as exc:  # cannot tell yet whether the task is real: not poison
+        logger.warning(
+            "unknown task, database unavailable: the message is left", extra={"task": name}
         )
-    except (KeyError, TasklaneError) as exc:
+        verdict = Verdict(Outcome.BUSY, str(exc), UNKNOWN_HERE_BACKOFF_S)
+    except (KeyError, TasklaneError) as exc:  # not a claim-check message
         verdict = Verdict(Outcome.POISON, str(exc))
     if verdict.outcome is Outcome.BUSY and verdict.retry_in:
         broker.change_visibility(info["sqs_queue"], sqs_message["ReceiptHandle"], verdict.retry_in)
