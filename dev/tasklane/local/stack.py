@@ -144,7 +144,6 @@ class LocalStack:
 
     def _start_database(self) -> None:
         from sqlalchemy import create_engine
-
         from tasklane import migrate
 
         if url := os.environ.get("DATABASE_URL"):
@@ -219,10 +218,7 @@ class LocalStack:
 
     def _load_functions(self) -> None:
         """Start each function's warm "container" (a child process with its own environment)."""
-        layers = [
-            str(self.template.path.parent / str(layer["Properties"].get("ContentUri", "")))
-            for _, layer in self.template.of_type("AWS::Serverless::LayerVersion")
-        ]
+        layers = self.template.layer_paths()
         for fn in self.template.functions(self.refs):
             env = self._environment(fn)
             pool = FunctionPool(
@@ -421,9 +417,12 @@ class LocalStack:
             "--without-gossip",
             "--without-heartbeat",
         ]
+        path = [*self.template.layer_paths(), os.environ.get("PYTHONPATH", "")]
         process = subprocess.Popen(
             command,
-            env=os.environ | env | {"PYTHONUNBUFFERED": "1"},
+            env=os.environ
+            | env
+            | {"PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(filter(None, path))},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from tasklane.errors import ConfigurationError
 
 _NO_VALUE = object()
@@ -203,6 +202,14 @@ class Template:
         for logical_id, resource in self.resources.items():
             if resource.get("Type") == kind and self.exists(logical_id):
                 yield logical_id, resource
+
+    def layer_paths(self) -> list[str]:
+        """Every layer's directory (its ``ContentUri``): what ``/opt/python`` holds in Lambda,
+        so functions, workers and ``tasklane invoke`` import the application's own modules."""
+        return [
+            str(self.path.parent / str(layer["Properties"].get("ContentUri", "")))
+            for _, layer in self.of_type("AWS::Serverless::LayerVersion")
+        ]
 
     def functions(self, refs: Mapping[str, Any] | None = None) -> list[Function]:
         """Every existing AWS::Serverless::Function, with Globals merged in."""

@@ -15,7 +15,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-
 from tasklane.errors import TasklaneError
 
 console = Console()
@@ -89,6 +88,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
             continue  # an AWS-only resource; the local stack's DATABASE_URL stands in
         os.environ[key] = str(resolved)
     event = json.loads(Path(args.event).read_text()) if args.event else {}
+    sys.path.extend(p for p in template.layer_paths() if p not in sys.path)  # /opt/python
     handler = load_handler(fn.code_uri, fn.handler, fn.logical_id)
     context = LambdaContext(
         function_name=fn.logical_id, timeout_seconds=fn.timeout, memory_limit_in_mb=fn.memory

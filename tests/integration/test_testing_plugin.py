@@ -1,0 +1,42 @@
+"""tasklane.testing, as an application's tests use it: its fixtures by their own names."""
+
+from __future__ import annotations
+
+import pytest
+from tasklane import TaskHandle, testing
+
+from tests import tasks
+
+
+def test_eager_runs_a_submitted_task_inline_and_records_it(tasklane_eager):
+    handle = tasks.echo.delay({"eager": True})
+    assert handle.status() == "succeeded"  # already: no queue, no consumer
+    assert handle.get(timeout=0) == {"echo": {"eager": True}}
+    record = handle.record()
+    assert record.attempts == 1 and record.created_at <= record.updated_at
+
+
+def test_eager_records_a_failure_as_production_would(tasklane_eager):
+    handle = tasks.fail_twice.delay({})  # max_attempts=2: one eager attempt, a retry pending
+    record = handle.record()
+    assert (record.status, record.attempts, record.error["type"]) == ("queued", 1, "RuntimeError")
+    with pytest.raises(TimeoutError):
+        handle.get(timeout=0)
+
+
+def test_eager_mode_is_a_context_manager_too(tasklane_database):
+    with testing.eager():
+        handle = tasks.spawn.delay({"children": ["a"]})  # its child runs inline as well
+    (child,) = handle.get(timeout=0)
+    from uuid import UUID
+
+    assert TaskHandle(UUID(child)).get(timeout=0) == {"echo": "a"}
+
+
+def test_the_stack_runs_the_lanes_end_to_end(tasklane_stack):
+    handle = tasks.echo.delay("through SQS")
+    assert tasklane_stack.depth(tasklane_stack.lambda_queue) == 1
+    assert tasklane_stack.run_lambda_lane() == 1
+    assert handle.get(timeout=5) == {"echo": "through SQS"}
+    tasklane_stack.celery_worker()
+    assert tasks.echo_celery.delay(1).get(timeout=60)["echo"] == 1
