@@ -234,6 +234,14 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from tasklane.cli.scaffold import scaffold
+
+    target = scaffold(args.directory, args.name)
+    console.print(f"created [bold]{target}[/bold]: cd into it, then `make test` or `make dev`")
+    return 0
+
+
 def cmd_openapi(args: argparse.Namespace) -> int:
     from tasklane import api
 
@@ -273,6 +281,10 @@ def parser() -> argparse.ArgumentParser:
     invoke.add_argument("--parameter-overrides", nargs="*", default=[], metavar="KEY=VALUE")
     invoke.set_defaults(run=cmd_invoke)
 
+    init = sub.add_parser("init", help="scaffold a new application in tasklane's layout")
+    init.add_argument("directory", type=Path)
+    init.add_argument("--name", help="its Python package (default: from the directory's name)")
+    init.set_defaults(run=cmd_init)
     sub.add_parser("migrate", help="create or upgrade the schema").set_defaults(run=cmd_migrate)
 
     tasks = sub.add_parser("tasks", help="list recent tasks")
