@@ -45,6 +45,7 @@ app = Flask(__name__)
 def create_order():
     body = request.get_json()
     try:
+        # --8<-- [start:enqueue]
         with Session(engine) as session, session.begin():
             order = Order(item=body["item"], quantity=body["quantity"])
             session.add(order)
@@ -53,6 +54,7 @@ def create_order():
                 raise ValueError("quantity must be at least 1")
             order_id = order.id
             handle = confirm.delay({"order_id": order_id}, connection=session)
+        # --8<-- [end:enqueue]
     except ValueError as exc:  # rolled back: no order, no task, no message
         return jsonify(error=str(exc)), 400
     return jsonify(order_id=order_id, task_id=str(handle.id)), 201

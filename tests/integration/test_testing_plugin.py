@@ -8,12 +8,16 @@ from tasklane import TaskHandle, testing
 from tests import tasks
 
 
+# --8<-- [start:usage]
 def test_eager_runs_a_submitted_task_inline_and_records_it(tasklane_eager):
     handle = tasks.echo.delay({"eager": True})
     assert handle.status() == "succeeded"  # already: no queue, no consumer
     assert handle.get(timeout=0) == {"echo": {"eager": True}}
     record = handle.record()
     assert record.attempts == 1 and record.created_at <= record.updated_at
+
+
+# --8<-- [end:usage]
 
 
 def test_eager_records_a_failure_as_production_would(tasklane_eager):
@@ -33,6 +37,7 @@ def test_eager_mode_is_a_context_manager_too(tasklane_database):
     assert TaskHandle(UUID(child)).get(timeout=0) == {"echo": "a"}
 
 
+# --8<-- [start:stack]
 def test_the_stack_runs_the_lanes_end_to_end(tasklane_stack):
     handle = tasks.echo.delay("through SQS")
     assert tasklane_stack.depth(tasklane_stack.lambda_queue) == 1
@@ -40,3 +45,6 @@ def test_the_stack_runs_the_lanes_end_to_end(tasklane_stack):
     assert handle.get(timeout=5) == {"echo": "through SQS"}
     tasklane_stack.celery_worker()
     assert tasks.echo_celery.delay(1).get(timeout=60)["echo"] == 1
+
+
+# --8<-- [end:stack]

@@ -7,6 +7,7 @@ import hashlib
 from tasklane import task
 
 
+# --8<-- [start:tasks]
 @task(name="myapp.greet", lane="lambda")
 def greet(payload: dict) -> dict:
     """Light work, run by the Lambda consumer."""
@@ -17,3 +18,6 @@ def greet(payload: dict) -> dict:
 def checksum(payload: dict) -> dict:
     """Heavier work, run by the Celery workers."""
     return {"sha256": hashlib.sha256(payload["data"].encode()).hexdigest()}
+
+
+# --8<-- [end:tasks]

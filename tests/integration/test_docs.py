@@ -1,0 +1,101 @@
+"""The documentation: built strict, and every Python example in it is a file the tests run."""
+
+from __future__ import annotations
+
+import os
+import re
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from tasklane import database
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+SNIPPET = re.compile(r'^--8<-- "([^":]+)(?::([\w-]+))?"$')
+BLOCK = re.compile(r"```python\n(.*?)```", re.S)
+
+
+def section(path: Path, name: str | None) -> str:
+    """A file's snippet section, as pymdownx.snippets includes it."""
+    text_ = path.read_text()
+    if name is None:
+        return text_
+    match = re.search(
+        rf"^\s*# --8<-- \[start:{name}\]\n(.*?)^\s*# --8<-- \[end:{name}\]", text_, re.S | re.M
+    )
+    assert match, f"{path}: no section {name!r}"
+    return match.group(1)
+
+
+def test_the_site_builds_strict(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=os.environ | {"NO_MKDOCS_2_WARNING": "1"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "site" / "guarantees" / "index.html").exists()
+
+
+def test_every_python_example_in_the_docs_is_included_from_a_file_the_tests_run():
+    included = []
+    for page in sorted(DOCS.glob("*.md")):
+        for block in BLOCK.findall(page.read_text()):
+            match = SNIPPET.match(block.strip())
+            assert match, f"{page.name}: a Python example written inline:\n{block}"
+            path = ROOT / match.group(1)
+            assert path.exists(), f"{page.name}: {path} is missing"
+            section(path, match.group(2))
+            included.append(match.group(1))
+    assert included
+    runnable = {p.relative_to(ROOT).as_posix() for p in (DOCS / "examples").glob("*.py")}
+    assert runnable <= set(included), "an example file no page shows"
+
+
+def test_readme_examples_are_the_docs_examples_verbatim():
+    """README cannot include files (it is read on GitHub): its examples are copies of tested
+    sections, word for word."""
+    sources = [
+        section(ROOT / "layers/app/myapp/tasks.py", "tasks"),
+        section(DOCS / "examples/python_api.py", "tour"),
+    ]
+    blocks = BLOCK.findall((ROOT / "README.md").read_text())
+    assert blocks and all(block.strip() in {s.strip() for s in sources} for block in blocks)
+
+
+def test_the_python_api_tour_runs(tasklane_eager, capsys):
+    runpy.run_path(str(DOCS / "examples" / "python_api.py"))
+    assert "no task named 'no.such.task'" in capsys.readouterr().out
+
+
+def test_the_celery_results_example_runs(tasklane_eager):
+    namespace = runpy.run_path(str(DOCS / "examples" / "celery_results.py"))
+    assert namespace["value"] == {"words": 3, "top": [["read", 1], ["by", 1], ["celery", 1]]}
+    assert namespace["result"].state == "SUCCESS"
+
+
+@pytest.fixture
+def charges(tasklane_database):
+    with database.engine().begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS charges"))
+        conn.execute(text("CREATE TABLE charges (order_id int, amount int)"))
+    yield
+    with database.engine().begin() as conn:
+        conn.execute(text("DROP TABLE charges"))
+
+
+def test_the_transactional_billing_example_runs(tasklane_eager, charges):
+    import tasklane
+
+    runpy.run_path(str(DOCS / "examples" / "billing.py"))
+    handle = tasklane.submit("billing.charge", {"order": 7, "amount": 250})
+    assert handle.get(timeout=0) == {"charged": 250}
+    with database.engine().connect() as conn:
+        rows = conn.execute(text("SELECT order_id, amount FROM charges")).all()
+    assert rows == [(7, 250)]
