@@ -180,3 +180,16 @@ def _tx_write(payload, db):
 
 task(name="test.tx_write", lane="lambda", transactional=True)(_tx_write)
 task(name="test.tx_write_celery", lane="celery", transactional=True)(_tx_write)
+
+
+@task(name="test.cooperative", lane="lambda")
+def cooperative(payload):
+    """Works in small steps, stopping when asked (tasklane.current_task().check_cancelled())."""
+    import tasklane
+
+    marker = Path(payload["marker"])
+    for step in range(payload.get("steps", 100)):
+        marker.write_text(str(step))
+        tasklane.current_task().check_cancelled()
+        time.sleep(0.1)
+    return {"steps": payload.get("steps", 100)}

@@ -455,5 +455,5 @@ def test_an_expired_stock_message_is_acknowledged_without_running(stack, tmp_pat
     )
     assert wait_for(source(stack).poll_once, 10, what="the message").deleted == 1
     task = get(str(task_id))
-    assert task["status"] == "failed" and task["error"]["type"] == "TaskExpired"
+    assert task["status"] == "cancelled" and task["error"]["type"] == "TaskExpired"
     assert task["attempts"] == 0 and not ledger.exists()

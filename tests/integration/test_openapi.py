@@ -35,6 +35,7 @@ def test_the_document_is_served_and_complete(stack):
         ("POST", "/tasks/batch"),
         ("GET", "/tasks/{task_id}"),
         ("POST", "/tasks/{task_id}/retry"),
+        ("POST", "/tasks/{task_id}/cancel"),
     }
     refs = set(re.findall(r"#/components/schemas/(\w+)", json.dumps(document)))
     assert refs <= set(document["components"]["schemas"])

@@ -10,7 +10,8 @@ from tasklane.lifecycle import (
 
 
 def test_terminal_statuses_allow_only_a_retry_of_failed():
-    assert {Status.SUCCEEDED, Status.FAILED} == TERMINAL
+    assert {Status.SUCCEEDED, Status.FAILED, Status.CANCELLED} == TERMINAL
+    assert not any(can_transition(Status.CANCELLED, s) for s in Status)
     assert not any(can_transition(Status.SUCCEEDED, s) for s in Status)
     assert [s for s in Status if can_transition(Status.FAILED, s)] == [Status.PENDING]
 

@@ -9,7 +9,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ console = Console()
 err = Console(stderr=True)
 STATUS_STYLE = {
     "pending": "yellow",
+    "scheduled": "magenta",
+    "cancelled": "dim",
     "queued": "cyan",
     "running": "blue",
     "succeeded": "green",
@@ -222,6 +224,40 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from tasklane import service
+
+    _use_local_stack(args.data_dir)
+    _local_refs(args.data_dir)
+    record = service.cancel_task(args.id)
+    asked = record.status == "running"
+    console.print(f"{record.id} is {record.status}" + (" (asked to stop)" if asked else ""))
+    return 0
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    from tasklane import periodic, registry, service
+
+    _use_local_stack(args.data_dir)
+    now = datetime.now(UTC)
+    fired = {row.name: row.last_tick for row in service.default_store().schedules()}
+    table = Table("task", "schedule", "payload", "last tick fired", "next tick")
+    for spec in registry.all_tasks():
+        if spec.schedule is None:
+            continue
+        after = max(now, fired.get(spec.name, now))
+        upcoming = periodic.ticks(spec.schedule.expression, after, after + timedelta(days=366))
+        table.add_row(
+            spec.name,
+            spec.schedule.expression + (" (catch up)" if spec.schedule.catch_up else ""),
+            json.dumps(spec.schedule.payload),
+            str(fired.get(spec.name, "-")),
+            str(upcoming[0]) if upcoming else "-",
+        )
+    console.print(table)
+    return 0
+
+
 def cmd_reconcile(args: argparse.Namespace) -> int:
     from tasklane import service
 
@@ -307,6 +343,12 @@ def parser() -> argparse.ArgumentParser:
     retry = sub.add_parser("retry", help="re-queue a failed task")
     retry.add_argument("id")
     retry.set_defaults(run=cmd_retry)
+    cancel = sub.add_parser("cancel", help="cancel a task (a running one is asked to stop)")
+    cancel.add_argument("id")
+    cancel.set_defaults(run=cmd_cancel)
+    sub.add_parser("schedules", help="periodic tasks and their next tick").set_defaults(
+        run=cmd_schedules
+    )
 
     openapi = sub.add_parser("openapi", help="print (or write) the API's OpenAPI document")
     openapi.add_argument("--output", "-o", help="a file to write, e.g. openapi.json")

@@ -197,6 +197,7 @@ dependencies = [
     "alembic>=1.13",
     "pyyaml>=6",
     "rich>=13",
+    "croniter>=2",
 ]
 
 [project.optional-dependencies]

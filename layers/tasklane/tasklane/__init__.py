@@ -19,6 +19,7 @@ for it at start.
 from typing import Any
 
 from tasklane.errors import (
+    Cancelled,
     IdempotencyConflict,
     InvalidRequest,
     PayloadTooLarge,
@@ -27,21 +28,26 @@ from tasklane.errors import (
     TaskNotFound,
     UnknownTask,
 )
+from tasklane.periodic import Schedule
 from tasklane.registry import Task, task
 
-_CLIENT = ("submit", "submit_many", "TaskHandle", "TaskFailed")
+_CLIENT = ("submit", "submit_many", "TaskHandle", "TaskFailed", "TaskCancelled")
 
 __all__ = [
+    "Cancelled",
     "IdempotencyConflict",
     "InvalidRequest",
     "PayloadTooLarge",
+    "Schedule",
     "StoreUnavailable",
     "Task",
+    "TaskCancelled",
     "TaskFailed",
     "TaskHandle",
     "TaskNotFound",
     "TasklaneError",
     "UnknownTask",
+    "current_task",
     "submit",
     "submit_many",
     "task",
@@ -54,4 +60,8 @@ def __getattr__(name: str) -> Any:
         from tasklane import client
 
         return getattr(client, name)
+    if name == "current_task":
+        from tasklane.executor import current_task
+
+        return current_task
     raise AttributeError(f"module 'tasklane' has no attribute {name!r}")

@@ -65,7 +65,8 @@ JSON = "application/json"
 ERRORS = {
     400: "Malformed JSON or a body that does not match the schema",
     404: "No such task",
-    409: "The task's status does not allow this",
+    409: "The task's status does not allow this (retry of a task that did not fail, cancel of a "
+    "finished one)",
     413: "Payload over MAX_PAYLOAD_BYTES",
     422: "Unknown task name, or an Idempotency-Key reused with another body",
     503: "Postgres unavailable; nothing was stored or sent",
@@ -208,6 +209,22 @@ def get_task(task_id: Annotated[str, Path(description="The task's id")]):
 def retry_task(task_id: Annotated[str, Path(description="The task's id")]):
     record = service.retry_task(task_id)
     return _json(202, summary(record), {"Location": f"/tasks/{record.id}"})
+
+
+@app.post(
+    "/tasks/<task_id>/cancel",
+    summary="Cancel a task",
+    description="A task waiting to run (pending, scheduled, queued) is cancelled now; its "
+    "message, when it arrives, is acknowledged without running. A running task is asked to "
+    "stop: it sees the request (tasklane.current_task().cancel_requested) and ends cancelled "
+    "when it stops. A finished task cannot be cancelled (409).",
+    responses={
+        200: {"description": "The task", "content": {"application/json": {"model": TaskDetail}}},
+        **_errors(404, 409, 503),
+    },
+)
+def cancel_task(task_id: Annotated[str, Path(description="The task's id")]):
+    return _json(200, detail(service.cancel_task(task_id)))
 
 
 @app.get("/openapi.json", include_in_schema=False)

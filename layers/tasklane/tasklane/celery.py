@@ -87,7 +87,14 @@ class ClaimCheckTask(Task):
         from tasklane.worker import execute  # in a worker: the message carries a task id
 
         (task_id,) = args
-        return execute(registry.get(self.name), task_id, self.request.get(DELIVERY_KEY))
+        request = self.request
+        return execute(
+            registry.get(self.name),
+            task_id,
+            request.get(DELIVERY_KEY),
+            eta=request.get("eta"),
+            expires=request.get("expires"),
+        )
 
     def apply_async(
         self,

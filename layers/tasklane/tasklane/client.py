@@ -52,6 +52,20 @@ class TaskFailed(TasklaneError):
         super().__init__(f"task {task_id} failed: {self.type}: {self.message}")
 
 
+class TaskCancelled(TasklaneError):
+    """The task ended ``cancelled``: cancelled before it ran, stopped when asked, or its
+    message expired (``type`` and ``message`` say which)."""
+
+    code = "task_cancelled"
+
+    def __init__(self, task_id: uuid.UUID, error: dict | None) -> None:
+        error = error or {}
+        self.task_id = task_id
+        self.type = error.get("type") or "Cancelled"
+        self.message = error.get("message") or ""
+        super().__init__(f"task {task_id} was cancelled: {self.type}: {self.message}")
+
+
 @dataclass(frozen=True, slots=True)
 class TaskHandle:
     """A submitted task. Its state lives in Postgres: every call reads the row now."""
@@ -65,8 +79,9 @@ class TaskHandle:
         return self.record().status
 
     def get(self, timeout: float | None = None, interval: float = 0.2) -> Any:
-        """The task's result once it succeeded; :class:`TaskFailed` if it failed; the builtin
-        :class:`TimeoutError` if ``timeout`` seconds pass first (None: wait for ever)."""
+        """The task's result once it succeeded; :class:`TaskFailed` if it failed,
+        :class:`TaskCancelled` if it was cancelled; the builtin :class:`TimeoutError` if
+        ``timeout`` seconds pass first (None: wait for ever)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             record = self.record()
@@ -74,10 +89,17 @@ class TaskHandle:
                 return record.result
             if record.status is Status.FAILED:
                 raise TaskFailed(self.id, record.error)
+            if record.status is Status.CANCELLED:
+                raise TaskCancelled(self.id, record.error)
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"task {self.id} is still {record.status} after {timeout} s")
             pause = interval if deadline is None else min(interval, deadline - time.monotonic())
             time.sleep(max(0.0, pause))
+
+    def cancel(self) -> Status:
+        """Cancel the task: ``cancelled`` now if it waits to run; if it runs, it is asked to
+        stop (its status stays ``running`` until it does)."""
+        return service.cancel_task(self.id).status
 
     def __str__(self) -> str:
         return str(self.id)

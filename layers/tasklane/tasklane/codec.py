@@ -47,12 +47,12 @@ class CeleryMessage:
     @property
     def eta_at(self) -> datetime | None:
         """When the message asks to run (``countdown``/``eta``), as an aware time."""
-        return _instant(self.eta, "eta")
+        return instant(self.eta, "eta")
 
     @property
     def expires_at(self) -> datetime | None:
         """After when the message must not run (``expires``), as an aware time."""
-        return _instant(self.expires, "expires")
+        return instant(self.expires, "expires")
 
     @property
     def claim_check(self) -> uuid.UUID:
@@ -71,8 +71,9 @@ class CeleryMessage:
             raise MessageDecodeError(f"task {self.task!r}: argument is not a task id") from None
 
 
-def _instant(value: Any, header: str) -> datetime | None:
-    """An ISO 8601 header as an aware time; Celery sends UTC, so a naive one is read as UTC."""
+def instant(value: Any, header: str) -> datetime | None:
+    """An ISO 8601 header (``eta``, ``expires``) as an aware time; Celery sends UTC, so a naive
+    one is read as UTC. :class:`MessageDecodeError` when it is not a time."""
     if value is None:
         return None
     try:

@@ -57,6 +57,13 @@ class PayloadUnreadable(TasklaneError):
     code = "payload_unreadable"
 
 
+class Cancelled(TasklaneError):
+    """Raised in a running task that was asked to stop (``current_task().check_cancelled()``);
+    its run then ends ``cancelled``."""
+
+    code = "cancelled"
+
+
 class TimeLimitExceeded(TasklaneError):
     """A task ran past its ``time_limit``; recorded as a failed attempt."""
 

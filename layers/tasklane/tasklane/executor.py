@@ -30,6 +30,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -37,6 +38,7 @@ from typing import Any, TypeVar
 
 from tasklane import metrics, payloads, registry
 from tasklane.errors import (
+    Cancelled,
     InvalidRequest,
     PayloadUnreadable,
     StoreUnavailable,
@@ -147,6 +149,43 @@ def error_of(exc: BaseException) -> dict[str, str]:
         "message": str(exc)[:2000],
         "traceback": "".join(traceback.format_exception(exc, limit=-8))[-4000:],
     }
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentTask:
+    """The task running in this context (:func:`current_task`)."""
+
+    id: uuid.UUID
+    name: str
+    attempt: int
+    store: TaskStore
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether the task was asked to stop (``POST /tasks/{id}/cancel``); read now."""
+        return self.store.cancel_requested(self.id)
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`Cancelled` if the task was asked to stop: its run ends ``cancelled``."""
+        if self.cancel_requested:
+            raise Cancelled(f"task {self.id} was asked to stop")
+
+
+_current: ContextVar[CurrentTask | None] = ContextVar("tasklane_current_task", default=None)
+
+
+def current_task() -> CurrentTask | None:
+    """The task running here, for the code of that task (None outside a run)."""
+    return _current.get()
+
+
+@contextlib.contextmanager
+def _running(attempt: Attempt, store: TaskStore) -> Iterator[None]:
+    token = _current.set(CurrentTask(attempt.id, attempt.spec.name, attempt.number, store))
+    try:
+        yield
+    finally:
+        _current.reset(token)
 
 
 @contextlib.contextmanager
@@ -376,7 +415,7 @@ class Executor:
         token, result_json = attempt.delivery.token, "null"
         try:
             with self.store.transaction() as db:
-                with time_limit(limit_s):
+                with _running(attempt, self.store), time_limit(limit_s):
                     result = attempt.spec.fn(payload, db)
                 result_json = payloads.dumps(result, "result")
                 status, _ = self.store.settle(attempt.id, token, result_json, connection=db)
@@ -397,10 +436,9 @@ class Executor:
         except Exception as exc:  # the task's own failure: its writes are rolled back
             return Failure(error_of(exc))
 
-    @staticmethod
-    def _call(attempt: Attempt, payload: Any, limit_s: float | None) -> str | Failure:
+    def _call(self, attempt: Attempt, payload: Any, limit_s: float | None) -> str | Failure:
         try:
-            with time_limit(limit_s):
+            with _running(attempt, self.store), time_limit(limit_s):
                 result = attempt.spec.fn(payload)
             return payloads.dumps(result, "result")
         except Exception as exc:  # a task may raise anything; it is recorded, never propagated
@@ -415,7 +453,9 @@ class Executor:
         if status is None:
             logger.warning("lost run's claim already gone", extra=fields)
             return Verdict(Outcome.BUSY, "claim no longer held")
-        logger.warning("run lost", extra=fields | {"final": status is Status.FAILED})
+        logger.warning("run lost", extra=fields | {"final": status.terminal})
+        if status is Status.CANCELLED:
+            return Verdict(Outcome.DONE, "cancelled")
         if status is Status.FAILED:
             return Verdict(Outcome.FAILED, f"{type(exc).__name__}: {exc}")
         return Verdict(Outcome.RETRY, f"{type(exc).__name__}: {exc}")
@@ -433,6 +473,9 @@ class Executor:
             metrics.count(metrics.SUCCEEDED, lane)
             return Verdict(Outcome.SUCCEEDED)
         reason = f"{outcome.error['type']}: {outcome.error['message']}"
+        if status is Status.CANCELLED:
+            logger.info("task stopped when asked: cancelled", extra=fields)
+            return Verdict(Outcome.DONE, f"cancelled ({reason})")
         logger.warning(
             "task failed",
             extra=fields | {"error_type": outcome.error["type"], "final": status is Status.FAILED},

@@ -9,6 +9,8 @@
 ``scheduled`` waits for its ``run_at`` (later than a queue's delay allows); ``pending`` means
 stored but not yet confirmed on SQS (the reconciler sends those); ``running`` is held by one
 delivery under a lease, so a crashed consumer's task can be claimed again once it expires.
+Any task not yet finished can end ``cancelled``: at once if it is waiting, when its run stops
+if it is running (asked, it sees the request).
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ class Status(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def terminal(self) -> bool:
         return self in TERMINAL
 
 
-TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED})
+TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
 
 #: Statuses from which a delivery may claim the task (``running`` only once its lease expired).
 CLAIMABLE = frozenset({Status.PENDING, Status.QUEUED})
@@ -38,12 +41,15 @@ CLAIMABLE = frozenset({Status.PENDING, Status.QUEUED})
 IN_FLIGHT = frozenset({Status.PENDING, Status.QUEUED, Status.RUNNING})
 
 TRANSITIONS: dict[Status, frozenset[Status]] = {
-    Status.SCHEDULED: frozenset({Status.PENDING}),
-    Status.PENDING: frozenset({Status.QUEUED, Status.RUNNING, Status.FAILED}),
-    Status.QUEUED: frozenset({Status.SCHEDULED, Status.RUNNING, Status.FAILED}),
-    Status.RUNNING: frozenset({Status.RUNNING, Status.SUCCEEDED, Status.QUEUED, Status.FAILED}),
+    Status.SCHEDULED: frozenset({Status.PENDING, Status.CANCELLED}),
+    Status.PENDING: frozenset({Status.QUEUED, Status.RUNNING, Status.FAILED, Status.CANCELLED}),
+    Status.QUEUED: frozenset({Status.SCHEDULED, Status.RUNNING, Status.FAILED, Status.CANCELLED}),
+    Status.RUNNING: frozenset(
+        {Status.RUNNING, Status.SUCCEEDED, Status.QUEUED, Status.FAILED, Status.CANCELLED}
+    ),
     Status.SUCCEEDED: frozenset(),
     Status.FAILED: frozenset({Status.PENDING}),
+    Status.CANCELLED: frozenset(),
 }
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from tasklane.errors import ConfigurationError, UnknownTask
 from tasklane.lanes import Lane
+from tasklane.periodic import Schedule
 
 TaskFunction = Callable[[Any], Any]
 
@@ -41,6 +42,8 @@ class Task:
     #: The function takes ``(payload, db)``: a connection in the transaction that records its
     #: outcome, so its writes there commit with its success, or not at all.
     transactional: bool = False
+    #: When the task runs by itself (:mod:`tasklane.periodic`).
+    schedule: Schedule | None = None
 
     def __post_init__(self) -> None:
         for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
@@ -75,14 +78,19 @@ def task(
     max_attempts: int | None = None,
     time_limit: int = DEFAULT_TIME_LIMIT_S,
     transactional: bool = False,
+    schedule: str | Schedule | None = None,
 ) -> Callable[[TaskFunction], Task]:
     """Register ``fn`` as the task ``name`` running in ``lane`` ("lambda" or "celery").
 
     ``time_limit`` (seconds, at most 11.5 hours) stops a run that takes longer: it is recorded
     as a failed attempt and retried like any other. In the lambda lane the function's own
     timeout may stop it sooner. ``transactional``: the function is ``fn(payload, db)`` and its
-    writes through ``db`` commit together with its success (exactly once).
+    writes through ``db`` commit together with its success (exactly once). ``schedule``: an
+    EventBridge ``rate(...)``/``cron(...)`` expression, or a :class:`Schedule` with a payload,
+    and the task runs by itself on it.
     """
+    if isinstance(schedule, str):
+        schedule = Schedule(schedule)
     try:
         lane_ = Lane(lane)
     except ValueError:
@@ -113,6 +121,7 @@ def task(
             max_attempts=max_attempts,
             time_limit=time_limit,
             transactional=transactional,
+            schedule=schedule,
         )
         _tasks[name] = registered
         return registered

@@ -12,6 +12,7 @@ pending, queued  PENDING (RETRY once an attempt has failed)
 running          STARTED
 succeeded        SUCCESS (``.result`` is the task's result)
 failed           FAILURE (``.get()`` raises the task's error)
+cancelled        REVOKED (``.get()`` raises TaskRevokedError)
 unknown id       PENDING, as Celery reports ids it never saw
 ===============  =============================================
 """
@@ -34,6 +35,8 @@ def celery_state(record: TaskRecord) -> str:
         return states.SUCCESS
     if record.status is Status.FAILED:
         return states.FAILURE
+    if record.status is Status.CANCELLED:
+        return states.REVOKED
     if record.status is Status.RUNNING:
         return states.STARTED
     if record.status is Status.QUEUED and record.attempts > 0:
@@ -55,7 +58,13 @@ def celery_meta(task_id: str, record: TaskRecord | None) -> dict[str, Any]:
         return meta
     meta["status"] = celery_state(record)
     error = record.error or {}
-    if meta["status"] in (states.FAILURE, states.RETRY) and error:
+    if meta["status"] == states.REVOKED:
+        meta["result"] = {
+            "exc_type": "TaskRevokedError",
+            "exc_module": "celery.exceptions",
+            "exc_message": [error.get("message") or "cancelled"],
+        }
+    elif meta["status"] in (states.FAILURE, states.RETRY) and error:
         meta["result"] = {
             "exc_type": error.get("type") or "Exception",
             "exc_module": error.get("module"),

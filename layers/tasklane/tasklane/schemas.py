@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-TaskStatus = Literal["pending", "scheduled", "queued", "running", "succeeded", "failed"]
+TaskStatus = Literal[
+    "pending", "scheduled", "queued", "running", "succeeded", "failed", "cancelled"
+]
 LaneName = Literal["lambda", "celery"]
 
 
@@ -16,10 +18,26 @@ class _Strict(BaseModel):
 
 
 class SubmitRequest(_Strict):
-    """A task to run: a registered task name and any JSON payload (stored, never queued)."""
+    """A task to run: a registered task name and any JSON payload (stored, never queued); now,
+    after ``delay_seconds``, or at ``run_at`` (not both)."""
 
     task: str = Field(min_length=1, max_length=200, examples=["text.wordcount"])
     payload: Any = Field(description="Any JSON value", examples=[{"text": "hello world"}])
+    delay_seconds: float | None = Field(
+        None,
+        ge=0,
+        lt=10 * 365 * 86400,
+        description="Run no earlier than this many seconds from now",
+    )
+    run_at: AwareDatetime | None = Field(
+        None, description="Run no earlier than this moment (RFC 3339, with an offset)"
+    )
+
+    @model_validator(mode="after")
+    def one_timing(self) -> SubmitRequest:
+        if self.delay_seconds is not None and self.run_at is not None:
+            raise ValueError("give delay_seconds or run_at, not both")
+        return self
 
 
 class BatchRequest(_Strict):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from tasklane import broker, metrics, outbox, payloads, registry
+from tasklane import broker, metrics, outbox, payloads, periodic, registry
 from tasklane.config import Settings, settings
 from tasklane.errors import (
     IdempotencyConflict,
@@ -94,9 +94,11 @@ def parse_submission(body: Any, config: Settings, timing: Timing | None = None) 
         raise InvalidRequest("'task' is required and must be a non-empty string")
     if "payload" not in body:
         raise InvalidRequest("'payload' is required (any JSON value)")
-    extra = set(body) - {"task", "payload"}
+    extra = set(body) - {"task", "payload", "delay_seconds", "run_at"}
     if extra:
         raise InvalidRequest(f"unexpected fields: {', '.join(sorted(extra))}")
+    if body.get("delay_seconds") is not None or body.get("run_at") is not None:
+        timing = due_at(body.get("delay_seconds"), body.get("run_at"))
     registry.get(name)  # UnknownTask → 422
     payload_json = payloads.dumps(body["payload"])
     size = len(payload_json.encode())
@@ -275,6 +277,14 @@ def get_task(task_id: str | uuid.UUID, *, store: TaskStore | None = None) -> Tas
     return (store or default_store()).get(parsed)
 
 
+def cancel_task(task_id: str | uuid.UUID, *, store: TaskStore | None = None) -> TaskRecord:
+    """Cancel a task: now if it waits to run, when it stops if it runs (it is asked)."""
+    store = store or default_store()
+    record = store.cancel(get_task(task_id, store=store).id)
+    logger.info("task cancelled", extra=task_fields(record.id, record.task, status=record.status))
+    return record
+
+
 def retry_task(
     task_id: str | uuid.UUID, *, store: TaskStore | None = None, config: Settings | None = None
 ) -> TaskRecord:
@@ -325,15 +335,51 @@ def resend(
     return record.id in broker.publish([outgoing], config or settings())
 
 
+def fire_schedules(
+    *, store: TaskStore | None = None, config: Settings | None = None, now: datetime | None = None
+) -> list[TaskRecord]:
+    """Fire the periodic tasks' ticks due within SQS's delay limit (:mod:`tasklane.periodic`):
+    a task per tick, sent delayed to run at its tick; missed ticks coalesced unless the
+    schedule catches up. Each tick's task is keyed by schedule and tick, so passes side by side
+    fire it once. ``now``: the clock (a test's)."""
+    store = store or default_store()
+    now = now or datetime.now(UTC)
+    fired: list[TaskRecord] = []
+    for spec in registry.all_tasks():
+        if spec.schedule is None:
+            continue
+        seen = store.schedule_last_tick(spec.name, spec.schedule.expression, now)
+        due = spec.schedule.ticks(seen, now + timedelta(seconds=broker.MAX_DELAY_S))
+        if not due:
+            continue
+        payload_json = payloads.dumps(spec.schedule.payload)
+        for tick in periodic.coalesced(due, now, spec.schedule.catch_up):
+            sub = Submission(spec.name, payload_json, tick, f"at:{tick.isoformat()}")
+            record, _, created = store.insert_idempotent(
+                new_task(sub),
+                f"periodic:{spec.name}:{tick.isoformat()}",
+                sub.request_hash,
+                broker.MAX_DELAY_S,
+            )
+            if created:
+                fired.append(record)
+        store.advance_schedule(spec.name, seen, due[-1])
+    if fired:
+        logger.info("periodic ticks fired", extra={"count": len(fired)})
+    return _send(fired, store, config or settings()) if fired else []
+
+
 def reconcile(
     *, store: TaskStore | None = None, config: Settings | None = None, limit: int = 100
 ) -> list[TaskRecord]:
-    """The scheduled pass: send the ``scheduled`` tasks now due within SQS's delay limit, and
+    """The scheduled pass: fire the periodic tasks' ticks, send the ``scheduled`` tasks now due
+    within SQS's delay limit, and
     again the tasks whose message may be missing (the outbox relay): left ``pending``,
     ``running`` under a lease long expired, or ``queued`` with no delivery for too long in a
     lane whose queue is empty."""
     store = store or default_store()
     config = config or settings()
+    fire_schedules(store=store, config=config)
     due = store.claim_due(broker.MAX_DELAY_S, limit)
     stale = store.claim_stale(
         config.pending_grace_seconds, config.queued_grace_seconds, quiet_lanes(config), limit

@@ -76,13 +76,26 @@ tasks = Table(
     Column("dead_letters", Integer, nullable=False, server_default="0"),
     #: When the task is due (eta, countdown); ``scheduled`` until then.
     Column("run_at", DateTime(timezone=True)),
+    #: When a running task was asked to stop (it sees it; it then ends ``cancelled``).
+    Column("cancel_requested_at", DateTime(timezone=True)),
     CheckConstraint(
-        "status IN ('pending', 'scheduled', 'queued', 'running', 'succeeded', 'failed')",
+        "status IN ('pending', 'scheduled', 'queued', 'running', 'succeeded', 'failed', "
+        "'cancelled')",
         name="ck_tasks_status",
     ),
     CheckConstraint("lane IN ('lambda', 'celery')", name="ck_tasks_lane"),
     Index("ix_tasks_status_updated_at", "status", "updated_at"),
     Index("ix_tasks_created_at", "created_at"),
+)
+
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("expression", Text, nullable=False),
+    #: The last tick fired: the next pass fires the ticks after it.
+    Column("last_tick", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 _PUBLIC = (
@@ -579,8 +592,8 @@ class TaskStore:
         return TaskRecord.from_row(row) if row else None
 
     def expire(self, task_id: uuid.UUID, task: str, expired_at: datetime) -> bool:
-        """A task whose message expired before it ran: ``failed`` with ``TaskExpired``, never
-        run. A task already running or finished is left as it is."""
+        """A task whose message expired before it ran: ``cancelled`` (``TaskExpired``), never
+        run, as Celery revokes it. A task already running or finished is left as it is."""
         error = {"type": "TaskExpired", "message": f"expired at {expired_at.isoformat()}"}
         stmt = (
             update(tasks)
@@ -590,7 +603,7 @@ class TaskStore:
                 tasks.c.status.in_([s.value for s in (*CLAIMABLE, Status.SCHEDULED)]),
             )
             .values(
-                status=Status.FAILED.value,
+                status=Status.CANCELLED.value,
                 error=literal(error, JSONB),
                 finished_at=func.now(),
                 updated_at=func.now(),
@@ -598,6 +611,48 @@ class TaskStore:
         )
         with _unavailable_as_error(), self.engine.begin() as conn:
             return conn.execute(stmt).rowcount == 1
+
+    def cancel(self, task_id: uuid.UUID) -> TaskRecord:
+        """Cancel a task: one waiting to run (``pending``, ``scheduled``, ``queued``) is
+        ``cancelled`` now, and its message is acknowledged without running when it comes; a
+        ``running`` one is asked to stop (it ends ``cancelled`` when it does). A finished task
+        is :class:`InvalidTransition`; none, :class:`TaskNotFound`."""
+        waiting = [Status.PENDING.value, Status.SCHEDULED.value, Status.QUEUED.value]
+        error = {"type": "Cancelled", "message": "cancelled before it ran"}
+        cancelled = (
+            update(tasks)
+            .where(tasks.c.id == task_id, tasks.c.status.in_(waiting))
+            .values(
+                status=Status.CANCELLED.value,
+                error=literal(error, JSONB),
+                cancel_requested_at=func.now(),
+                finished_at=func.now(),
+                updated_at=func.now(),
+            )
+            .returning(*_PUBLIC)
+        )
+        asked = (
+            update(tasks)
+            .where(tasks.c.id == task_id, tasks.c.status == Status.RUNNING.value)
+            .values(cancel_requested_at=func.coalesce(tasks.c.cancel_requested_at, func.now()))
+            .returning(*_PUBLIC)
+        )
+        with _unavailable_as_error(), self.engine.begin() as conn:
+            row = conn.execute(cancelled).first() or conn.execute(asked).first()
+            if row is None:
+                current = conn.execute(
+                    select(tasks.c.status).where(tasks.c.id == task_id)
+                ).scalar_one_or_none()
+                if current is None:
+                    raise TaskNotFound(f"no task with id {task_id}")
+                raise InvalidTransition(f"task {task_id} is {current}: it cannot be cancelled")
+        return TaskRecord.from_row(row)
+
+    def cancel_requested(self, task_id: uuid.UUID) -> bool:
+        """Whether a task was asked to stop (read now: a running task polls it)."""
+        stmt = select(tasks.c.cancel_requested_at.is_not(None)).where(tasks.c.id == task_id)
+        with _unavailable_as_error(), self.engine.connect() as conn:
+            return bool(conn.execute(stmt).scalar_one_or_none())
 
     def claim_due(self, horizon_seconds: float, limit: int = 100) -> list[TaskRecord]:
         """``scheduled`` tasks due within ``horizon_seconds``, now ``pending`` for the caller to
@@ -621,6 +676,35 @@ class TaskStore:
         with _unavailable_as_error(), self.engine.begin() as conn:
             return [TaskRecord.from_row(r) for r in conn.execute(stmt)]
 
+    # -- periodic schedules ------------------------------------------------------------------
+    def schedule_last_tick(self, name: str, expression: str, now: datetime) -> datetime:
+        """The last tick fired for schedule ``name``; a new schedule starts at ``now`` (it
+        does not fire for the time before it existed)."""
+        stmt = (
+            pg_insert(schedules)
+            .values(name=name, expression=expression, last_tick=now)
+            .on_conflict_do_update(
+                index_elements=[schedules.c.name], set_={"expression": expression}
+            )
+            .returning(schedules.c.last_tick)
+        )
+        with _unavailable_as_error(), self.engine.begin() as conn:
+            return conn.execute(stmt).scalar_one()
+
+    def advance_schedule(self, name: str, seen: datetime, last_tick: datetime) -> bool:
+        """Record ``last_tick`` as fired, if no other pass moved the schedule since ``seen``."""
+        stmt = (
+            update(schedules)
+            .where(schedules.c.name == name, schedules.c.last_tick == seen)
+            .values(last_tick=last_tick, updated_at=func.now())
+        )
+        with _unavailable_as_error(), self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def schedules(self) -> list[Any]:
+        with _unavailable_as_error(), self.engine.connect() as conn:
+            return list(conn.execute(select(schedules).order_by(schedules.c.name)))
+
     def requeue_failed(self, task_id: uuid.UUID) -> TaskRecord:
         """``failed → pending``, a new life: attempts and dead letters count from zero and no
         delivery holds it; the caller sends the message."""
@@ -632,6 +716,7 @@ class TaskStore:
                 attempts=0,
                 dead_letters=0,
                 claimed_by=None,
+                cancel_requested_at=None,
                 result=None,
                 error=None,
                 finished_at=None,
@@ -702,7 +787,23 @@ class TaskStore:
             .values(updated_at=func.now())
             .returning(*_PUBLIC)
         )
+        # a run asked to stop whose consumer died is over: cancelled, never sent again
+        ended = (
+            update(tasks)
+            .where(
+                tasks.c.status == Status.RUNNING.value,
+                tasks.c.cancel_requested_at.is_not(None),
+                tasks.c.lease_until < grace,
+            )
+            .values(
+                status=Status.CANCELLED.value,
+                lease_until=None,
+                finished_at=func.now(),
+                updated_at=func.now(),
+            )
+        )
         with _unavailable_as_error(), self.engine.begin() as conn:
+            conn.execute(ended)
             return [TaskRecord.from_row(r) for r in conn.execute(stmt)]
 
 
@@ -725,7 +826,13 @@ def select_claim(claim: Claim, lease_seconds: float, settled: Any = None) -> Any
                 and_(tasks.c.status.in_([s.value for s in CLAIMABLE]), _due()),
                 and_(
                     tasks.c.status == Status.RUNNING.value,
-                    or_(tasks.c.lease_until < func.now(), tasks.c.claimed_by == token),
+                    or_(
+                        and_(
+                            tasks.c.lease_until < func.now(),
+                            tasks.c.cancel_requested_at.is_(None),
+                        ),
+                        tasks.c.claimed_by == token,
+                    ),
                 ),
             ),
         )
@@ -774,17 +881,23 @@ def _settle_update(task_id: uuid.UUID, token: str, outcome: str | Failure) -> An
             literal(outcome.final),
             and_(tasks.c.max_attempts.is_not(None), tasks.c.attempts >= tasks.c.max_attempts),
         )
+        asked = tasks.c.cancel_requested_at.is_not(None)  # it stopped when asked
         replayed = and_(
-            tasks.c.status.in_([Status.QUEUED.value, Status.FAILED.value]), tasks.c.error == error
+            tasks.c.status.in_([Status.QUEUED.value, Status.FAILED.value, Status.CANCELLED.value]),
+            tasks.c.error == error,
         )
         return (
             update(tasks)
             .where(mine, or_(running, replayed))
             .values(
-                status=case((last, Status.FAILED.value), else_=Status.QUEUED.value),
+                status=case(
+                    (asked, Status.CANCELLED.value),
+                    (last, Status.FAILED.value),
+                    else_=Status.QUEUED.value,
+                ),
                 error=error,
                 lease_until=None,
-                finished_at=case((last, func.now()), else_=None),
+                finished_at=case((or_(asked, last), func.now()), else_=None),
                 updated_at=func.now(),
             )
         )

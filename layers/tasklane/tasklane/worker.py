@@ -126,6 +126,11 @@ class ClaimCheckRequest(Request):
         self._sqs_queue = info.get("sqs_queue")
         self.token = delivery_token(self._sqs_message.get("MessageId"))
         self._request_dict[DELIVERY_KEY] = self.token
+        # A stock message's eta and expires are the executor's to honour (deferred, nothing
+        # held in memory; recorded when expired), not Celery's: Celery would hold an eta
+        # message in this process past its visibility timeout, and drop an expired one
+        # without a word to the task's row.
+        self._eta = self._expires = None
         self._heartbeat: Heartbeat | None = None
         self._lost: BaseException | None = None
 
@@ -177,8 +182,9 @@ class ClaimCheckRequest(Request):
     def reject(self, requeue: bool = False) -> None:
         self._stop_heartbeat()
         if requeue:  # a lost run (see the class): never Celery's requeue on SQS
-            if self._record_lost() is Outcome.FAILED:
-                super().acknowledge()  # its last attempt: the task is failed, the message done
+            outcome = self._record_lost()
+            if outcome is not None and outcome.acknowledge:
+                super().acknowledge()  # its last attempt, or cancelled: the message is done
                 return
             requeue = False  # left in the queue: the back-off policy brings it back soon
         super().reject(requeue)
@@ -233,15 +239,28 @@ def _lease_seconds(queue_url: str | None) -> int:
         return settings().lease_seconds
 
 
-def execute(spec: registry.Task, task_id: str, token: str | None) -> str:
-    """Run one delivery in this worker; raises :class:`AttemptNotDone` to leave it unacked."""
+def execute(
+    spec: registry.Task,
+    task_id: str,
+    token: str | None,
+    eta: str | None = None,
+    expires: str | None = None,
+) -> str:
+    """Run one delivery in this worker; raises :class:`AttemptNotDone` to leave it unacked.
+    ``eta`` and ``expires``: the message's headers, as Celery sent them."""
     from tasklane.service import default_store
 
     config = settings()
     try:
-        delivery = Delivery(spec.name, uuid.UUID(str(task_id)), token or delivery_token(None))
-    except ValueError:
-        step: Attempt | Verdict = Verdict(Outcome.POISON, f"{task_id!r} is not a task id")
+        delivery = Delivery(
+            spec.name,
+            uuid.UUID(str(task_id)),
+            token or delivery_token(None),
+            eta=codec.instant(eta, "eta"),
+            expires=codec.instant(expires, "expires"),
+        )
+    except (ValueError, TasklaneError) as exc:
+        step: Attempt | Verdict = Verdict(Outcome.POISON, f"not a claim-check message: {exc}")
     else:
         executor = Executor(default_store())
         lease = _lease_seconds(config.celery_queue_url)
