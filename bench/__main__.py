@@ -28,6 +28,7 @@ MEASUREMENTS = [
     "celery_lane",
     "end_to_end",
     "payload_size",
+    "eta_lateness",
 ]
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -4,73 +4,25 @@ result stored), and the total as a client sees it (POST sent → GET shows succe
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
-from pathlib import Path
 
 from sqlalchemy import text
 from tasklane import database
-from tasklane.local.postgres import free_port
 
-from bench.env import ROOT, BenchEnv, percentile
-
-
-def _http(method: str, url: str, body=None) -> dict:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"content-type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+from bench.env import BenchEnv, local_stack, percentile
 
 
 def run(bench: BenchEnv) -> dict:
     n = bench.n(40, 3)
-    port = free_port()
-    state = Path(tempfile.mkdtemp(prefix="tasklane-bench-e2e-"))
-    env = {k: v for k, v in os.environ.items() if not k.endswith(("_QUEUE_URL", "_DLQ_URL"))}
-    stack = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tasklane.cli",
-            "--data-dir",
-            str(state),
-            "dev",
-            "--port",
-            str(port),
-            "--parameter-overrides",
-            "TaskModules=bench.tasks",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    api = f"http://127.0.0.1:{port}"
-    try:
-        assert stack.stdout is not None
-        for line in stack.stdout:
-            if "local stack is up" in line:
-                break
-        else:
-            raise RuntimeError("tasklane dev did not start")
-        subprocess.Popen(["cat"], stdin=stack.stdout, stdout=subprocess.DEVNULL)  # keep it drained
-        figures: dict[str, float] = {}
+    figures: dict[str, float] = {}
+    with local_stack() as stack:
         for lane, task in (("lambda", "bench.noop"), ("celery", "bench.noop_celery")):
             totals, apis, waits, runs = [], [], [], []
             for i in range(n):
                 start = time.perf_counter()
-                created = _http("POST", f"{api}/tasks", {"task": task, "payload": i})
+                created = stack.http("POST", "/tasks", {"task": task, "payload": i})
                 apis.append(time.perf_counter() - start)
-                while _http("GET", f"{api}/tasks/{created['id']}")["status"] != "succeeded":
+                while stack.http("GET", f"/tasks/{created['id']}")["status"] != "succeeded":
                     time.sleep(0.01)
                 totals.append(time.perf_counter() - start)
                 with database.engine().connect() as conn:
@@ -92,15 +44,9 @@ def run(bench: BenchEnv) -> dict:
             ):
                 figures[f"{lane} {label} p50 ms"] = percentile(values, 50) * 1000
                 figures[f"{lane} {label} p99 ms"] = percentile(values, 99) * 1000
-        return {
-            "name": "end to end (local stack)",
-            "workload": f"{n} sequential tasks per lane, trivial task, polling GET every 10 ms",
-            "figures": figures,
-            "targets": {},
-        }
-    finally:
-        os.killpg(stack.pid, 2)  # Ctrl-C
-        try:
-            stack.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(stack.pid, 9)
+    return {
+        "name": "end to end (local stack)",
+        "workload": f"{n} sequential tasks per lane, trivial task, polling GET every 10 ms",
+        "figures": figures,
+        "targets": {},
+    }

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -115,6 +119,75 @@ def standalone(quick: bool = False, stock_moto: bool = False) -> Iterator[BenchE
         moto.stop()
         cluster.stop(mode="immediate")
         shutil.rmtree(data, ignore_errors=True)
+
+
+@dataclass
+class Stack:
+    """A running ``tasklane dev``: its API, and its state directory for the CLI's commands."""
+
+    api: str
+    data_dir: Path
+
+    def http(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            self.api + path, data=data, method=method, headers={"content-type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def cli(self, *args: str) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "tasklane.cli", "--data-dir", str(self.data_dir), *args],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+
+
+@contextmanager
+def local_stack() -> Iterator[Stack]:
+    """``tasklane dev`` on the benchmark's Postgres and moto server, with its own queues (made
+    from template.yaml) and the benchmark's tasks."""
+    port = free_port()
+    state = Path(tempfile.mkdtemp(prefix="tasklane-bench-stack-"))
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_QUEUE_URL", "_DLQ_URL"))}
+    stack = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tasklane.cli",
+            "--data-dir",
+            str(state),
+            "dev",
+            "--port",
+            str(port),
+            "--parameter-overrides",
+            f"TaskModules={TASK_MODULES}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert stack.stdout is not None
+        for line in stack.stdout:
+            if "local stack is up" in line:
+                break
+        else:
+            raise RuntimeError("tasklane dev did not start")
+        subprocess.Popen(["cat"], stdin=stack.stdout, stdout=subprocess.DEVNULL)  # keep it drained
+        yield Stack(f"http://127.0.0.1:{port}", state)
+    finally:
+        os.killpg(stack.pid, signal.SIGINT)  # Ctrl-C
+        try:
+            stack.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(stack.pid, signal.SIGKILL)
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def percentile(values: list[float], p: float) -> float:

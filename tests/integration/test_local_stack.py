@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -237,3 +238,26 @@ def test_ctrl_c_stops_everything_and_leaves_no_process(local_stack):
         ), pid
     assert not (local_stack.dir / "state" / "postgres" / "postmaster.pid").exists()
     assert not (local_stack.dir / "state" / "stack.json").exists()
+
+
+@pytest.mark.slow
+def test_reconcile_sends_the_running_stacks_due_tasks(local_stack):
+    """`tasklane reconcile` from a plain shell runs the stack's reconciler against the stack's
+    own queues (the ones `tasklane dev` made from template.yaml)."""
+    from sqlalchemy import create_engine, text
+
+    status, body = http(
+        "POST",
+        f"{local_stack.api}/tasks",
+        {"task": "test.echo", "payload": "later", "delay_seconds": 7200},
+    )
+    assert status == 202 and body["status"] == "scheduled", body
+    engine = create_engine(local_stack.state()["database_url"])
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE tasks SET run_at = now() WHERE id = :id"), {"id": body["id"]})
+    engine.dispose()
+    result = local_stack.cli("reconcile")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # the stack's own reconciler (every minute) may have taken it first: then this one found none
+    assert re.search(r"sent (\d) of \1 ", result.stdout), result.stdout
+    assert final(local_stack, body["id"])["result"] == {"echo": "later"}

@@ -73,30 +73,42 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_invoke(args: argparse.Namespace) -> int:
+def _invoke(args: argparse.Namespace, function: str, event: dict) -> Any:
+    """Run one function of the template here, as the local stack runs it: its environment from
+    the template, its references resolved to the running stack's resources (a stack's template
+    and ``--parameter-overrides`` are the defaults)."""
     from tasklane.local.events import LambdaContext
     from tasklane.local.functions import load_handler
     from tasklane.local.template import Template
 
-    _use_local_stack(args.data_dir)
-    template = Template.load(args.template, dict(p.split("=", 1) for p in args.parameter_overrides))
-    fn = template.function(args.function)
+    state = _use_local_stack(args.data_dir) or {}
+    overrides = dict(p.split("=", 1) for p in getattr(args, "parameter_overrides", None) or [])
+    template = Template.load(
+        getattr(args, "template", None) or Path(state.get("template", "template.yaml")),
+        state.get("parameters", {}) | overrides,
+    )
+    fn = template.function(function)
+    refs = _local_refs(args.data_dir)
     for key, value in fn.environment.items():
-        if key in os.environ:
+        # the shell may override plain values; a running stack's resources always win
+        if key in os.environ and (isinstance(value, str) or not state):
             continue
         try:
-            resolved = template.resolve(value, _local_refs(args.data_dir))
+            resolved = template.resolve(value, refs)
         except TasklaneError:
             continue  # an AWS-only resource; the local stack's DATABASE_URL stands in
         os.environ[key] = str(resolved)
-    event = json.loads(Path(args.event).read_text()) if args.event else {}
     sys.path.extend(p for p in template.layer_paths() if p not in sys.path)  # /opt/python
     handler = load_handler(fn.code_uri, fn.handler, fn.logical_id)
     context = LambdaContext(
         function_name=fn.logical_id, timeout_seconds=fn.timeout, memory_limit_in_mb=fn.memory
     )
-    response = handler(event, context)
-    print(json.dumps(response, indent=2, default=str))
+    return handler(event, context)
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    event = json.loads(Path(args.event).read_text()) if args.event else {}
+    print(json.dumps(_invoke(args, args.function, event), indent=2, default=str))
     return 0
 
 
@@ -259,14 +271,8 @@ def cmd_schedules(args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    from tasklane import service
-
-    _use_local_stack(args.data_dir)
-    _local_refs(args.data_dir)
-    records = service.reconcile()
-    console.print(
-        f"re-sent {sum(r.status == 'queued' for r in records)} of {len(records)} pending tasks"
-    )
+    result = _invoke(args, "ReconcilerFunction", {})
+    console.print(f"sent {len(result['resent'])} of {result['found']} tasks due or left behind")
     return 0
 
 
@@ -313,7 +319,9 @@ def parser() -> argparse.ArgumentParser:
     invoke = sub.add_parser("invoke", help="invoke one function of template.yaml with an event")
     invoke.add_argument("function", help="the function's logical id, e.g. ConsumerFunction")
     invoke.add_argument("--event", "-e", help="a JSON event file (events/)")
-    invoke.add_argument("--template", type=Path, default=Path("template.yaml"))
+    invoke.add_argument(
+        "--template", type=Path, help="default: the running stack's, or template.yaml"
+    )
     invoke.add_argument("--parameter-overrides", nargs="*", default=[], metavar="KEY=VALUE")
     invoke.set_defaults(run=cmd_invoke)
 
@@ -354,7 +362,9 @@ def parser() -> argparse.ArgumentParser:
     openapi.add_argument("--output", "-o", help="a file to write, e.g. openapi.json")
     openapi.set_defaults(run=cmd_openapi)
 
-    reconcile = sub.add_parser("reconcile", help="re-send tasks left pending")
+    reconcile = sub.add_parser(
+        "reconcile", help="run the reconciler once: send tasks due, re-send tasks left behind"
+    )
     reconcile.set_defaults(run=cmd_reconcile)
     return top
 

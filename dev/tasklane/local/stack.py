@@ -442,6 +442,8 @@ class LocalStack:
             "database_url": self.database_url,
             "sqs_endpoint": self.sqs_endpoint,
             "queues": {k: v for k, v in self.refs.items() if "." not in k},
+            "template": str(Path(self.options.template).resolve()),
+            "parameters": self.options.parameters,
             "pid": os.getpid(),
             "children": self.child_pids(),
         }
