@@ -8,9 +8,7 @@ from sqlalchemy import text
 @tasklane.task(name="billing.charge", transactional=True)
 def charge(payload, db):
     """``db``: a connection in the transaction that also records this run's outcome."""
-    db.execute(
-        text("INSERT INTO charges (order_id, amount) VALUES (:order, :amount)"), payload
-    )
+    db.execute(text("INSERT INTO charges (order_id, amount) VALUES (:order, :amount)"), payload)
     return {"charged": payload["amount"]}
 
 

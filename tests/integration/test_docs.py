@@ -99,3 +99,21 @@ def test_the_transactional_billing_example_runs(tasklane_eager, charges):
     with database.engine().connect() as conn:
         rows = conn.execute(text("SELECT order_id, amount FROM charges")).all()
     assert rows == [(7, 250)]
+
+
+def test_the_later_example_runs(tasklane_eager):
+    from tasklane import registry
+    from tasklane.lifecycle import Status
+
+    try:
+        namespace = runpy.run_path(str(DOCS / "examples" / "later.py"))
+        assert namespace["next_month"].status() is Status.SCHEDULED
+        assert namespace["in_ten_minutes"].status() is Status.CANCELLED
+        nightly = registry.registered("reports.nightly")
+        assert nightly is not None and nightly.schedule.expression == "cron(0 3 * * ? *)"
+        assert registry.registered("cache.warm").schedule.payload == {"all": True}
+        handle = namespace["export"].delay({"chunks": [[1], [2, 3]]})
+        assert handle.get(timeout=0) == {"rows": 3}
+    finally:  # periodic tasks left registered would fire in other tests' scheduled passes
+        for name in ("reports.nightly", "cache.warm", "exports.rows"):
+            registry._tasks.pop(name, None)
