@@ -72,7 +72,7 @@ class BenchEnv:
         os.environ.update(self.env)
         settings.cache_clear()
         with database.engine().begin() as conn:
-            conn.execute(text("TRUNCATE tasks"))
+            conn.execute(text("TRUNCATE tasks, workflows"))
 
     def n(self, full: int, quick: int) -> int:
         return quick if self.quick else full

@@ -19,7 +19,10 @@ processes. While tasks flow, the run injects:
 - a Postgres restart (when the run owns the cluster).
 
 A share of the tasks are transactional (``transactional=True``): their effect is written through
-the run's own connection and commits with its outcome.
+the run's own connection and commits with its outcome. Some arrive as chords (POST /workflows):
+members of both lanes, some failing once, and a transactional body in either lane. A chord's
+body must run after all its members, its effect must be recorded once, and every workflow must
+end.
 
 Every task records each execution (with the process that ran it) and its effect in ledger
 tables, both stamped with the clock. The report counts submitted, succeeded, failed as expected,
@@ -81,6 +84,13 @@ DUPLICATE_RATE = 0.10
 LOST_REPLY_RATE = 0.05
 PARTITION_S = 6
 BATCH = 20
+#: Each chord's header: (task, mode) of its members.
+CHORD_HEADER = [
+    ("fault.lambda", "ok"),
+    ("fault.lambda", "transient"),
+    ("fault.celery", "ok"),
+    ("fault.celery", "transient"),
+]
 
 
 @dataclass
@@ -114,6 +124,10 @@ class Report:
     #: Effects of transactional tasks recorded twice: never allowed, whatever the faults.
     transactional_effects_doubled: int = 0
     transactional_tasks: int = 0
+    workflows: int = 0
+    #: Chord bodies that started before one of their members had recorded its effect.
+    bodies_before_members: int = 0
+    workflows_unfinished: int = 0
     drain_seconds: float = 0.0
     injected: Counter = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
@@ -129,6 +143,9 @@ class Report:
             ("executed again after a fault cut a run short", self.extra_executions_after_faults),
             ("transactional tasks", self.transactional_tasks),
             ("transactional effects recorded twice", self.transactional_effects_doubled),
+            ("chords", self.workflows),
+            ("chord bodies run before all their members", self.bodies_before_members),
+            ("workflows not finished", self.workflows_unfinished),
             ("time to drain", f"{self.drain_seconds:.1f} s"),
         ] + [(f"injected: {k}", v) for k, v in sorted(self.injected.items())]
         width = max(len(k) for k, _ in rows)
@@ -302,6 +319,7 @@ def run(
     expected: dict[str, str] = {}
     keys: dict[str, str] = {}
     transactional: set[str] = set()
+    chords: dict[str, tuple[str, list[str]]] = {}  # workflow id → (body key, member keys)
     failing = _SendFailures(SEND_FAILURE_RATE, rng, faults)
     broker.sqs().meta.events.register("before-call.sqs.SendMessageBatch", failing)
     started = time.monotonic()
@@ -337,6 +355,9 @@ def run(
                             MessageBody=broker.message_body(name, uuid.UUID(task["id"]), routing),
                         )
                         faults.happened("duplicate deliveries")
+                if start in (0, BATCH):  # the second lot while Postgres restarts
+                    for _ in range(max(1, tasks // 60)):
+                        _submit_chord(call_api, rng, expected, keys, transactional, chords)
                 if start == 0:
                     _poison(environment, faults)
                     unreadable = _unloadable_payloads(call_api, faults)
@@ -368,7 +389,8 @@ def run(
         final: dict[str, tuple[str, int]] = {}
         while time.monotonic() < deadline:
             final = _statuses(list(expected))
-            if all(status in ("succeeded", "failed") for status, _ in final.values()):
+            ended = _workflows_ended(list(chords))
+            if ended and all(status in ("succeeded", "failed") for status, _ in final.values()):
                 break
             time.sleep(0.5)
     report.drain_seconds = time.monotonic() - started
@@ -391,6 +413,7 @@ def run(
             report.problems += _story(task_id, [*workers, lagging])
     report.transactional_tasks = len(transactional)
     _classify_extra_executions(set(keys.values()), transactional, faults, report)
+    _check_chords(chords, report)
     log(report.table())
     return report
 
@@ -421,6 +444,73 @@ def _classify_extra_executions(
             else:
                 report.extra_executions_after_faults += 1
                 report.explained.append(f"{key}: again after {fault.kind}")
+
+
+def _submit_chord(
+    call_api,
+    rng: random.Random,
+    expected: dict[str, str],
+    keys: dict[str, str],
+    transactional: set[str],
+    chords: dict[str, tuple[str, list[str]]],
+) -> None:
+    member_keys = [str(uuid.uuid4()) for _ in CHORD_HEADER]
+    body_key = str(uuid.uuid4())
+    body_task = rng.choice(["fault.body_lambda", "fault.body_celery"])
+    description = {
+        "chord": {
+            "header": [
+                {"task": name, "payload": _payload(mode, key)}
+                for (name, mode), key in zip(CHORD_HEADER, member_keys, strict=True)
+            ],
+            "body": {"task": body_task, "payload": _payload("ok", body_key)},
+        }
+    }
+    status, _, answer = call_api("POST", "/workflows", description)
+    while status == 503:  # a client retries while Postgres restarts
+        time.sleep(0.5)
+        status, _, answer = call_api("POST", "/workflows", description)
+    assert status == 202, answer
+    for task, key in zip(answer["tasks"], [*member_keys, body_key], strict=True):
+        expected[task["id"]] = "succeeded"
+        keys[task["id"]] = key
+    transactional.add(body_key)
+    chords[answer["id"]] = (body_key, member_keys)
+
+
+def _workflows_ended(ids: list[str]) -> bool:
+    try:
+        with database.engine().connect() as conn:
+            running = conn.execute(
+                text(
+                    "SELECT count(*) FROM workflows w JOIN tasks t ON t.id = ANY(w.members) "
+                    "WHERE w.id::text = ANY(:ids) AND t.status NOT IN ('succeeded', 'failed')"
+                ),
+                {"ids": ids},
+            ).scalar_one()
+        return running == 0
+    except Exception:
+        return False
+
+
+def _check_chords(chords: dict[str, tuple[str, list[str]]], report: Report) -> None:
+    """Each chord's body started after every member had recorded its effect, and every
+    workflow ended."""
+    report.workflows = len(chords)
+    runs, effects = _ledger()
+    for workflow_id, (body_key, member_keys) in chords.items():
+        view = service.get_workflow(workflow_id)
+        if view.status != "succeeded":
+            report.workflows_unfinished += 1
+            report.problems.append(f"workflow {workflow_id}: {view.status}")
+            continue
+        first_body_run = min(runs.get(body_key, [float("inf")]))
+        last_member_effect = max(min(effects.get(k, [float("inf")])) for k in member_keys)
+        if first_body_run < last_member_effect:
+            report.bodies_before_members += 1
+            report.problems.append(f"workflow {workflow_id}: its body ran before its members")
+        if view.result.get("members") != len(member_keys):
+            report.problems.append(f"workflow {workflow_id}: body got {view.result}")
 
 
 def _story(task_id: str, workers: list) -> list[str]:
@@ -629,7 +719,8 @@ def main() -> None:  # pragma: no cover - the larger run, by hand
         if args.json:
             Path(args.json).write_text(json.dumps(report.__dict__, default=str, indent=1))
         failed = report.lost or report.executed_more_than_once
-        raise SystemExit(1 if failed or report.transactional_effects_doubled else 0)
+        bad = report.transactional_effects_doubled or report.bodies_before_members
+        raise SystemExit(1 if failed or bad or report.workflows_unfinished else 0)
     finally:
         moto.stop()
         cluster.stop(mode="immediate")

@@ -193,3 +193,57 @@ def cooperative(payload):
         tasklane.current_task().check_cancelled()
         time.sleep(0.1)
     return {"steps": payload.get("steps", 100)}
+
+
+# -- workflows ------------------------------------------------------------------------------
+@task(name="wf.add", lane="lambda")
+def add(payload):
+    """A number plus one; ``{"payload": n, "previous": m}`` adds both."""
+    if isinstance(payload, dict):
+        return payload["payload"] + payload["previous"]
+    return payload + 1
+
+
+@task(name="wf.add_celery", lane="celery")
+def add_celery(payload):
+    return add.fn(payload)
+
+
+@task(name="wf.total", lane="lambda")
+def total(payload):
+    """Sums a (nested) list of numbers: a chord's body."""
+    if isinstance(payload, list):
+        return sum(total.fn(p) for p in payload)
+    return payload
+
+
+@task(name="wf.total_celery", lane="celery")
+def total_celery(payload):
+    return total.fn(payload)
+
+
+@task(name="wf.gate", lane="lambda", max_attempts=1)
+def gate(payload):
+    """Fails while the file ``payload["file"]`` is missing: a member fixed, then retried."""
+    if not Path(payload["file"]).exists():
+        raise RuntimeError("the gate is shut")
+    return payload["value"]
+
+
+@task(name="wf.record", lane="lambda")
+def record(payload):
+    """A chord body that appends one line per execution to ``payload["payload"]["ledger"]``."""
+    with open(payload["payload"]["ledger"], "a") as f:
+        f.write("body\n")
+    return {"members": len(payload["previous"])}
+
+
+def _fault_body(payload, db):
+    """A chord's body in the fault suite: its effect commits with its outcome (exactly once),
+    and it records how many results it was given."""
+    assert isinstance(payload["previous"], list), payload
+    return _fault_work(payload["payload"], effect=db) | {"members": len(payload["previous"])}
+
+
+task(name="fault.body_lambda", lane="lambda", transactional=True)(_fault_body)
+task(name="fault.body_celery", lane="celery", transactional=True)(_fault_body)

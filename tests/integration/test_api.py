@@ -51,9 +51,10 @@ def test_get_shows_the_task(stack):
         "created_at",
         "updated_at",
         "run_at",
+        "workflow_id",
     }
     assert body["status"] == "queued" and body["attempts"] == 0 and body["result"] is None
-    assert body["run_at"] is None
+    assert body["run_at"] is None and body["workflow_id"] is None
 
 
 @pytest.mark.parametrize("path", [f"/tasks/{uuid.uuid4()}", "/tasks/not-a-uuid"])

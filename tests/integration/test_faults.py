@@ -33,6 +33,8 @@ def test_no_task_is_lost_and_none_runs_again_without_a_fault_under_faults(
     assert report.lost == 0, report.problems
     assert report.executed_more_than_once == 0, report.problems
     assert report.transactional_tasks >= 10 and report.transactional_effects_doubled == 0
+    assert report.workflows >= 2 and report.workflows_unfinished == 0, report.problems
+    assert report.bodies_before_members == 0, report.problems
     assert report.succeeded + report.failed_as_expected == report.submitted
     assert report.failed_as_expected >= 5  # the permanent failures, and the unloadable payload
     injected = report.injected

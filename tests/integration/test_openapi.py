@@ -36,6 +36,9 @@ def test_the_document_is_served_and_complete(stack):
         ("GET", "/tasks/{task_id}"),
         ("POST", "/tasks/{task_id}/retry"),
         ("POST", "/tasks/{task_id}/cancel"),
+        ("POST", "/workflows"),
+        ("GET", "/workflows/{workflow_id}"),
+        ("POST", "/workflows/{workflow_id}/cancel"),
     }
     refs = set(re.findall(r"#/components/schemas/(\w+)", json.dumps(document)))
     assert refs <= set(document["components"]["schemas"])
@@ -96,9 +99,26 @@ HOSTILE_PAYLOADS = ["\ud800", {"k": "x\udfff"}, _nested(500)]
 TOO_DEEP_TO_PARSE = "[" * 5000 + "]" * 5000
 
 
+def _nested_workflow(depth: int) -> dict:
+    node: dict = {"task": "test.echo", "payload": 1}
+    for _ in range(depth):
+        node = {"chain": [node]}
+    return node
+
+
 @schema.hook("before_add_examples")
 def hostile_examples(context, examples):
     operation = context.operation
+    if operation.method.upper() == "POST" and operation.path == "/workflows":
+        for payload in HOSTILE_PAYLOADS:
+            body = {"chain": [{"task": "test.echo", "payload": payload}]}
+            examples.append(operation.Case(body=body, media_type="application/json"))
+        for depth in (40, 200):  # past the nesting limit, by a little and by a lot
+            body = _nested_workflow(depth)
+            examples.append(operation.Case(body=body, media_type="application/json"))
+        raw = '{"chain": [' * 5000 + '{"task": "test.echo", "payload": 1}' + "]}" * 5000
+        examples.append(operation.Case(body=raw.encode(), media_type="application/json"))
+        return
     if operation.method.upper() != "POST" or operation.path not in ("/tasks", "/tasks/batch"):
         return
     for payload in HOSTILE_PAYLOADS:

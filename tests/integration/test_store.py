@@ -78,7 +78,7 @@ def test_a_live_claim_blocks_a_second_one_and_an_expired_one_does_not(store):
     again = store.claim(second, 60)
     assert isinstance(again, Claimed) and again.attempt == 2
     # the first delivery lost its claim: its result is not written
-    assert store.settle(record.id, first.token, '"late"') == (None, None)
+    assert store.settle(record.id, first.token, '"late"').status is None
     assert store.settle(record.id, second.token, '"ok"')[0] is Status.SUCCEEDED
     assert store.get(record.id).result == "ok"
 
@@ -93,7 +93,7 @@ def test_fencing_never_lets_an_old_attempt_write_over_a_later_one(store):
     store.requeue_failed(record.id)
     new_claim = claim(record.id)
     assert store.claim(new_claim, 60).attempt == 1  # the same number as the old attempt
-    assert store.settle(record.id, old.token, '"stale"') == (None, None)
+    assert store.settle(record.id, old.token, '"stale"').status is None
     assert store.get(record.id).status is Status.RUNNING
     assert store.settle(record.id, new_claim.token, '"fresh"')[0] is Status.SUCCEEDED
     assert store.get(record.id).result == "fresh"
@@ -121,7 +121,7 @@ def test_an_outcome_replayed_after_a_lost_reply_finds_its_own_write(store):
     assert store.settle(succeeding.id, b.token, '"r"')[0] is Status.SUCCEEDED
     # but not another failure: that would be a different write
     other = {"type": "E", "message": "other"}
-    assert store.settle(failing.id, a.token, Failure(other)) == (None, None)
+    assert store.settle(failing.id, a.token, Failure(other)).status is None
 
 
 def test_max_attempts_and_final_failures_end_the_task(store):
@@ -146,8 +146,8 @@ def test_an_outcome_and_the_next_claim_share_one_round_trip(store):
     listener = lambda *args: statements.append(args[2])  # noqa: E731
     event.listen(store.engine, "before_cursor_execute", listener)
     try:
-        status, ahead = store.settle(first.id, a.token, "1", b, 60)
-        _, finished = store.settle(second.id, b.token, "2", claim(done.id), 60)
+        status, ahead, _ = store.settle(first.id, a.token, "1", b, 60)
+        _, finished, _ = store.settle(second.id, b.token, "2", claim(done.id), 60)
     finally:
         event.remove(store.engine, "before_cursor_execute", listener)
     assert len(statements) == 2

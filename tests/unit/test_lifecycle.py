@@ -29,6 +29,8 @@ def test_terminal_statuses_allow_only_a_retry_of_failed():
         (Status.QUEUED, Status.SCHEDULED, True),  # a stock message whose eta is far off
         (Status.SCHEDULED, Status.PENDING, True),  # due: the scheduler sends it
         (Status.SCHEDULED, Status.RUNNING, False),  # never claimed before it is due
+        (Status.WAITING, Status.PENDING, True),  # a workflow step whose predecessors succeeded
+        (Status.WAITING, Status.RUNNING, False),  # it has no message before that
     ],
 )
 def test_transitions(current, target, allowed):

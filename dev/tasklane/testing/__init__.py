@@ -353,7 +353,7 @@ def _empty_tables() -> None:
     from tasklane import database
 
     with database.engine().begin() as conn:
-        conn.execute(text("TRUNCATE tasks"))
+        conn.execute(text("TRUNCATE tasks, workflows"))
 
 
 @pytest.fixture

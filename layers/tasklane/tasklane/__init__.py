@@ -30,8 +30,9 @@ from tasklane.errors import (
 )
 from tasklane.periodic import Schedule
 from tasklane.registry import Task, task
+from tasklane.workflows import chain, chord, group
 
-_CLIENT = ("submit", "submit_many", "TaskHandle", "TaskFailed", "TaskCancelled")
+_CLIENT = ("submit", "submit_many", "TaskHandle", "TaskFailed", "TaskCancelled", "WorkflowHandle")
 
 __all__ = [
     "Cancelled",
@@ -47,7 +48,11 @@ __all__ = [
     "TaskNotFound",
     "TasklaneError",
     "UnknownTask",
+    "WorkflowHandle",
+    "chain",
+    "chord",
     "current_task",
+    "group",
     "submit",
     "submit_many",
     "task",

@@ -22,7 +22,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path
 
-from tasklane import service
+from tasklane import service, workflows
 from tasklane.config import settings
 from tasklane.errors import (
     IdempotencyConflict,
@@ -42,6 +42,9 @@ from tasklane.schemas import (
     SubmitRequest,
     TaskDetail,
     TaskSummary,
+    WorkflowCreated,
+    WorkflowDetail,
+    WorkflowNode,
 )
 from tasklane.store import TaskRecord
 
@@ -64,7 +67,7 @@ IDEMPOTENCY_KEY_MAX = 255
 JSON = "application/json"
 ERRORS = {
     400: "Malformed JSON or a body that does not match the schema",
-    404: "No such task",
+    404: "No such task (or workflow)",
     409: "The task's status does not allow this (retry of a task that did not fail, cancel of a "
     "finished one)",
     413: "Payload over MAX_PAYLOAD_BYTES",
@@ -125,6 +128,18 @@ def detail(record: TaskRecord) -> dict[str, Any]:
         "created_at": record.created_at,
         "updated_at": record.updated_at,
         "run_at": record.run_at,
+        "workflow_id": str(record.workflow_id) if record.workflow_id else None,
+    }
+
+
+def workflow_view(view: service.WorkflowView) -> dict[str, Any]:
+    return {
+        "id": str(view.id),
+        "status": view.status,
+        "tasks": [summary(r) for r in view.tasks],
+        "result": view.result,
+        "error": view.error,
+        "created_at": view.created_at,
     }
 
 
@@ -227,6 +242,60 @@ def cancel_task(task_id: Annotated[str, Path(description="The task's id")]):
     return _json(200, detail(service.cancel_task(task_id)))
 
 
+@app.post(
+    "/workflows",
+    summary="Submit a workflow: a chain, group or chord, nested",
+    description="Every task is stored at once, in one transaction; the first steps are sent "
+    "and the others wait for their predecessors. A chain step without a payload gets the result "
+    "before it; with one, {payload, previous}. A chord's body gets the list of its header's "
+    "results, once, after all of them. At most 1,000 tasks.",
+    responses={
+        202: {
+            "description": "Stored; its first tasks queued",
+            "content": {JSON: {"model": WorkflowCreated}},
+        },
+        **_errors(400, 413, 422, 503),
+    },
+)
+def submit_workflow(body: Annotated[WorkflowNode, Body()]):
+    node = workflows.parse(body.model_dump(exclude_unset=True))
+    config = settings()
+    workflow_id, records = service.submit_workflow(
+        node, max_tasks=workflows.MAX_TASKS, max_bytes=config.max_payload_bytes
+    )
+    created = {
+        "id": str(workflow_id),
+        "status": "running",
+        "tasks": [summary(r) for r in records],
+    }
+    return _json(202, created, {"Location": f"/workflows/{workflow_id}"})
+
+
+@app.get(
+    "/workflows/<workflow_id>",
+    summary="A workflow's status, its tasks, and its result or the error that failed it",
+    responses={
+        200: {"description": "The workflow", "content": {JSON: {"model": WorkflowDetail}}},
+        **_errors(404, 503),
+    },
+)
+def get_workflow(workflow_id: Annotated[str, Path(description="The workflow's id")]):
+    return _json(200, workflow_view(service.get_workflow(workflow_id)))
+
+
+@app.post(
+    "/workflows/<workflow_id>/cancel",
+    summary="Cancel what has not run of a workflow",
+    description="Its waiting tasks are cancelled now; its running ones are asked to stop.",
+    responses={
+        200: {"description": "The workflow", "content": {JSON: {"model": WorkflowDetail}}},
+        **_errors(404, 503),
+    },
+)
+def cancel_workflow(workflow_id: Annotated[str, Path(description="The workflow's id")]):
+    return _json(200, workflow_view(service.cancel_workflow(workflow_id)))
+
+
 @app.get("/openapi.json", include_in_schema=False)
 def openapi_document():
     return Response(200, content_types.APPLICATION_JSON, openapi_json())
@@ -281,7 +350,10 @@ def openapi_json() -> str:
 def handle_validation_error(exc: RequestValidationError) -> Response:
     problems = []
     for error in exc.errors():
-        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        loc = list(error.get("loc", ()))
+        if loc[:1] == ["body"]:  # where the request put it, not a field of the body
+            loc = loc[1:]
+        where = ".".join(str(p) for p in loc) or "body"
         problems.append(f"{where}: {error.get('msg', 'invalid')}")
     return error_response(400, InvalidRequest.code, "; ".join(problems)[:2000])
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from tasklane import service
+from tasklane import service, workflows
 from tasklane.config import settings
 from tasklane.errors import TasklaneError
 from tasklane.lifecycle import Status
@@ -141,3 +141,59 @@ def submit_many(
     if not subs:
         return []
     return [TaskHandle(r.id) for r in service.submit_batch(subs, connection=connection)]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowHandle:
+    """A submitted workflow (chain, group or chord). Every call reads Postgres now."""
+
+    id: uuid.UUID
+    #: Its tasks' ids, in the order of its description.
+    task_ids: tuple[uuid.UUID, ...]
+
+    def view(self) -> service.WorkflowView:
+        return service.get_workflow(self.id)
+
+    def status(self) -> str:
+        """``running``, ``succeeded``, ``failed`` or ``cancelled``."""
+        return self.view().status
+
+    def tasks(self) -> list[TaskHandle]:
+        return [TaskHandle(i) for i in self.task_ids]
+
+    def get(self, timeout: float | None = None, interval: float = 0.2) -> Any:
+        """The workflow's result once it succeeded: a chain's last result, a group's results
+        in member order, a chord's body's result. :class:`TaskFailed` (naming the task) if a
+        task failed it, :class:`TaskCancelled` if it was cancelled; the builtin
+        :class:`TimeoutError` if ``timeout`` seconds pass first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            view = self.view()
+            if view.status == "succeeded":
+                return view.result
+            if view.status == "failed":
+                failed = next(t for t in view.tasks if t.status is Status.FAILED)
+                raise TaskFailed(failed.id, failed.error)
+            if view.status == "cancelled":
+                cancelled = next(t for t in view.tasks if t.status is Status.CANCELLED)
+                raise TaskCancelled(cancelled.id, cancelled.error)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"workflow {self.id} is still {view.status} after {timeout} s")
+            pause = interval if deadline is None else min(interval, deadline - time.monotonic())
+            time.sleep(max(0.0, pause))
+
+    def cancel(self) -> str:
+        """Cancel what has not run: waiting tasks now, running ones asked to stop."""
+        return service.cancel_workflow(self.id).status
+
+    def __str__(self) -> str:
+        return str(self.id)
+
+
+def submit_workflow(
+    node: workflows.Node, *, connection: Connection | Session | None = None
+) -> WorkflowHandle:
+    """Submit a chain, group or chord (:mod:`tasklane.workflows`): all its tasks are stored
+    at once, and its first steps sent (after the caller's commit, with ``connection``)."""
+    workflow_id, records = service.submit_workflow(node, connection=connection)
+    return WorkflowHandle(workflow_id, tuple(r.id for r in records))

@@ -29,7 +29,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,7 +48,7 @@ from tasklane.errors import (
 )
 from tasklane.lifecycle import Status, retry_delay_seconds
 from tasklane.logs import logger, task_fields
-from tasklane.store import Claim, Claimed, Failure, NotClaimed, TaskStore
+from tasklane.store import Claim, Claimed, Failure, NotClaimed, Settled, TaskRecord, TaskStore
 
 T = TypeVar("T")
 
@@ -149,6 +149,22 @@ def error_of(exc: BaseException) -> dict[str, str]:
         "message": str(exc)[:2000],
         "traceback": "".join(traceback.format_exception(exc, limit=-8))[-4000:],
     }
+
+
+def _send_released(released: Sequence[TaskRecord], store: TaskStore) -> None:
+    """Send the workflow steps an outcome released, once it is committed. One that cannot be
+    sent now stays ``pending``, and the reconciler sends it, as any task whose send failed."""
+    if not released:
+        return
+    from tasklane import service  # imported here: the service runs tasks through the executor
+
+    try:
+        service.send_committed(released, store=store)
+    except Exception as exc:  # never lose the outcome's verdict over a send
+        logger.warning(
+            "released workflow steps not sent: the reconciler will",
+            extra={"count": len(released), "error": str(exc)},
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,7 +396,7 @@ class Executor:
         next_spec = registry.find(following.task) if following is not None else None
         next_claim = following.claim() if following is not None and next_spec else None
 
-        def settle(outcome: str | Failure) -> tuple[Status | None, Any]:
+        def settle(outcome: str | Failure) -> Settled:
             return self._persist(
                 lambda: self.store.settle(
                     attempt.id, attempt.delivery.token, outcome, next_claim, lease_seconds
@@ -390,10 +406,11 @@ class Executor:
             )
 
         try:
-            status, ahead = settle(outcome)
+            status, ahead, released = settle(outcome)
         except InvalidRequest as exc:  # a result Postgres cannot hold (\u0000) fails the attempt
             outcome = Failure(error_of(exc))
-            status, ahead = settle(outcome)
+            status, ahead, released = settle(outcome)
+        _send_released(released, self.store)
         next_step = None
         if following is not None and next_spec is not None and ahead is not None:
             next_step = self._attempt_or_verdict(following, next_spec, ahead)
@@ -418,9 +435,12 @@ class Executor:
                 with _running(attempt, self.store), time_limit(limit_s):
                     result = attempt.spec.fn(payload, db)
                 result_json = payloads.dumps(result, "result")
-                status, _ = self.store.settle(attempt.id, token, result_json, connection=db)
+                status, _, released = self.store.settle(
+                    attempt.id, token, result_json, connection=db
+                )
                 if status is None:
                     raise _ClaimLost
+            _send_released(released, self.store)  # committed: the workflow's next steps may go
             return Committed(result_json, status)
         except _ClaimLost:
             return Committed(result_json, None)  # rolled back: another delivery holds it
@@ -448,7 +468,7 @@ class Executor:
         """A run cut short outside the task's own code (its process killed, its time limit
         reached): record it as a failed attempt of the delivery ``token``, from the process
         that still holds the message."""
-        status, _ = self.store.settle(task_id, token, Failure(error_of(exc)))
+        status = self.store.settle(task_id, token, Failure(error_of(exc))).status
         fields = task_fields(task_id, error_type=type(exc).__name__)
         if status is None:
             logger.warning("lost run's claim already gone", extra=fields)

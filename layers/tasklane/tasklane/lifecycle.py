@@ -1,5 +1,8 @@
 """The task state machine: statuses and the transitions between them. Pure; no I/O.
 
+                       waiting (a workflow's step, until its predecessors succeed)
+                          │
+                          ▼
     scheduled ──due──▶ pending ──send──▶ queued ──claim──▶ running ──▶ succeeded
                           │                ▲                  │  └───▶ failed ──retry──▶ pending
                           └──claim─────────┼──────────────────┘            ▲
@@ -9,8 +12,9 @@
 ``scheduled`` waits for its ``run_at`` (later than a queue's delay allows); ``pending`` means
 stored but not yet confirmed on SQS (the reconciler sends those); ``running`` is held by one
 delivery under a lease, so a crashed consumer's task can be claimed again once it expires.
-Any task not yet finished can end ``cancelled``: at once if it is waiting, when its run stops
-if it is running (asked, it sees the request).
+``waiting`` is a workflow's step whose predecessors have not all succeeded (it has no message
+yet; the last of them makes it ``pending``). Any task not yet finished can end ``cancelled``:
+at once if it is waiting, when its run stops if it is running (asked, it sees the request).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from enum import StrEnum
 
 
 class Status(StrEnum):
+    WAITING = "waiting"
     PENDING = "pending"
     SCHEDULED = "scheduled"
     QUEUED = "queued"
@@ -41,6 +46,7 @@ CLAIMABLE = frozenset({Status.PENDING, Status.QUEUED})
 IN_FLIGHT = frozenset({Status.PENDING, Status.QUEUED, Status.RUNNING})
 
 TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.WAITING: frozenset({Status.PENDING, Status.CANCELLED}),
     Status.SCHEDULED: frozenset({Status.PENDING, Status.CANCELLED}),
     Status.PENDING: frozenset({Status.QUEUED, Status.RUNNING, Status.FAILED, Status.CANCELLED}),
     Status.QUEUED: frozenset({Status.SCHEDULED, Status.RUNNING, Status.FAILED, Status.CANCELLED}),

@@ -17,6 +17,7 @@ from typing import Any
 from tasklane.errors import ConfigurationError, UnknownTask
 from tasklane.lanes import Lane
 from tasklane.periodic import Schedule
+from tasklane.workflows import UNBOUND, Signature
 
 TaskFunction = Callable[[Any], Any]
 
@@ -58,6 +59,11 @@ class Task:
     def delay(self, payload: Any, **options: Any) -> Any:
         """Submit this task with ``payload``; returns a :class:`tasklane.TaskHandle`."""
         return self.apply_async(payload, **options)
+
+    def s(self, payload: Any = UNBOUND) -> Signature:
+        """A step of a workflow (:mod:`tasklane.workflows`): with ``payload``, or, left out,
+        taking the result of the step before it."""
+        return Signature(self.name, payload)
 
     def apply_async(self, payload: Any = None, **options: Any) -> Any:
         """Submit, with options: ``idempotency_key``, ``connection`` (the caller's open

@@ -5,16 +5,17 @@ Any Celery client configured with ``result_backend = "tasklane.results.TaskTable
 ``.result``, ``.ready()`` and ``.get(timeout=...)`` for tasks of either lane. tasklane itself
 writes every outcome to Postgres, so storing through this backend does nothing.
 
-===============  =============================================
-tasklane status  Celery state
-===============  =============================================
-pending, queued  PENDING (RETRY once an attempt has failed)
-running          STARTED
-succeeded        SUCCESS (``.result`` is the task's result)
-failed           FAILURE (``.get()`` raises the task's error)
-cancelled        REVOKED (``.get()`` raises TaskRevokedError)
-unknown id       PENDING, as Celery reports ids it never saw
-===============  =============================================
+=============================  =============================================
+tasklane status                Celery state
+=============================  =============================================
+waiting, pending, scheduled,   PENDING (RETRY once an attempt has failed)
+queued
+running                        STARTED
+succeeded                      SUCCESS (``.result`` is the task's result)
+failed                         FAILURE (``.get()`` raises the task's error)
+cancelled                      REVOKED (``.get()`` raises TaskRevokedError)
+unknown id                     PENDING, as Celery reports ids it never saw
+=============================  =============================================
 """
 
 from __future__ import annotations

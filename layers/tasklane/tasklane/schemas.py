@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    model_validator,
+)
 
 TaskStatus = Literal[
-    "pending", "scheduled", "queued", "running", "succeeded", "failed", "cancelled"
+    "waiting", "pending", "scheduled", "queued", "running", "succeeded", "failed", "cancelled"
 ]
+WorkflowStatus = Literal["running", "succeeded", "failed", "cancelled"]
 LaneName = Literal["lambda", "celery"]
 
 
@@ -60,6 +69,86 @@ class TaskError(BaseModel):
     message: str | None
 
 
+class WorkflowTask(_Strict):
+    """One task of a workflow. Without a payload, it takes the result before it (a later step
+    only); with one, it gets ``{"payload": ..., "previous": ...}``."""
+
+    task: str = Field(min_length=1, max_length=200, examples=["images.resize"])
+    payload: Any = Field(None, description="Any JSON value; optional after a first step")
+
+
+class WorkflowChain(_Strict):
+    """Steps one after another, each getting the result of the one before."""
+
+    chain: list[WorkflowNode] = Field(min_length=1)
+
+
+class WorkflowGroup(_Strict):
+    """Members side by side; the group's result is their results in member order."""
+
+    group: list[WorkflowNode] = Field(min_length=1)
+
+
+class ChordParts(_Strict):
+    header: list[WorkflowNode] = Field(min_length=1)
+    body: WorkflowNode
+
+
+class WorkflowChord(_Strict):
+    """A group, then a body that gets the list of its results: once, after all of them."""
+
+    chord: ChordParts
+
+
+def _kind(value: Any) -> str | None:
+    """Which shape a description is, by its key: errors then speak of that shape only."""
+    if isinstance(value, dict):
+        keys = value.keys()
+    elif isinstance(value, BaseModel):
+        keys = value.model_fields_set
+    else:
+        return None  # not an object: the custom error below
+    return next((k for k in ("task", "chain", "group", "chord") if k in keys), None)
+
+
+WorkflowNode = Annotated[
+    Union[  # noqa: UP007
+        Annotated[WorkflowTask, Tag("task")],
+        Annotated[WorkflowChain, Tag("chain")],
+        Annotated[WorkflowGroup, Tag("group")],
+        Annotated[WorkflowChord, Tag("chord")],
+    ],
+    Discriminator(
+        _kind,
+        custom_error_type="invalid_workflow",
+        custom_error_message="expected a task, chain, group or chord",
+    ),
+]
+for _model in (WorkflowChain, WorkflowGroup, ChordParts, WorkflowChord):
+    _model.model_rebuild()
+
+
+class WorkflowCreated(BaseModel):
+    id: str = Field(description="The workflow's id (a UUID)")
+    status: WorkflowStatus
+    tasks: list[TaskSummary] = Field(description="Its tasks, in the order of the description")
+
+
+class WorkflowError(BaseModel):
+    task_id: str = Field(description="The task that failed the workflow")
+    task: str
+    type: str | None
+    message: str | None
+
+
+class WorkflowDetail(WorkflowCreated):
+    result: Any = Field(
+        description="Once succeeded: a chain's last result, a group's list, a chord's body's"
+    )
+    error: WorkflowError | None
+    created_at: datetime
+
+
 class TaskDetail(TaskSummary):
     attempts: int = Field(ge=0, description="Deliveries that claimed the task")
     result: Any = Field(description="The task's JSON result, once succeeded")
@@ -69,6 +158,7 @@ class TaskDetail(TaskSummary):
     run_at: datetime | None = Field(
         description="When the task is due, if it was asked to run later"
     )
+    workflow_id: str | None = Field(None, description="The workflow it is a step of, if any")
 
 
 class ErrorBody(BaseModel):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from tasklane import broker, metrics, outbox, payloads, periodic, registry
+from tasklane import broker, metrics, outbox, payloads, periodic, registry, workflows
 from tasklane.config import Settings, settings
 from tasklane.errors import (
     IdempotencyConflict,
@@ -278,11 +278,106 @@ def get_task(task_id: str | uuid.UUID, *, store: TaskStore | None = None) -> Tas
 
 
 def cancel_task(task_id: str | uuid.UUID, *, store: TaskStore | None = None) -> TaskRecord:
-    """Cancel a task: now if it waits to run, when it stops if it runs (it is asked)."""
+    """Cancel a task: now if it waits to run, when it stops if it runs (it is asked). A step
+    of a workflow cancels what has not run of its workflow: it cannot go on without it."""
     store = store or default_store()
     record = store.cancel(get_task(task_id, store=store).id)
     logger.info("task cancelled", extra=task_fields(record.id, record.task, status=record.status))
+    if record.workflow_id is not None:
+        store.cancel_workflow(record.workflow_id)
+        record = store.get(record.id)
     return record
+
+
+# -- workflows ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class WorkflowView:
+    """A workflow as clients see it: its status (from its tasks'), its tasks in order, and its
+    result (succeeded) or the error of the task that failed it."""
+
+    id: uuid.UUID
+    status: str
+    tasks: list[TaskRecord]
+    result: Any = None
+    error: dict | None = None
+    created_at: datetime | None = None
+
+
+def submit_workflow(
+    node: workflows.Node,
+    *,
+    max_tasks: int | None = None,
+    max_bytes: int | None = None,
+    store: TaskStore | None = None,
+    config: Settings | None = None,
+    connection: Connection | Session | None = None,
+) -> tuple[uuid.UUID, list[TaskRecord]]:
+    """Store a workflow whole (all its tasks, in one transaction), then send its first steps
+    through the bulk path; the others wait for their predecessors. Each task is validated as
+    :func:`parse_submission` does, before anything is stored; from HTTP, the number of tasks
+    (``max_tasks``) and the payloads' total size (``max_bytes``) too. Returns the workflow's
+    id and its tasks, in order."""
+    store = store or default_store()
+    config = config or settings()
+    planned = workflows.plan(node, max_tasks)
+    new = []
+    for step in planned.steps:
+        payload = step.payload if step.bound else None
+        sub = parse_submission({"task": step.task, "payload": payload}, config)
+        new.append(replace(new_task(sub), id=step.id))
+    total = sum(len(t.payload_json.encode()) for t in new)
+    if max_bytes is not None and total > max_bytes:
+        raise PayloadTooLarge(
+            f"the workflow's payloads are {total} bytes, the limit is {max_bytes}"
+        )
+    conn = outbox.connection_of(connection) if connection is not None else None
+    records = store.insert_workflow(
+        planned.id, planned.output, new, [s.step_json() for s in planned.steps], conn
+    )
+    first = [r for r in records if r.status is Status.PENDING]
+    if connection is not None:
+        outbox.send_after_commit(connection, first)
+    else:
+        sent = {r.id: r for r in _send(first, store, config)}
+        records = [sent.get(r.id, r) for r in records]
+    logger.info("workflow submitted", extra={"workflow_id": str(planned.id), "count": len(new)})
+    return planned.id, records
+
+
+def _workflow_id(workflow_id: str | uuid.UUID) -> uuid.UUID:
+    try:
+        return workflow_id if isinstance(workflow_id, uuid.UUID) else uuid.UUID(str(workflow_id))
+    except ValueError:
+        raise TaskNotFound(f"no workflow with id {workflow_id}") from None
+
+
+def get_workflow(workflow_id: str | uuid.UUID, *, store: TaskStore | None = None) -> WorkflowView:
+    row, records = (store or default_store()).workflow(_workflow_id(workflow_id))
+    status = workflows.status_of([r.status.value for r in records])
+    failed = next((r for r in records if r.status is Status.FAILED), None)
+    error = None
+    if failed is not None:
+        stored = failed.error or {}
+        error = {
+            "task_id": str(failed.id),
+            "task": failed.task,
+            "type": stored.get("type"),
+            "message": stored.get("message"),
+        }
+    result = None
+    if status == "succeeded":
+        result = workflows.assemble(row.output, {str(r.id): r.result for r in records})
+    return WorkflowView(row.id, status, records, result, error, row.created_at)
+
+
+def cancel_workflow(
+    workflow_id: str | uuid.UUID, *, store: TaskStore | None = None
+) -> WorkflowView:
+    """Cancel what has not run: waiting tasks now, running ones asked to stop."""
+    store = store or default_store()
+    count = store.cancel_workflow(_workflow_id(workflow_id))
+    logger.info("workflow cancelled", extra={"workflow_id": str(workflow_id), "count": count})
+    return get_workflow(workflow_id, store=store)
 
 
 def retry_task(

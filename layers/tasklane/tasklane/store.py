@@ -10,11 +10,12 @@ cast to ``jsonb`` in SQL, so a multi-megabyte payload is serialized exactly once
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     CheckConstraint,
@@ -48,6 +49,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from tasklane.errors import InvalidRequest, InvalidTransition, StoreUnavailable, TaskNotFound
 from tasklane.lifecycle import CLAIMABLE, IN_FLIGHT, MAX_BACKOFF_S, Status
+from tasklane.workflows import payload_json
 
 metadata = MetaData()
 
@@ -78,14 +80,29 @@ tasks = Table(
     Column("run_at", DateTime(timezone=True)),
     #: When a running task was asked to stop (it sees it; it then ends ``cancelled``).
     Column("cancel_requested_at", DateTime(timezone=True)),
+    #: The workflow the task is a step of (:mod:`tasklane.workflows`).
+    Column("workflow_id", UUID(as_uuid=True)),
+    #: Its place there: ``{"after": [ids], "input": template, "bound": bool, "then": [ids]}``.
+    Column("step", JSONB(none_as_null=True)),
     CheckConstraint(
-        "status IN ('pending', 'scheduled', 'queued', 'running', 'succeeded', 'failed', "
-        "'cancelled')",
+        "status IN ('waiting', 'pending', 'scheduled', 'queued', 'running', 'succeeded', "
+        "'failed', 'cancelled')",
         name="ck_tasks_status",
     ),
     CheckConstraint("lane IN ('lambda', 'celery')", name="ck_tasks_lane"),
     Index("ix_tasks_status_updated_at", "status", "updated_at"),
     Index("ix_tasks_created_at", "created_at"),
+)
+
+workflows = Table(
+    "workflows",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    #: Its tasks, in the order of the description (a group's results come in this order).
+    Column("members", ARRAY(UUID(as_uuid=True)), nullable=False),
+    #: Where its result comes from: a task id, or a list of them, nested as the description.
+    Column("output", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 schedules = Table(
@@ -109,12 +126,14 @@ _PUBLIC = (
     tasks.c.created_at,
     tasks.c.updated_at,
     tasks.c.run_at,
+    tasks.c.workflow_id,
 )
 _IDS = cast(bindparam("ids"), ARRAY(UUID(as_uuid=True)))
 _NAMES = cast(bindparam("names"), ARRAY(Text))
 _LANES = cast(bindparam("lanes"), ARRAY(Text))
 _MAX_ATTEMPTS = cast(bindparam("max_attempts"), ARRAY(Integer))
 _RUN_ATS = cast(bindparam("run_ats"), ARRAY(DateTime(timezone=True)))
+_STATUSES = cast(bindparam("statuses"), ARRAY(Text))
 #: A task due later than this (SQS's longest message delay) is stored ``scheduled``.
 _NEAR = bindparam("near", type_=Interval)
 
@@ -170,6 +189,51 @@ def _insert_statement() -> Any:
 _INSERT = _insert_statement()
 
 
+def _insert_steps_statement() -> Any:
+    """A workflow's tasks: as :func:`_insert_statement`, with each task's status and its
+    ``step`` (a JSON array ``steps``, zipped by position) and the workflow's id."""
+    columns = (
+        func.unnest(_IDS, _NAMES, _LANES, _MAX_ATTEMPTS, _STATUSES)
+        .table_valued("id", "task", "lane", "max_attempts", "status", with_ordinality="n")
+        .render_derived("t")
+    )
+    payloads = (
+        func.jsonb_array_elements(bindparam("payloads", type_=JsonText()))
+        .table_valued("value", with_ordinality="n")
+        .render_derived("p")
+    )
+    steps = (
+        func.jsonb_array_elements(bindparam("steps", type_=JsonText()))
+        .table_valued("value", with_ordinality="n")
+        .render_derived("s")
+    )
+    rows = select(
+        columns.c.id,
+        columns.c.task,
+        columns.c.lane,
+        columns.c.status,
+        payloads.c.value,
+        columns.c.max_attempts,
+        bindparam("workflow", type_=UUID(as_uuid=True)),
+        steps.c.value,
+    ).select_from(
+        columns.join(payloads, columns.c.n == payloads.c.n).join(steps, columns.c.n == steps.c.n)
+    )
+    inserted = (
+        insert(tasks)
+        .from_select(
+            ["id", "task", "lane", "status", "payload", "max_attempts", "workflow_id", "step"],
+            rows,
+        )
+        .returning(tasks.c.created_at)
+        .cte("inserted")
+    )
+    return select(func.count(), func.min(inserted.c.created_at))
+
+
+_INSERT_STEPS = _insert_steps_statement()
+
+
 @dataclass(frozen=True, slots=True)
 class TaskRecord:
     """A task as clients see it (the payload stays in the database)."""
@@ -185,6 +249,8 @@ class TaskRecord:
     updated_at: datetime | None = None
     #: When the task is due, if it was asked to run later.
     run_at: datetime | None = None
+    #: The workflow it is a step of, if any.
+    workflow_id: uuid.UUID | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> TaskRecord:
@@ -247,6 +313,15 @@ class Failure:
     final: bool = False
 
 
+class Settled(NamedTuple):
+    """What recording an outcome did: the task's status (None: the claim was lost), the next
+    task's claim when one was asked, and the workflow steps it released (now ``pending``)."""
+
+    status: Status | None
+    then: Claimed | NotClaimed | None = None
+    released: Sequence[TaskRecord] = ()
+
+
 @contextlib.contextmanager
 def _unavailable_as_error() -> Iterator[None]:
     """Turn 'cannot reach Postgres' into :class:`StoreUnavailable`; other errors pass through."""
@@ -276,6 +351,10 @@ def _data_errors_as_invalid() -> Iterator[None]:
             message = exc.orig.args[0].get("M", "invalid value")  # type: ignore[union-attr]
             raise InvalidRequest(f"payload cannot be stored: {message}") from exc
         raise
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _jsonb(text: str | None) -> Any:
@@ -458,29 +537,215 @@ class TaskStore:
         then: Claim | None = None,
         lease_seconds: float = 0,
         connection: Connection | None = None,
-    ) -> tuple[Status | None, Claimed | NotClaimed | None]:
+    ) -> Settled:
         """Record an attempt's outcome (``outcome``: the result's JSON text, or a
         :class:`Failure`) if delivery ``token`` still holds the claim; and, in the same round
         trip, claim ``then``, the next task its consumer will run.
 
-        Returns the task's status after the write (None: the claim was lost, nothing written)
-        and ``then``'s claim. A failure leaves the task ``queued`` for a retry, or ``failed`` on
-        its last attempt (``max_attempts``) or when final. Replaying the same write after a lost
-        reply finds the delivery's own committed outcome and returns it again.
+        Returns the task's status after the write (None: the claim was lost, nothing written),
+        ``then``'s claim, and the workflow steps this success released (:meth:`_release`), in
+        the same transaction, for the caller to send. A failure leaves the task ``queued`` for
+        a retry, or ``failed`` on its last attempt (``max_attempts``) or when final. Replaying
+        the same write after a lost reply finds the delivery's own committed outcome and
+        returns it again.
         """
-        settled = _settle_update(task_id, token, outcome).returning(tasks.c.status)
+        settled = _settle_update(task_id, token, outcome).returning(
+            tasks.c.status, tasks.c.step["then"].label("then")
+        )
         if connection is not None:  # inside a transactional run: commits with its writes
-            status = connection.execute(settled).scalar_one_or_none()
-            return (Status(status) if status else None), None
-        if then is None:
-            with _unavailable_as_error(), self.engine.begin() as conn, _data_errors_as_invalid():
-                status = conn.execute(settled).scalar_one_or_none()
-            return (Status(status) if status else None), None
-        cte = settled.cte("settled")
-        stmt = select_claim(then, lease_seconds, select(cte.c.status).scalar_subquery())
+            row = connection.execute(settled).first()
+            return Settled(*self._after_settle(connection, row.status if row else None, row))
         with _unavailable_as_error(), self.engine.begin() as conn, _data_errors_as_invalid():
+            if then is None:
+                row = conn.execute(settled).first()
+                return Settled(*self._after_settle(conn, row.status if row else None, row))
+            cte = settled.cte("settled")
+            stmt = select_claim(
+                then,
+                lease_seconds,
+                select(cte.c.status).scalar_subquery().label("settled"),
+                select(cte.c.then).scalar_subquery().label("then"),
+            )
             row = conn.execute(stmt).one()
-        return (Status(row.settled) if row.settled else None), _claim_of(then.id, row)
+            status, _, released = self._after_settle(conn, row.settled, row)
+            return Settled(status, _claim_of(then.id, row), released)
+
+    def _after_settle(
+        self, conn: Connection, status: str | None, row: Any
+    ) -> tuple[Status | None, None, Sequence[TaskRecord]]:
+        if status != Status.SUCCEEDED.value or row is None or not row.then:
+            return (Status(status) if status else None), None, []
+        return Status.SUCCEEDED, None, self._release(conn, row.then)
+
+    # -- workflows ---------------------------------------------------------------------------
+    def insert_workflow(
+        self,
+        workflow_id: uuid.UUID,
+        output: Any,
+        new: Sequence[NewTask],
+        steps: Sequence[dict],
+        connection: Connection | None = None,
+    ) -> list[TaskRecord]:
+        """Store a workflow and all its tasks in one transaction: the first steps ``pending``
+        (the caller sends them), the others ``waiting``. ``steps[i]`` is ``new[i]``'s place in
+        the workflow (:meth:`tasklane.workflows.Step.step_json`)."""
+        statuses = [
+            Status.WAITING.value if step["after"] else Status.PENDING.value for step in steps
+        ]
+        params = {
+            "ids": [t.id for t in new],
+            "names": [t.task for t in new],
+            "lanes": [t.lane for t in new],
+            "max_attempts": [t.max_attempts for t in new],
+            "statuses": statuses,
+            "workflow": workflow_id,
+            "payloads": f"[{','.join(t.payload_json for t in new)}]",
+            "steps": _json_text(list(steps)),
+        }
+        workflow_row = insert(workflows).values(
+            id=workflow_id, members=[t.id for t in new], output=literal(output, JSONB)
+        )
+        with (
+            _unavailable_as_error(),
+            self._transaction(connection) as conn,
+            _data_errors_as_invalid(),
+        ):
+            conn.execute(workflow_row)
+            count, created_at = conn.execute(_INSERT_STEPS, params).one()
+            if count != len(new):
+                raise InvalidRequest(f"expected {len(new)} payloads, stored {count}")
+        return [
+            TaskRecord(
+                id=t.id,
+                task=t.task,
+                lane=t.lane,
+                status=Status(status),
+                attempts=0,
+                created_at=created_at,
+                updated_at=created_at,
+                workflow_id=workflow_id,
+            )
+            for t, status in zip(new, statuses, strict=True)
+        ]
+
+    def _release(self, conn: Connection, then: Sequence[str]) -> list[TaskRecord]:
+        """Make ``pending`` each of the steps ``then`` whose predecessors have all succeeded,
+        with its payload, and return them. (A replayed outcome, after a lost reply, releases
+        nothing again: what it released is ``pending``, and the reconciler sends it if the
+        first send never happened.)
+
+        Each step's row is locked (in id order: no deadlock between two predecessors) before its
+        predecessors are read, in a statement of its own: two predecessors finishing at once
+        queue on that lock, and the second reads after the first committed. So the last to
+        finish always sees all of them succeeded, and only one release can happen: the step is
+        then no longer ``waiting``.
+        """
+        waiting = (
+            conn.execute(
+                select(tasks.c.id)
+                .where(tasks.c.id == any_(_IDS), tasks.c.status == Status.WAITING.value)
+                .order_by(tasks.c.id)
+                .with_for_update(),
+                {"ids": sorted(uuid.UUID(i) for i in then)},
+            )
+            .scalars()
+            .all()
+        )
+        if not waiting:
+            return []
+        after = func.jsonb_array_elements_text(tasks.c.step["after"]).table_valued("value")
+        before = tasks.alias("before")
+        unfinished = (
+            select(literal(1))
+            .select_from(after.join(before, before.c.id == cast(after.c.value, UUID)))
+            .where(before.c.status != Status.SUCCEEDED.value)
+            .exists()
+        )
+        ready = conn.execute(
+            select(tasks.c.id, tasks.c.step, cast(tasks.c.payload, Text).label("own")).where(
+                tasks.c.id == any_(_IDS), ~unfinished
+            ),
+            {"ids": list(waiting)},
+        ).all()
+        if not ready:
+            return []
+        sources = sorted({uuid.UUID(i) for r in ready for i in r.step["after"]})
+        results = dict(
+            conn.execute(
+                select(cast(tasks.c.id, Text), cast(tasks.c.result, Text)).where(
+                    tasks.c.id == any_(_IDS)
+                ),
+                {"ids": sources},
+            ).all()
+        )
+        payloads = (
+            func.unnest(_IDS, cast(bindparam("texts"), ARRAY(Text)))
+            .table_valued("id", "payload")
+            .render_derived("r")
+        )
+        released = conn.execute(
+            update(tasks)
+            .where(tasks.c.id == payloads.c.id, tasks.c.status == Status.WAITING.value)
+            .values(
+                status=Status.PENDING.value,
+                payload=cast(payloads.c.payload, JSONB),
+                updated_at=func.now(),
+            )
+            .returning(*_PUBLIC),
+            {
+                "ids": [r.id for r in ready],
+                "texts": [payload_json(r.step, r.own, results) for r in ready],
+            },
+        )
+        return [TaskRecord.from_row(r) for r in released]
+
+    def workflow(self, workflow_id: uuid.UUID) -> tuple[Any, list[TaskRecord]]:
+        """A workflow's row and its tasks, in member order (:class:`TaskNotFound` if none)."""
+        with _unavailable_as_error(), self.engine.connect() as conn:
+            row = conn.execute(select(workflows).where(workflows.c.id == workflow_id)).first()
+            if row is None:
+                raise TaskNotFound(f"no workflow with id {workflow_id}")
+            found = {
+                r.id: TaskRecord.from_row(r)
+                for r in conn.execute(
+                    select(*_PUBLIC).where(tasks.c.id == any_(_IDS)), {"ids": row.members}
+                )
+            }
+        return row, [found[i] for i in row.members]
+
+    def cancel_workflow(self, workflow_id: uuid.UUID) -> int:
+        """Cancel what has not run of a workflow: its waiting tasks now, its running ones asked
+        to stop. Returns how many tasks were cancelled or asked."""
+        members = select(func.unnest(workflows.c.members)).where(workflows.c.id == workflow_id)
+        error = {"type": "Cancelled", "message": "its workflow was cancelled"}
+        waiting = [Status.WAITING, Status.PENDING, Status.SCHEDULED, Status.QUEUED]
+        cancelled = (
+            update(tasks)
+            .where(tasks.c.id.in_(members), tasks.c.status.in_([s.value for s in waiting]))
+            .values(
+                status=Status.CANCELLED.value,
+                error=literal(error, JSONB),
+                cancel_requested_at=func.now(),
+                finished_at=func.now(),
+                updated_at=func.now(),
+            )
+        )
+        asked = (
+            update(tasks)
+            .where(
+                tasks.c.id.in_(members),
+                tasks.c.status == Status.RUNNING.value,
+                tasks.c.cancel_requested_at.is_(None),
+            )
+            .values(cancel_requested_at=func.now())
+        )
+        with _unavailable_as_error(), self.engine.begin() as conn:
+            exists = conn.execute(
+                select(workflows.c.id).where(workflows.c.id == workflow_id)
+            ).first()
+            if exists is None:
+                raise TaskNotFound(f"no workflow with id {workflow_id}")
+            return conn.execute(cancelled).rowcount + conn.execute(asked).rowcount
 
     def release(self, task_id: uuid.UUID, token: str) -> bool:
         """Give back a claim whose run was cut short by the platform, not the task (a worker's
@@ -811,10 +1076,11 @@ def _due() -> Any:
     return or_(tasks.c.run_at.is_(None), tasks.c.run_at <= func.now())
 
 
-def select_claim(claim: Claim, lease_seconds: float, settled: Any = None) -> Any:
+def select_claim(claim: Claim, lease_seconds: float, *riders: Any) -> Any:
     """One statement that claims ``claim`` and says why not when it cannot: the claim's
     attempt and payload, and the row's status, task and ``run_at`` as they were before it.
-    ``settled``, a scalar subquery over an outcome's update, rides along in the same round trip.
+    ``riders``, labelled scalar subqueries over an outcome's update, come along in the same
+    round trip.
     """
     token = literal(claim.token, Text)
     claimed = (
@@ -856,9 +1122,7 @@ def select_claim(claim: Claim, lease_seconds: float, settled: Any = None) -> Any
         before.c.task,
         before.c.run_at,
     ]
-    if settled is not None:
-        columns.insert(0, settled.label("settled"))
-    return select(*columns).select_from(
+    return select(*riders, *columns).select_from(
         asked.outerjoin(claimed, claimed.c.id == asked.c.id).outerjoin(
             before, before.c.id == asked.c.id
         )
