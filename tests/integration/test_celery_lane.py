@@ -116,6 +116,26 @@ def test_an_unknown_task_goes_to_the_dlq_after_one_delivery(stack, celery_worker
     assert stack.depth(stack.celery_queue) == 0
 
 
+def test_undecodable_messages_are_poison_and_the_worker_goes_on(stack, celery_worker):
+    """kombu decodes every body as it arrives; 10 KB of brackets made it raise RecursionError
+    there, which stopped the worker ("Unrecoverable error") and every worker after it. A body
+    that is not JSON was rejected, so it came back until SQS's maxReceiveCount."""
+    deep = '{"body": ' + "[" * 5000 + "]" * 5000 + "}"
+    stack.sqs.send_message(QueueUrl=stack.celery_queue, MessageBody=deep)
+    stack.sqs.send_message(QueueUrl=stack.celery_queue, MessageBody="not even JSON")
+    wait_for(lambda: stack.depth(stack.celery_dlq) >= 2, 30, what="the dead letters")
+    dead = stack.receive(stack.celery_dlq)
+    # (a test queue hides a message for 2 s: a slow first dead-lettering may see it twice)
+    assert {m["Body"] for m in dead} == {deep, "not even JSON"}
+    for message in dead:  # at once, by tasklane (SQS's redrive would add no reason)
+        reason = message["MessageAttributes"]["tasklane-dead-letter-reason"]["StringValue"]
+        assert "undecodable" in reason
+    task_id = submit("test.echo_celery", {"after": "deep"})
+    wait_for(lambda: get(task_id)["status"] == "succeeded", 40, what="the next task")
+    assert celery_worker.process.poll() is None
+    assert stack.depth(stack.celery_queue) == 0
+
+
 def pool_children(worker: Worker) -> set[int]:
     """The pids of a worker's pool processes (children of its main process)."""
     children = set()

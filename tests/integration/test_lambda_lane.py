@@ -105,6 +105,27 @@ def test_poison_messages_fail_fast_to_the_dlq_and_spare_the_batch(stack):
     assert any("base64" in r or "JSON" in r for r in reasons)
 
 
+#: 10 KB of brackets: more nesting than any JSON decoder survives (RecursionError).
+TOO_DEEP = '{"body": ' + "[" * 5000 + "]" * 5000 + "}"
+
+
+def test_a_message_too_deep_to_decode_is_poison_and_spares_its_batch(stack):
+    ok = submit("test.echo", 1)
+    stack.sqs.send_message(QueueUrl=stack.lambda_queue, MessageBody=TOO_DEEP)
+    result = source(stack).poll_once()
+    assert result.error is None and result.records == 2 and result.deleted == 2
+    assert get(ok)["status"] == "succeeded"
+    (dead,) = stack.receive(stack.lambda_dlq)
+    reason = dead["MessageAttributes"]["tasklane-dead-letter-reason"]["StringValue"]
+    assert "nested too deeply" in reason
+    # and the dead-letter function drops it as undecodable rather than failing its batch
+    stack.sqs.change_message_visibility(
+        QueueUrl=stack.lambda_dlq, ReceiptHandle=dead["ReceiptHandle"], VisibilityTimeout=0
+    )
+    outcome = source(stack, function="deadletter", url=stack.lambda_dlq).poll_once()
+    assert outcome.error is None and outcome.deleted == 1
+
+
 def test_without_a_dlq_poison_is_returned_not_lost(stack, monkeypatch):
     from tasklane.config import settings
 

@@ -156,3 +156,25 @@ def test_a_naive_eta_is_utc_and_a_malformed_one_is_poison():
     assert message.eta_at.tzinfo is not None and message.eta_at.hour == 0
     with pytest.raises(MessageDecodeError, match="eta"):
         _ = codec.CeleryMessage("t", "i", [], {}, eta="next tuesday").eta_at
+
+
+@pytest.mark.parametrize("where", ["envelope", "payload"])
+def test_a_body_too_deep_to_decode_is_a_decode_error_not_a_crash(where):
+    deep = "[" * 5000 + "]" * 5000
+    if where == "envelope":
+        body = '{"body": ' + deep + "}"
+    else:
+        body = codec.encode(
+            "t",
+            str(uuid.uuid4()),
+            routing_key="q",
+            origin="o",
+            reply_to="r",
+            delivery_tag="d",
+            base64_envelope=False,
+        )
+        envelope = json.loads(body)
+        envelope["body"] = base64.b64encode(deep.encode()).decode()
+        body = json.dumps(envelope)
+    with pytest.raises(MessageDecodeError, match="nested too deeply"):
+        codec.decode(body)

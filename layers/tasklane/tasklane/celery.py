@@ -202,6 +202,7 @@ def configure(app: Celery) -> Celery:
     default_queue = queue_name(config.celery_queue_url) if config.celery_queue_url else "celery"
     app.conf.update(
         broker_url="sqs://",
+        broker_transport="tasklane.celery_transport:Transport",
         broker_transport_options={
             "region": _region(),
             "predefined_queues": _queues(),

@@ -154,6 +154,8 @@ def _json(data: str | bytes, what: str) -> Any:
         return json.loads(data)
     except (UnicodeDecodeError, ValueError):
         raise MessageDecodeError(f"{what} is not valid UTF-8 JSON") from None
+    except RecursionError:  # a few KB of brackets: poison, like any undecodable body
+        raise MessageDecodeError(f"{what} is nested too deeply to decode") from None
 
 
 def _envelope(body: str | bytes) -> dict[str, Any]:

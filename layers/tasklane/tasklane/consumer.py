@@ -69,6 +69,9 @@ class ClaimCheckProcessor(BatchProcessor):
                 )
             except MessageDecodeError as exc:
                 self.steps[record.message_id] = Verdict(Outcome.POISON, str(exc))
+            except Exception as exc:  # whatever a body does to a decoder, not to the batch
+                reason = f"message could not be decoded: {type(exc).__name__}"
+                self.steps[record.message_id] = Verdict(Outcome.POISON, reason)
         self.position = {message_id: i for i, message_id in enumerate(self.order)}
 
     def handle_record(self, record: SQSRecord) -> str:

@@ -350,6 +350,12 @@ class DeadLetteringConsumer(Consumer):
         _dead_letter_delivery(message, f"undecodable message: {exc}"[:1000])
         super().on_decode_error(message, exc)  # logs and acknowledges
 
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        """A body kombu could not decode to a message at all (not JSON, or nested too deep:
+        :mod:`tasklane.celery_transport`), or one without a task header."""
+        super().on_unknown_message(body, message)  # logs and rejects: it would loop
+        _move_to_dead_letters(message, "undecodable message: not a Celery task message")
+
 
 @signals.worker_process_init.connect
 def _after_fork(**_: object) -> None:
