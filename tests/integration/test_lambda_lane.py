@@ -12,7 +12,7 @@ from tasklane import database
 from tasklane.local.events import queue_arn
 
 from tests.conftest import MAX_RECEIVES, wait_for
-from tests.integration.helpers import consumer_source, get_task, handler, submit
+from tests.integration.helpers import call_api, consumer_source, get_task, handler, submit
 
 
 def source(stack, function="consumer", url=None, **kw):
@@ -345,6 +345,74 @@ def test_a_task_this_consumer_does_not_know_yet_is_left_for_one_that_does(stack,
     assert stack.depth(stack.lambda_dlq) == 0 and stack.depth(stack.lambda_queue) == 1
     message = stack.sqs.receive_message(QueueUrl=stack.lambda_queue, WaitTimeSeconds=0)
     assert "Messages" not in message  # delayed, not hot-looping
+
+
+def unknown_since(task_id: str):
+    with database.engine().connect() as conn:
+        return conn.execute(
+            text("SELECT unknown_since FROM tasks WHERE id = :id"), {"id": uuid.UUID(task_id)}
+        ).scalar_one()
+
+
+def poll_until(consumer, done, timeout: float = 30, also=None) -> None:
+    """Run the consumer (and ``also``, e.g. the reconciler) until ``done()``."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "timed out"
+        consumer.poll_once()
+        if also is not None:
+            also()
+
+
+def test_a_task_no_consumer_knows_ends_failed_after_the_patience(stack, monkeypatch):
+    """A deploy rolled back: the row exists, no consumer has the code. It is offered again for
+    the patience (an hour; 4 s here), then ends failed. The reconciler runs all along: its
+    stranded sweep touched updated_at, from which the patience was measured, so the task was
+    offered for ever, with more copies of its message each time."""
+    from tasklane import executor, registry, service
+    from tasklane.config import settings
+
+    monkeypatch.setattr(executor, "UNKNOWN_HERE_BACKOFF_S", 1)
+    monkeypatch.setattr(executor, "UNKNOWN_HERE_PATIENCE_S", 4)
+    monkeypatch.setenv("QUEUED_GRACE_SECONDS", "1")
+    monkeypatch.setenv("PENDING_GRACE_SECONDS", "1")
+    monkeypatch.setattr("tasklane.store.MAX_BACKOFF_S", 0)  # the stranded sweep's margin
+    settings.cache_clear()
+    task_id = submit("test.echo", "gone")
+    monkeypatch.delitem(registry._tasks, "test.echo")
+    consumer = source(stack, poll_wait=1)
+    poll_until(consumer, lambda: get(task_id)["status"] != "queued", 60, service.reconcile)
+    failed = get(task_id)
+    assert failed["status"] == "failed" and failed["attempts"] == 0
+    assert failed["error"]["type"] == "UnknownTask"
+    poll_until(consumer, lambda: stack.depth(stack.lambda_queue) == 0)  # no copy circulates
+    assert stack.depth(stack.lambda_dlq) == 0
+
+
+def test_a_task_that_ran_once_and_is_then_unknown_ends_failed_and_a_retry_resumes_it(
+    stack, monkeypatch, tmp_path
+):
+    """Its first run failed; then its code was rolled back. The fresh messages offering it again
+    are not the one its claim recorded, so their dead letters could never end it: the patience
+    does. Once the code is back, a retry runs it."""
+    from tasklane import executor, registry
+
+    monkeypatch.setattr(executor, "UNKNOWN_HERE_BACKOFF_S", 1)
+    task_id = submit("test.flaky", {"marker": str(tmp_path / "runs"), "fail_times": 1})
+    consumer = source(stack, poll_wait=1)
+    assert consumer.poll_once().failed_ids  # claimed, failed: queued for its retry
+    spec = registry._tasks.pop("test.flaky")
+    try:
+        poll_until(consumer, lambda: unknown_since(task_id) is not None, 20)
+        assert get(task_id)["status"] == "queued"  # offered again, within the patience
+        monkeypatch.setattr(executor, "UNKNOWN_HERE_PATIENCE_S", 0)  # an hour later
+        poll_until(consumer, lambda: get(task_id)["status"] == "failed", 20)
+    finally:
+        registry._tasks["test.flaky"] = spec
+    assert get(task_id)["error"]["type"] == "UnknownTask"
+    assert call_api("POST", f"/tasks/{task_id}/retry")[0] == 202
+    poll_until(consumer, lambda: get(task_id)["status"] == "succeeded", 30)
+    assert get(task_id)["attempts"] == 1  # a retry starts its attempts again
 
 
 def test_a_lost_reply_to_a_retry_outcome_leaves_the_message_for_the_retry(stack, tmp_path):

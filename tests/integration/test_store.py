@@ -210,6 +210,22 @@ def test_failure_then_requeue(store):
         store.requeue_failed(uuid.uuid4())
 
 
+def test_a_retry_runs_now_whatever_its_run_at_was(store):
+    """A retried task must not wait for (nor be offered again until) a run_at it once had."""
+    (record,) = store.insert([new(max_attempts=1)])
+    with database.engine().begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE tasks SET status = 'failed', run_at = now() + interval '30 days' "
+                "WHERE id = :id"
+            ),
+            {"id": record.id},
+        )
+    again = store.requeue_failed(record.id)
+    assert again.status is Status.PENDING and again.run_at is None
+    assert isinstance(store.claim(claim(record.id), 60), Claimed)  # due at once
+
+
 def test_release_gives_a_claim_back_without_counting_the_run(store):
     (record,) = store.insert([new()])
     c = claim(record.id)

@@ -283,7 +283,10 @@ class Executor:
 
     def unknown_here(self, delivery: Delivery, exc: UnknownTask) -> Verdict:
         """No task of that name here. If its row exists under that name, the task is real and
-        this consumer is behind (a deploy in progress): leave it for one that knows it."""
+        this consumer is behind (a deploy in progress): it is offered again a minute later, for
+        one that knows it. Once no consumer has known it for an hour (``unknown_since``, which
+        a claim clears), it ends ``failed`` (``UnknownTask``), so it never loops; a retry after
+        a deploy that has its code runs it."""
         try:
             record = self.store.get(delivery.id)
         except TaskNotFound:
@@ -292,14 +295,18 @@ class Executor:
             return Verdict(Outcome.POISON, str(exc))
         if record.status.terminal:
             return Verdict(Outcome.DONE, f"task already {record.status}")
-        logger.warning(
-            "task not known to this consumer: left for one that knows it",
-            extra=task_fields(delivery.id, delivery.task),
-        )
-        waited = (datetime.now(UTC) - record.updated_at).total_seconds()
-        if record.status is not Status.RUNNING and waited < UNKNOWN_HERE_PATIENCE_S:
-            return self._later(delivery, UNKNOWN_HERE_BACKOFF_S, f"{exc} here")
-        return Verdict(Outcome.BUSY, f"{exc} here", UNKNOWN_HERE_BACKOFF_S)
+        fields = task_fields(delivery.id, delivery.task)
+        if record.status is Status.RUNNING:  # a consumer that knows it holds it: leave it
+            return Verdict(Outcome.BUSY, f"{exc} here", UNKNOWN_HERE_BACKOFF_S)
+        status = self.store.unknown_here(delivery.id, delivery.task, UNKNOWN_HERE_PATIENCE_S)
+        if status is None:  # not waiting to run any more (scheduled, or it moved meanwhile)
+            return self._standing(delivery)
+        if status is Status.FAILED:
+            logger.error("no consumer knows this task: failed", extra=fields)
+            metrics.count(metrics.FAILED, record.lane)
+            return Verdict(Outcome.DONE, f"{exc} anywhere: failed")
+        logger.warning("task not known to this consumer: left for one that knows it", extra=fields)
+        return self._later(delivery, UNKNOWN_HERE_BACKOFF_S, f"{exc} here")
 
     def _later(self, delivery: Delivery, seconds: int, reason: str) -> Verdict:
         """Offer the task again in ``seconds`` as a fresh message, and let this one go: a wait

@@ -80,6 +80,8 @@ tasks = Table(
     Column("run_at", DateTime(timezone=True)),
     #: When a running task was asked to stop (it sees it; it then ends ``cancelled``).
     Column("cancel_requested_at", DateTime(timezone=True)),
+    #: Since when consumers meet the task without knowing it (cleared when one claims it).
+    Column("unknown_since", DateTime(timezone=True)),
     #: The workflow the task is a step of (:mod:`tasklane.workflows`).
     Column("workflow_id", UUID(as_uuid=True)),
     #: Its place there: ``{"after": [ids], "input": template, "bound": bool, "then": [ids]}``.
@@ -913,6 +915,36 @@ class TaskStore:
                 raise InvalidTransition(f"task {task_id} is {current}: it cannot be cancelled")
         return TaskRecord.from_row(row)
 
+    def unknown_here(self, task_id: uuid.UUID, task: str, patience_seconds: float) -> Status | None:
+        """A consumer that does not know task ``task`` met it, waiting to run. Notes since when
+        that has been so (and touches the row, so the reconciler sees a delivery, not a lost
+        message); once it has been so for ``patience_seconds``, ends it ``failed``: no consumer
+        has its code (a deploy rolled back), and a retry after one does will run it. Returns
+        the status written (None: the task was not waiting to run)."""
+        waiting = [Status.PENDING.value, Status.QUEUED.value]
+        over = tasks.c.unknown_since < func.now() - literal(
+            timedelta(seconds=patience_seconds), Interval
+        )
+        error = {
+            "type": "UnknownTask",
+            "message": f"no consumer knew task {task!r} for {patience_seconds:.0f} s",
+        }
+        stmt = (
+            update(tasks)
+            .where(tasks.c.id == task_id, tasks.c.task == task, tasks.c.status.in_(waiting))
+            .values(
+                unknown_since=func.coalesce(tasks.c.unknown_since, func.now()),
+                status=case((over, Status.FAILED.value), else_=tasks.c.status),
+                error=case((over, literal(error, JSONB)), else_=tasks.c.error),
+                finished_at=case((over, func.now()), else_=None),
+                updated_at=func.now(),
+            )
+            .returning(tasks.c.status)
+        )
+        with _unavailable_as_error(), self.engine.begin() as conn:
+            status = conn.execute(stmt).scalar_one_or_none()
+        return Status(status) if status else None
+
     def cancel_requested(self, task_id: uuid.UUID) -> bool:
         """Whether a task was asked to stop (read now: a running task polls it)."""
         stmt = select(tasks.c.cancel_requested_at.is_not(None)).where(tasks.c.id == task_id)
@@ -971,8 +1003,8 @@ class TaskStore:
             return list(conn.execute(select(schedules).order_by(schedules.c.name)))
 
     def requeue_failed(self, task_id: uuid.UUID) -> TaskRecord:
-        """``failed → pending``, a new life: attempts and dead letters count from zero and no
-        delivery holds it; the caller sends the message."""
+        """``failed → pending``, a new life, now: attempts and dead letters count from zero, no
+        delivery holds it, and no ``run_at`` holds it back; the caller sends the message."""
         stmt = (
             update(tasks)
             .where(tasks.c.id == task_id, tasks.c.status == Status.FAILED.value)
@@ -982,6 +1014,8 @@ class TaskStore:
                 dead_letters=0,
                 claimed_by=None,
                 cancel_requested_at=None,
+                unknown_since=None,
+                run_at=None,
                 result=None,
                 error=None,
                 finished_at=None,
@@ -1106,6 +1140,7 @@ def select_claim(claim: Claim, lease_seconds: float, *riders: Any) -> Any:
             status=Status.RUNNING.value,
             attempts=tasks.c.attempts + case((tasks.c.claimed_by == token, 0), else_=1),
             claimed_by=token,
+            unknown_since=None,
             lease_until=func.now() + literal(timedelta(seconds=lease_seconds), Interval),
             started_at=func.coalesce(tasks.c.started_at, func.now()),
             updated_at=func.now(),
