@@ -9,6 +9,8 @@ import time
 import uuid
 from pathlib import Path
 
+from tasklane import database
+
 from tests.conftest import MAX_RECEIVES, Worker, wait_for
 from tests.integration.helpers import get_task, submit
 
@@ -356,3 +358,37 @@ def test_a_run_cancelled_for_a_lost_broker_connection_gives_its_claim_back(stack
         # no longer extended: the message is offered again after the queue's 2 s
         again = wait_for(lambda: stack.receive(stack.celery_queue), 10, what="the message back")
         assert again[0]["MessageId"] == message.delivery_info["sqs_message"]["MessageId"]
+
+
+def test_a_run_longer_than_the_outcome_patience_still_waits_out_a_blip(stack, monkeypatch):
+    """A worker's outcome waits for Postgres for OUTCOME_PATIENCE_S (120 s; 4 s here) counted
+    from when the run ends. Counted from its start, any run longer than that gave up on its
+    outcome at the first failed write, and the whole task ran again once its lease expired."""
+    import threading
+
+    from tasklane import registry, worker
+
+    monkeypatch.setattr(worker, "OUTCOME_PATIENCE_S", 4)
+    task_id = submit("test.sleep_celery", {"seconds": 4})  # a run longer than the patience
+    stack.sqs.purge_queue(QueueUrl=stack.celery_queue)  # this test runs the worker's code itself
+    dialect = database.engine().dialect
+    execute = dialect.do_execute
+    outage = threading.Event()
+
+    def do_execute(cursor, statement, parameters, context=None):
+        if outage.is_set():
+            raise dialect.loaded_dbapi.InterfaceError("network error")
+        return execute(cursor, statement, parameters, context)
+
+    monkeypatch.setattr(dialect, "do_execute", do_execute)
+    timers = [threading.Timer(3.5, outage.set), threading.Timer(5.0, outage.clear)]
+    for timer in timers:  # Postgres lost for 1.5 s, from half a second before the run ends
+        timer.start()
+    try:
+        outcome = worker.execute(registry.get("test.sleep_celery"), task_id, "m-1#blip")
+    finally:
+        for timer in timers:
+            timer.cancel()
+        outage.clear()
+    assert outcome == "succeeded"
+    assert (get(task_id)["status"], get(task_id)["attempts"]) == ("succeeded", 1)

@@ -359,10 +359,11 @@ class Executor:
             try:
                 return write()
             except StoreUnavailable:
-                if deadline is None or time.monotonic() + pause >= deadline:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is None or left <= 0:
                     raise
                 logger.warning("database unavailable, retrying", extra=fields)
-                time.sleep(pause)
+                time.sleep(min(pause, left))  # the last try is at the deadline, not before it
                 pause = min(pause * 2, 2.0)
 
     def run(
@@ -373,15 +374,22 @@ class Executor:
         then: Callable[[], Delivery | None] | None = None,
         lease_seconds: float = 0,
         limit_s: float | None = None,
+        patience_s: float | None = None,
     ) -> tuple[Verdict, Attempt | Verdict | None]:
         """Run a claimed task and record its outcome, only while its delivery holds the claim.
 
         ``then``, asked once the task has returned: the delivery its consumer will run next,
         claimed in the same round trip as this outcome (that claim is returned second; a
-        delivery of a task unknown here is not chained). ``deadline`` (``time.monotonic()``)
-        bounds how long the outcome may wait for Postgres; ``limit_s`` stops the task itself
-        (:func:`time_limit`).
+        delivery of a task unknown here is not chained). How long the outcome may wait for
+        Postgres: until ``deadline`` (``time.monotonic()``, the invocation's end), or for
+        ``patience_s`` counted from when the task returns (a worker's run has no deadline of
+        its own, and a long run must not have spent its patience before it ends). ``limit_s``
+        stops the task itself (:func:`time_limit`).
         """
+
+        def outcome_deadline() -> float | None:
+            return deadline if patience_s is None else time.monotonic() + patience_s
+
         fields = task_fields(attempt.id, attempt.spec.name, attempt=attempt.number)
         logger.info("task started", extra=fields)
         outcome: str | Failure
@@ -391,7 +399,7 @@ class Executor:
             outcome = Failure(error_of(exc), final=True)
         else:
             if attempt.spec.transactional:
-                done = self._run_in_transaction(attempt, payload, limit_s, deadline, fields)
+                done = self._run_in_transaction(attempt, payload, limit_s, outcome_deadline, fields)
                 if isinstance(done, Verdict):
                     return done, None
                 outcome = done
@@ -403,12 +411,14 @@ class Executor:
         next_spec = registry.find(following.task) if following is not None else None
         next_claim = following.claim() if following is not None and next_spec else None
 
+        settle_by = outcome_deadline()
+
         def settle(outcome: str | Failure) -> Settled:
             return self._persist(
                 lambda: self.store.settle(
                     attempt.id, attempt.delivery.token, outcome, next_claim, lease_seconds
                 ),
-                deadline,
+                settle_by,
                 fields,
             )
 
@@ -428,7 +438,7 @@ class Executor:
         attempt: Attempt,
         payload: Any,
         limit_s: float | None,
-        deadline: float | None,
+        deadline: Callable[[], float | None],
         fields: dict,
     ) -> Committed | Failure | Verdict:
         """A transactional task: its writes through ``db`` and its ``succeeded`` outcome commit
@@ -452,12 +462,11 @@ class Executor:
         except _ClaimLost:
             return Committed(result_json, None)  # rolled back: another delivery holds it
         except StoreUnavailable:
-            status = self._persist(
-                lambda: self.store.outcome_of(attempt.id, token), deadline, fields
-            )
+            by = deadline()  # counted from the end of the run
+            status = self._persist(lambda: self.store.outcome_of(attempt.id, token), by, fields)
             if status is Status.SUCCEEDED:
                 return Committed(result_json, status)  # it did commit: only the reply was lost
-            self._persist(lambda: self.store.release(attempt.id, token), deadline, fields)
+            self._persist(lambda: self.store.release(attempt.id, token), by, fields)
             logger.warning("database lost before the run committed: run again", extra=fields)
             return Verdict(Outcome.RETRY, "database lost before the run committed", 2)
         except Exception as exc:  # the task's own failure: its writes are rolled back

@@ -267,9 +267,7 @@ def execute(
         step = executor.claim(delivery, lease, time.monotonic() + OUTCOME_PATIENCE_S)
         if isinstance(step, Attempt):
             # The heartbeat keeps the claim while the outcome waits for Postgres.
-            step, _ = executor.run(
-                step, time.monotonic() + OUTCOME_PATIENCE_S, limit_s=spec.time_limit
-            )
+            step, _ = executor.run(step, patience_s=OUTCOME_PATIENCE_S, limit_s=spec.time_limit)
     if step.outcome.acknowledge:
         return step.outcome.value
     if step.outcome is Outcome.POISON:
