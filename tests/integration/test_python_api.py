@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from tasklane import (
     IdempotencyConflict,
@@ -20,6 +21,7 @@ from tasklane import (
     TaskFailed,
     TaskHandle,
     TasklaneError,
+    TaskNotFound,
     UnknownTask,
     database,
     submit,
@@ -172,6 +174,33 @@ def test_rolled_back_the_task_never_existed(stack):
         submit("test.echo", "nor this", connection=session)
         session.rollback()
     assert task_rows() == 0 and stack.depth(stack.lambda_queue) == 0
+    engine.dispose()
+
+
+def test_a_savepoint_rolled_back_inside_the_transaction_keeps_the_tasks_send(stack):
+    engine = create_engine(stack.env["DATABASE_URL"])
+    with Session(engine) as session, session.begin():
+        kept = tasks.echo.delay("outer", connection=session)
+        with pytest.raises(DBAPIError), session.begin_nested():  # the application's retry
+            gone = tasks.echo.delay("inner", connection=session)
+            session.execute(text("SELECT 1/0"))
+    assert kept.status() == "queued" and stack.depth(stack.lambda_queue) == 1
+    with pytest.raises(TaskNotFound):
+        gone.status()  # rolled back with its savepoint: it never existed
+    engine.dispose()
+
+
+def test_a_session_joined_to_a_connection_transaction_sends_after_the_real_commit(stack):
+    """The Session's commit is not the database's: the Connection's transaction is."""
+    engine = create_engine(stack.env["DATABASE_URL"])
+    with engine.connect() as conn:
+        outer = conn.begin()
+        session = Session(bind=conn, join_transaction_mode="create_savepoint")
+        handle = tasks.echo.delay("joined", connection=session)
+        session.commit()
+        assert stack.depth(stack.lambda_queue) == 0  # nothing committed yet
+        outer.commit()
+    assert handle.status() == "queued" and stack.depth(stack.lambda_queue) == 1
     engine.dispose()
 
 

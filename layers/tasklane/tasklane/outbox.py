@@ -5,7 +5,9 @@
 find the row) and never if it rolls back. This module holds the rows' records on the
 transaction and sends them when it ends well:
 
-- a SQLAlchemy ``Session``: at its ``after_commit`` event; dropped at ``after_rollback``;
+- a SQLAlchemy ``Session``: at its ``after_commit`` event; dropped when its outermost
+  transaction ends otherwise (a savepoint rolled back inside it drops nothing). A Session
+  joined to a Connection's transaction commits nothing itself: its records wait for that one;
 - a SQLAlchemy ``Connection``: SQLAlchemy signals a commit only before it happens, so the
   records are sent at the first moment the commit is known to be over: the connection going
   back to its pool (the end of ``with engine.begin()``), or its next transaction beginning.
@@ -73,15 +75,25 @@ def _install_session(session: Session) -> None:
     if event.contains(session, "after_commit", _session_committed):
         return
     event.listen(session, "after_commit", _session_committed)
-    event.listen(session, "after_rollback", _session_rolled_back)
+    event.listen(session, "after_transaction_end", _session_transaction_ended)
 
 
 def _session_committed(session: Session) -> None:
-    _send(session.info.pop(WAITING, []))
+    records = session.info.pop(WAITING, [])
+    bind = session.bind
+    if records and isinstance(bind, Connection) and bind.in_transaction():
+        # joined to the caller's Connection transaction: committed only when that one is
+        send_after_commit(bind, records)
+        return
+    _send(records)
 
 
-def _session_rolled_back(session: Session) -> None:
-    session.info.pop(WAITING, None)
+def _session_transaction_ended(session: Session, transaction: Any) -> None:
+    """The outermost transaction ended without a commit (after one, nothing waits any more):
+    its records are dropped. A savepoint's end changes nothing: the rows of a rolled-back
+    savepoint are simply not there when the records are read again before sending."""
+    if transaction.parent is None:
+        session.info.pop(WAITING, None)
 
 
 def _install_engine(engine: Any) -> None:
