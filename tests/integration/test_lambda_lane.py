@@ -546,3 +546,31 @@ def test_an_expired_stock_message_is_acknowledged_without_running(stack, tmp_pat
     task = get(str(task_id))
     assert task["status"] == "cancelled" and task["error"]["type"] == "TaskExpired"
     assert task["attempts"] == 0 and not ledger.exists()
+
+
+def test_a_stock_expires_still_holds_after_its_eta_deferred_the_task(stack, tmp_path):
+    """countdown=2, expires in a minute: the first delivery defers the task, and the message
+    that runs it later is tasklane's own, without the expires header. The expiry must stay
+    with the task: a lane that reaches it late (here: time moved past it) must not run it."""
+    from datetime import UTC, datetime, timedelta
+
+    ledger = tmp_path / "ledger"
+    task_id = stored_task("test.ledger", {"ledger": str(ledger), "n": 1})
+    stock_celery(stack).send_task(
+        "test.ledger",
+        args=[str(task_id)],
+        task_id=str(task_id),
+        countdown=2,
+        expires=datetime.now(UTC) + timedelta(minutes=1),
+        queue="tl-lambda",
+    )
+    consumer = source(stack)
+    assert wait_for(consumer.poll_once, 10, what="the countdown message").deleted == 1
+    (row,) = stack.query("SELECT status, expires_at FROM tasks")
+    assert row.status == "queued" and row.expires_at is not None
+    with database.engine().begin() as conn:  # a backlog: the lane reaches it a minute late
+        conn.execute(text("UPDATE tasks SET expires_at = now() - interval '1 second'"))
+    wait_for(lambda: deleted(consumer.poll_once()), 15, what="the delayed message")
+    task = get(str(task_id))
+    assert task["status"] == "cancelled" and task["error"]["type"] == "TaskExpired"
+    assert task["attempts"] == 0 and not ledger.exists()

@@ -265,7 +265,10 @@ class Executor:
         if delivery.eta is not None and delivery.eta > now:
             from tasklane.service import defer
 
-            if defer(delivery.id, delivery.task, delivery.eta, store=self.store) is not None:
+            deferred = defer(
+                delivery.id, delivery.task, delivery.eta, store=self.store, expires=delivery.expires
+            )
+            if deferred is not None:
                 logger.info("deferred to its eta", extra=fields | {"eta": delivery.eta})
                 return Verdict(Outcome.DONE, f"deferred to {delivery.eta.isoformat()}")
             return self._standing(delivery)
@@ -338,6 +341,12 @@ class Executor:
             )
         if claim.status.terminal:
             return Verdict(Outcome.DONE, f"task already {claim.status}")
+        expired = claim.expires_at is not None and claim.expires_at <= datetime.now(UTC)
+        if expired and claim.status is not Status.RUNNING:
+            assert claim.expires_at is not None
+            if self.store.expire(delivery.id, delivery.task, claim.expires_at):
+                logger.warning("task expired before it ran", extra=task_fields(delivery.id))
+            return Verdict(Outcome.DONE, "expired")
         if claim.run_at is not None and claim.status is not Status.RUNNING:
             wait = (claim.run_at - datetime.now(UTC)).total_seconds()
             if wait > 0:  # arrived before it is due: offered again when it is

@@ -396,15 +396,17 @@ def defer(
     task: str,
     run_at: datetime,
     *,
+    expires: datetime | None = None,
     store: TaskStore | None = None,
     config: Settings | None = None,
 ) -> TaskRecord | None:
     """Make a waiting task run no earlier than ``run_at``, without holding anything in memory:
     due within SQS's delay limit, its message is sent now with the delay left; later, it is
-    ``scheduled`` and :func:`reconcile` sends it when it comes within that limit. None when
-    the task is not waiting (running or finished)."""
+    ``scheduled`` and :func:`reconcile` sends it when it comes within that limit. ``expires``
+    stays with the task: reached first, it ends ``cancelled`` unrun. None when the task is not
+    waiting (running or finished)."""
     store = store or default_store()
-    record = store.defer(task_id, task, run_at, broker.MAX_DELAY_S)
+    record = store.defer(task_id, task, run_at, broker.MAX_DELAY_S, expires)
     if record is None or record.status is Status.SCHEDULED:
         return record
     (record,) = _send([record], store, config or settings())

@@ -80,6 +80,8 @@ tasks = Table(
     Column("run_at", DateTime(timezone=True)),
     #: When a running task was asked to stop (it sees it; it then ends ``cancelled``).
     Column("cancel_requested_at", DateTime(timezone=True)),
+    #: Not to run after then (a deferred stock message's ``expires``): it ends ``cancelled``.
+    Column("expires_at", DateTime(timezone=True)),
     #: Since when consumers meet the task without knowing it (cleared when one claims it).
     Column("unknown_since", DateTime(timezone=True)),
     #: The workflow the task is a step of (:mod:`tasklane.workflows`).
@@ -304,6 +306,7 @@ class NotClaimed:
     status: Status | None
     task: str | None
     run_at: datetime | None = None
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -834,11 +837,18 @@ class TaskStore:
         return (Status(row.status), row.lane) if row else None
 
     def defer(
-        self, task_id: uuid.UUID, task: str, run_at: datetime, near_seconds: float
+        self,
+        task_id: uuid.UUID,
+        task: str,
+        run_at: datetime,
+        near_seconds: float,
+        expires_at: datetime | None = None,
     ) -> TaskRecord | None:
         """A task not to run before ``run_at``: ``pending`` (its delayed message is sent now)
         when that is within ``near_seconds``, else ``scheduled`` for :meth:`claim_due`. Only a
-        task waiting for its run (``pending``/``queued``) is deferred; None otherwise."""
+        task waiting for its run (``pending``/``queued``) is deferred; None otherwise.
+        ``expires_at`` (the deferred message's ``expires``) is kept: no claim takes the task
+        after it."""
         near = literal(run_at) <= func.now() + literal(timedelta(seconds=near_seconds), Interval)
         stmt = (
             update(tasks)
@@ -850,6 +860,9 @@ class TaskStore:
             .values(
                 status=case((near, Status.PENDING.value), else_=Status.SCHEDULED.value),
                 run_at=run_at,
+                expires_at=func.coalesce(
+                    literal(expires_at, DateTime(timezone=True)), tasks.c.expires_at
+                ),
                 updated_at=func.now(),
             )
             .returning(*_PUBLIC)
@@ -1107,7 +1120,11 @@ class TaskStore:
 
 
 def _due() -> Any:
-    return or_(tasks.c.run_at.is_(None), tasks.c.run_at <= func.now())
+    """Due, and not expired: a claim takes neither an early task nor an expired one."""
+    return and_(
+        or_(tasks.c.run_at.is_(None), tasks.c.run_at <= func.now()),
+        or_(tasks.c.expires_at.is_(None), tasks.c.expires_at > func.now()),
+    )
 
 
 def select_claim(claim: Claim, lease_seconds: float, *riders: Any) -> Any:
@@ -1156,6 +1173,7 @@ def select_claim(claim: Claim, lease_seconds: float, *riders: Any) -> Any:
         before.c.status,
         before.c.task,
         before.c.run_at,
+        before.c.expires_at,
     ]
     return select(*riders, *columns).select_from(
         asked.outerjoin(claimed, claimed.c.id == asked.c.id).outerjoin(
@@ -1167,7 +1185,9 @@ def select_claim(claim: Claim, lease_seconds: float, *riders: Any) -> Any:
 def _claim_of(task_id: uuid.UUID, row: Any) -> Claimed | NotClaimed:
     if row.attempts is not None:
         return Claimed(task_id, row.attempts, row.payload)
-    return NotClaimed(task_id, Status(row.status) if row.status else None, row.task, row.run_at)
+    return NotClaimed(
+        task_id, Status(row.status) if row.status else None, row.task, row.run_at, row.expires_at
+    )
 
 
 def _settle_update(task_id: uuid.UUID, token: str, outcome: str | Failure) -> Any:
