@@ -247,3 +247,11 @@ def _fault_body(payload, db):
 
 task(name="fault.body_lambda", lane="lambda", transactional=True)(_fault_body)
 task(name="fault.body_celery", lane="celery", transactional=True)(_fault_body)
+
+
+@task(name="test.nul_result", lane="lambda")
+def nul_result(payload):
+    """Returns what Postgres cannot store in jsonb (a NUL character)."""
+    with open(payload["ledger"], "a") as f:
+        f.write("ran\n")
+    return {"text": "a\u0000b"}

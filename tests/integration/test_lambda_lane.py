@@ -574,3 +574,16 @@ def test_a_stock_expires_still_holds_after_its_eta_deferred_the_task(stack, tmp_
     task = get(str(task_id))
     assert task["status"] == "cancelled" and task["error"]["type"] == "TaskExpired"
     assert task["attempts"] == 0 and not ledger.exists()
+
+
+def test_a_result_postgres_cannot_store_fails_the_task_once(stack, tmp_path):
+    """jsonb refuses \\u0000. The run's result is what it is: running it again (and repeating
+    its side effects) would make the same one, so the task fails at once."""
+    ledger = tmp_path / "ledger"
+    task_id = submit("test.nul_result", {"ledger": str(ledger)})
+    result = source(stack).poll_once()
+    assert result.deleted == 1 and not result.failed_ids
+    task = get(task_id)
+    assert task["status"] == "failed" and task["attempts"] == 1
+    assert "cannot be stored" in task["error"]["message"]
+    assert ledger.read_text().splitlines() == ["ran"]

@@ -433,8 +433,8 @@ class Executor:
 
         try:
             status, ahead, released = settle(outcome)
-        except InvalidRequest as exc:  # a result Postgres cannot hold (\u0000) fails the attempt
-            outcome = Failure(error_of(exc))
+        except InvalidRequest as exc:  # a result Postgres cannot hold (\u0000): the same run
+            outcome = Failure(error_of(exc), final=True)  # would make it again; do not repeat it
             status, ahead, released = settle(outcome)
         _send_released(released, self.store)
         next_step = None
