@@ -1058,8 +1058,9 @@ class TaskStore:
 
         - ``pending`` past the grace period: the send failed, or the producer died after the
           commit;
-        - ``running`` with a lease expired past the grace period: the consumer died, and its
-          message may be gone too;
+        - ``running`` with a lease expired past the grace period, in a lane whose queue shows
+          no waiting message: the consumer died, and its message may be gone too (in a busy
+          lane it may be waiting its turn: a copy each grace period would pile up);
         - ``queued`` with nothing written for ``stranded_seconds`` beyond the longest retry
           back-off, in a lane whose queue shows no waiting message, and not due later: its
           message was acknowledged while the task was not done. A task waiting out a back-off
@@ -1078,7 +1079,11 @@ class TaskStore:
             .where(
                 or_(
                     and_(tasks.c.status == Status.PENDING.value, tasks.c.updated_at < grace),
-                    and_(tasks.c.status == Status.RUNNING.value, tasks.c.lease_until < grace),
+                    and_(
+                        tasks.c.status == Status.RUNNING.value,
+                        tasks.c.lease_until < grace,
+                        tasks.c.lane.in_(list(quiet_lanes)),
+                    ),
                     and_(
                         tasks.c.status == Status.QUEUED.value,
                         tasks.c.updated_at < stranded,
