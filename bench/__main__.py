@@ -29,6 +29,7 @@ MEASUREMENTS = [
     "end_to_end",
     "payload_size",
     "eta_lateness",
+    "workflows",
 ]
 RESULTS = Path(__file__).resolve().parent / "results"
 
