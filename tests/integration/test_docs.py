@@ -117,3 +117,20 @@ def test_the_later_example_runs(tasklane_eager):
     finally:  # periodic tasks left registered would fire in other tests' scheduled passes
         for name in ("reports.nightly", "cache.warm", "exports.rows"):
             registry._tasks.pop(name, None)
+
+
+def test_the_workflows_example_runs(tasklane_eager):
+    from tasklane import registry
+
+    try:
+        namespace = runpy.run_path(str(DOCS / "examples" / "workflows.py"))
+        assert namespace["result"] == {"published": "daily", "images": 3}
+        assert namespace["handle"].status() == "succeeded"
+        assert [r["image"] for r in namespace["side_by_side"].get(timeout=0)] == [
+            "a.png",
+            "b.png",
+            "c.png",
+        ]
+    finally:
+        for name in ("images.resize", "images.index", "reports.publish"):
+            registry._tasks.pop(name, None)
