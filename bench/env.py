@@ -110,8 +110,7 @@ def standalone(quick: bool = False, stock_moto: bool = False) -> Iterator[BenchE
     service.default_store.cache_clear()
     broker.sqs.cache_clear()
     try:
-        with database.engine().begin() as conn:
-            migrate.upgrade(conn)
+        migrate.upgrade(database.engine())
         bench = BenchEnv(env, moto.endpoint, moto.reset, quick=quick)
         bench.reset_queues()
         yield bench

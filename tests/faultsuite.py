@@ -709,8 +709,7 @@ def main() -> None:  # pragma: no cover - the larger run, by hand
         }
         os.environ.update(env)
         settings.cache_clear()
-        with database.engine().begin() as conn:
-            migrate.upgrade(conn)
+        migrate.upgrade(database.engine())
         report = run(
             Environment(env, urls, client, cluster), tasks=args.tasks, seed=args.seed, timeout=900
         )

@@ -155,8 +155,7 @@ class LocalStack:
             self.database_url = self.postgres.url("tasklane")
         engine = create_engine(self.database_url)
         try:
-            with engine.begin() as conn:
-                migrate.upgrade(conn)
+            migrate.upgrade(engine)
         finally:
             engine.dispose()
         logger.info("postgres ready, schema migrated", extra={"url": self.database_url})

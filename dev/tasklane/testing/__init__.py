@@ -314,8 +314,7 @@ def tasklane_database(request: pytest.FixtureRequest, tasklane_postgres: str) ->
     os.environ.update(env)
     refresh()
     engine = create_engine(tasklane_postgres)
-    with engine.begin() as conn:
-        migrate.upgrade(conn)
+    migrate.upgrade(engine)
     engine.dispose()
     yield tasklane_postgres
     for key, value in saved.items():

@@ -6,24 +6,28 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # Alembic is imported when a migration runs, not when the function loads
     from alembic.config import Config
-    from sqlalchemy import Connection
+    from sqlalchemy import Connection, Engine
 
 
-def alembic_config(connection: Connection | None = None) -> Config:
+def alembic_config(engine: Engine | None = None) -> Config:
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", "tasklane:migrations")
-    if connection is not None:
-        config.attributes["connection"] = connection
+    if engine is not None:
+        config.attributes["engine"] = engine
     return config
 
 
-def upgrade(connection: Connection | None = None, revision: str = "head") -> None:
-    """Create or upgrade the schema; safe to run on every deploy (it never drops data)."""
+def upgrade(engine: Engine | None = None, revision: str = "head") -> None:
+    """Create or upgrade the schema; safe to run on every deploy (it never drops data).
+
+    ``engine``: the database's (default: tasklane's own). Migrations take a connection of
+    their own, outside any transaction of the caller's: an index on a large table is built
+    ``CONCURRENTLY``, which cannot run inside one."""
     from alembic import command
 
-    command.upgrade(alembic_config(connection), revision)
+    command.upgrade(alembic_config(engine), revision)
 
 
 def current_revision(connection: Connection) -> str | None:

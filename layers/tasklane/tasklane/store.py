@@ -95,8 +95,11 @@ tasks = Table(
     ),
     CheckConstraint("lane IN ('lambda', 'celery')", name="ck_tasks_lane"),
     Index("ix_tasks_status_updated_at", "status", "updated_at"),
-    Index("ix_tasks_created_at", "created_at"),
 )
+# Listing newest first (keyset pages on created_at, id), alone or by status or task name.
+Index("ix_tasks_created_id", tasks.c.created_at.desc(), tasks.c.id.desc())
+Index("ix_tasks_status_created_id", tasks.c.status, tasks.c.created_at.desc(), tasks.c.id.desc())
+Index("ix_tasks_task_created_id", tasks.c.task, tasks.c.created_at.desc(), tasks.c.id.desc())
 
 workflows = Table(
     "workflows",
