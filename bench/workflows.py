@@ -53,14 +53,16 @@ def _callback_delay(bench: BenchEnv, members: int) -> float:
         if done == "succeeded":
             break
     with database.engine().connect() as conn:
-        return conn.execute(
-            text(
-                "SELECT extract(epoch FROM b.started_at - max(m.finished_at)) FROM tasks b, "
-                "tasks m WHERE b.id = :body AND m.id = ANY(CAST(:members AS uuid[])) "
-                "GROUP BY b.started_at"
-            ),
-            {"body": body, "members": [str(i) for i in handle.task_ids[:-1]]},
-        ).scalar_one()
+        return float(
+            conn.execute(
+                text(
+                    "SELECT extract(epoch FROM b.started_at - max(m.finished_at)) FROM tasks b, "
+                    "tasks m WHERE b.id = :body AND m.id = ANY(CAST(:members AS uuid[])) "
+                    "GROUP BY b.started_at"
+                ),
+                {"body": body, "members": [str(i) for i in handle.task_ids[:-1]]},
+            ).scalar_one()
+        )
 
 
 def run(bench: BenchEnv) -> dict:
