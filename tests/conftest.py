@@ -73,3 +73,19 @@ def celery_worker(stack: Stack) -> Iterator[Worker]:
     finally:
         worker.stop()
         print("\n--- celery worker output ---\n" + "\n".join(worker.lines[-80:]))
+
+
+@pytest.fixture
+def fresh_database(pg_cluster: Any) -> Iterator[Any]:
+    """An engine on an empty database of its own (not migrated)."""
+    import uuid
+
+    from sqlalchemy import create_engine
+
+    if pg_cluster is None:
+        pytest.skip("needs the throwaway cluster (TEST_DATABASE_URL names a shared server)")
+    name = f"fresh_{uuid.uuid4().hex[:8]}"
+    pg_cluster.create_database(name)
+    engine = create_engine(pg_cluster.url(name))
+    yield engine
+    engine.dispose()

@@ -23,7 +23,8 @@ def call_api(
     if raw is None and body is not None:
         raw = json.dumps(body)
     hdrs = {"content-type": "application/json"} | (headers or {})
-    event = http_event(method, path, headers=hdrs, body=raw)
+    path, _, query = path.partition("?")
+    event = http_event(method, path, headers=hdrs, query=query, body=raw)
     response = handler("producer")(event, LambdaContext(function_name="producer"))
     parsed = json.loads(response["body"]) if response.get("body") else None
     return (

@@ -5,25 +5,12 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from tasklane import migrate
 from tasklane.store import metadata
-
-
-@pytest.fixture
-def fresh(pg_cluster):
-    """An empty database of its own."""
-    if pg_cluster is None:
-        pytest.skip("needs the throwaway cluster (TEST_DATABASE_URL names a shared server)")
-    name = f"mig_{uuid.uuid4().hex[:8]}"
-    pg_cluster.create_database(name)
-    engine = create_engine(pg_cluster.url(name))
-    yield engine
-    engine.dispose()
 
 
 def revisions() -> list[str]:
@@ -39,7 +26,8 @@ def table_file(engine) -> int:
         ).scalar_one()
 
 
-def test_each_migration_keeps_the_rows_and_never_rewrites_the_table(fresh):
+def test_each_migration_keeps_the_rows_and_never_rewrites_the_table(fresh_database):
+    fresh = fresh_database
     first, *later = revisions()
     migrate.upgrade(fresh, first)
     task_id = uuid.uuid4()
@@ -69,7 +57,8 @@ def test_each_migration_keeps_the_rows_and_never_rewrites_the_table(fresh):
     assert invalid == 0  # every index built concurrently finished
 
 
-def test_migrating_again_changes_nothing_and_matches_the_code(fresh):
+def test_migrating_again_changes_nothing_and_matches_the_code(fresh_database):
+    fresh = fresh_database
     migrate.upgrade(fresh)
     migrate.upgrade(fresh)  # every deploy runs it
     with fresh.connect() as conn:

@@ -32,6 +32,7 @@ def test_the_document_is_served_and_complete(stack):
     operations = {(m.upper(), p) for p, ops in document["paths"].items() for m in ops}
     assert operations == {
         ("POST", "/tasks"),
+        ("GET", "/tasks"),
         ("POST", "/tasks/batch"),
         ("GET", "/tasks/{task_id}"),
         ("POST", "/tasks/{task_id}/retry"),

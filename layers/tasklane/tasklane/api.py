@@ -20,7 +20,8 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
-from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
+from pydantic import AwareDatetime
 
 from tasklane import service, workflows
 from tasklane.config import settings
@@ -34,19 +35,23 @@ from tasklane.errors import (
     TaskNotFound,
     UnknownTask,
 )
+from tasklane.lifecycle import Status
 from tasklane.logs import logger
 from tasklane.schemas import (
     BatchRequest,
     BatchResponse,
     ErrorResponse,
+    LaneName,
     SubmitRequest,
     TaskDetail,
+    TaskPage,
+    TaskStatus,
     TaskSummary,
     WorkflowCreated,
     WorkflowDetail,
     WorkflowNode,
 )
-from tasklane.store import TaskRecord
+from tasklane.store import TaskFilter, TaskRecord
 
 TITLE = "tasklane"
 VERSION = "1.0.0"
@@ -196,6 +201,40 @@ def submit_task(
 def submit_batch(body: Annotated[BatchRequest, Body()]):
     records = service.submit_batch(service.parse_batch(body.model_dump(), settings()))
     return _json(202, {"tasks": [summary(r) for r in records]})
+
+
+@app.get(
+    "/tasks",
+    summary="Find tasks: newest first, filtered, a page at a time",
+    description="Keyset pagination: pass the page's next_cursor as cursor for the next page. "
+    "Pages hold still while tasks arrive (new ones come before the first page).",
+    responses={
+        200: {"description": "One page", "content": {JSON: {"model": TaskPage}}},
+        **_errors(400, 503),
+    },
+)
+def list_tasks(
+    status: Annotated[TaskStatus | None, Query(description="Only tasks in this status")] = None,
+    task: Annotated[
+        str | None, Query(min_length=1, max_length=200, description="Only this task name")
+    ] = None,
+    lane: Annotated[LaneName | None, Query(description="Only this lane")] = None,
+    created_after: Annotated[
+        AwareDatetime | None, Query(description="Created after this moment (RFC 3339)")
+    ] = None,
+    created_before: Annotated[
+        AwareDatetime | None, Query(description="Created before this moment (RFC 3339)")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=service.PAGE_MAX, description="Page size")] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="The previous page's next_cursor")
+    ] = None,
+):
+    where = TaskFilter(
+        Status(status) if status else None, task, lane, created_after, created_before
+    )
+    page = service.list_tasks(where, limit, cursor)
+    return _json(200, {"tasks": [detail(r) for r in page.tasks], "next_cursor": page.next_cursor})
 
 
 @app.get(

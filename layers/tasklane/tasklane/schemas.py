@@ -161,6 +161,13 @@ class TaskDetail(TaskSummary):
     workflow_id: str | None = Field(None, description="The workflow it is a step of, if any")
 
 
+class TaskPage(BaseModel):
+    """One page of tasks, newest first; ``next_cursor`` fetches the next (null: no more)."""
+
+    tasks: list[TaskDetail]
+    next_cursor: str | None
+
+
 class ErrorBody(BaseModel):
     code: str = Field(examples=["invalid_request"])
     message: str

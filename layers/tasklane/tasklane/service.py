@@ -6,8 +6,11 @@ reconciler call these and only shape their input and output.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import hashlib
+import json
 import math
 import uuid
 from collections.abc import Sequence
@@ -29,7 +32,7 @@ from tasklane.errors import (
 from tasklane.lanes import Lane, queue_url
 from tasklane.lifecycle import Status
 from tasklane.logs import logger, task_fields
-from tasklane.store import NewTask, TaskRecord, TaskStore
+from tasklane.store import NewTask, TaskFilter, TaskRecord, TaskStore
 
 if TYPE_CHECKING:  # the ORM is imported only by applications that pass a Session
     from sqlalchemy import Connection
@@ -275,6 +278,56 @@ def get_task(task_id: str | uuid.UUID, *, store: TaskStore | None = None) -> Tas
     except ValueError:
         raise TaskNotFound(f"no task with id {task_id}") from None
     return (store or default_store()).get(parsed)
+
+
+#: The most tasks one page of a listing holds.
+PAGE_MAX = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing, and the cursor of the next (None: this was the last)."""
+
+    tasks: list[TaskRecord]
+    next_cursor: str | None
+
+
+def _cursor(record: TaskRecord) -> str:
+    assert record.created_at is not None
+    raw = json.dumps([record.created_at.isoformat(), str(record.id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _after(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, task_id = json.loads(raw)
+        moment = datetime.fromisoformat(created_at)
+        if moment.tzinfo is None:
+            raise ValueError("naive")
+        return moment, uuid.UUID(task_id)
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise InvalidRequest(
+            "cursor: not one this API gave (pass next_cursor as it came)"
+        ) from None
+
+
+def list_tasks(
+    where: TaskFilter,
+    limit: int = 50,
+    cursor: str | None = None,
+    *,
+    store: TaskStore | None = None,
+) -> Page:
+    """Tasks matching ``where``, newest first, ``limit`` (1 to 500) at a time: pass the page's
+    ``next_cursor`` for the next. Pages hold still while tasks arrive (keyset pagination)."""
+    if not 1 <= limit <= PAGE_MAX:
+        raise InvalidRequest(f"limit must be 1 to {PAGE_MAX}")
+    if where.lane is not None and where.lane not in {lane.value for lane in Lane}:
+        raise InvalidRequest("lane must be 'lambda' or 'celery'")
+    found = (store or default_store()).find(where, limit + 1, _after(cursor) if cursor else None)
+    page = found[:limit]
+    return Page(page, _cursor(page[-1]) if len(found) > limit else None)
 
 
 def cancel_task(task_id: str | uuid.UUID, *, store: TaskStore | None = None) -> TaskRecord:

@@ -41,6 +41,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy import exc as sa_exc
@@ -263,6 +264,31 @@ class TaskRecord:
     def from_row(cls, row: Any) -> TaskRecord:
         m = row._mapping
         return cls(**{c.name: m[c.name] for c in _PUBLIC} | {"status": Status(m["status"])})
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFilter:
+    """Which tasks to find (each part optional): status, task name, lane, creation window."""
+
+    status: Status | None = None
+    task: str | None = None
+    lane: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    def conditions(self) -> list[Any]:
+        found = []
+        if self.status is not None:
+            found.append(tasks.c.status == self.status.value)
+        if self.task is not None:
+            found.append(tasks.c.task == self.task)
+        if self.lane is not None:
+            found.append(tasks.c.lane == self.lane)
+        if self.created_after is not None:
+            found.append(tasks.c.created_at > self.created_after)
+        if self.created_before is not None:
+            found.append(tasks.c.created_at < self.created_before)
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,12 +532,16 @@ class TaskStore:
             raise TaskNotFound(f"no task with id {task_id}")
         return TaskRecord.from_row(row)
 
-    def recent(self, limit: int = 20, status: Status | None = None) -> list[TaskRecord]:
-        stmt = select(*_PUBLIC).order_by(tasks.c.created_at.desc()).limit(limit)
-        if status is not None:
-            stmt = stmt.where(tasks.c.status == status.value)
+    def find(
+        self, where: TaskFilter, limit: int, after: tuple[datetime, uuid.UUID] | None = None
+    ) -> list[TaskRecord]:
+        """Tasks matching ``where``, newest first (``created_at``, then ``id``), at most
+        ``limit``, from just after ``after`` (the last one of the page before): keyset pages,
+        each an index range scan, stable while new tasks arrive (they come before page one)."""
         with _unavailable_as_error(), self.engine.connect() as conn:
-            return [TaskRecord.from_row(r) for r in conn.execute(stmt)]
+            return [
+                TaskRecord.from_row(r) for r in conn.execute(find_statement(where, limit, after))
+            ]
 
     # -- execution ---------------------------------------------------------------------------
     def claim(self, claim: Claim, lease_seconds: float) -> Claimed | NotClaimed:
@@ -1125,6 +1155,21 @@ class TaskStore:
         with _unavailable_as_error(), self.engine.begin() as conn:
             conn.execute(ended)
             return [TaskRecord.from_row(r) for r in conn.execute(stmt)]
+
+
+def find_statement(
+    where: TaskFilter, limit: int, after: tuple[datetime, uuid.UUID] | None = None
+) -> Any:
+    """The query of :meth:`TaskStore.find` (the tests read its plan)."""
+    stmt = (
+        select(*_PUBLIC)
+        .where(*where.conditions())
+        .order_by(tasks.c.created_at.desc(), tasks.c.id.desc())
+        .limit(limit)
+    )
+    if after is not None:
+        stmt = stmt.where(tuple_(tasks.c.created_at, tasks.c.id) < tuple_(*after))
+    return stmt
 
 
 def _due() -> Any:
