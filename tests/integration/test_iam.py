@@ -111,6 +111,8 @@ def producer(stack, recorder: Recorder) -> None:
     with recorder.running():
         call_api("POST", "/tasks", {"task": "test.echo", "payload": 1})
         call_api("POST", "/tasks/batch", {"tasks": [{"task": "test.echo_celery", "payload": 1}]})
+        call_api("GET", "/stats")  # every queue's depth
+        call_api("POST", "/tasks/retry", {})  # the bulk send path
 
 
 def consumer(stack, recorder: Recorder) -> None:

@@ -34,6 +34,8 @@ def test_the_document_is_served_and_complete(stack):
         ("POST", "/tasks"),
         ("GET", "/tasks"),
         ("POST", "/tasks/batch"),
+        ("POST", "/tasks/retry"),
+        ("GET", "/stats"),
         ("GET", "/tasks/{task_id}"),
         ("POST", "/tasks/{task_id}/retry"),
         ("POST", "/tasks/{task_id}/cancel"),

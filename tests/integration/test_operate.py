@@ -112,3 +112,62 @@ def test_bad_queries_are_400(stack, query):
     status, body = page(**query)
     assert status == 400, body
     assert body["error"]["code"] == "invalid_request"
+
+
+# ------------------------------------------------------------------------------ bulk retry
+def test_bulk_retry_requeues_the_failed_tasks_matching_and_says_when_more_remain(stack):
+    wanted = insert(5, task="test.echo", status="failed", age_s=5)
+    other = insert(3, task="test.size", status="failed", age_s=5)
+    done = insert(2, task="test.echo", status="succeeded", age_s=5)
+    status, _, body = call_api("POST", "/tasks/retry", {"task": "test.echo", "limit": 3})
+    assert status == 202 and body["more"] is True
+    assert body["retried"] == wanted[::-1][:3]  # newest first
+    status, _, body = call_api("POST", "/tasks/retry", {"task": "test.echo"})
+    assert body["retried"] == wanted[::-1][3:] and body["more"] is False
+    assert stack.depth(stack.lambda_queue) == 5  # sent, through the bulk path
+    for task_id in wanted:
+        task = call_api("GET", f"/tasks/{task_id}")[2]
+        assert task["status"] == "queued" and task["attempts"] == 0
+    assert {call_api("GET", f"/tasks/{i}")[2]["status"] for i in other} == {"failed"}
+    assert {call_api("GET", f"/tasks/{i}")[2]["status"] for i in done} == {"succeeded"}
+    assert call_api("POST", "/tasks/retry", {"task": "test.echo"})[2] == {
+        "retried": [],
+        "more": False,
+    }
+
+
+@pytest.mark.parametrize(
+    "body", [{"status": "succeeded"}, {"limit": 1001}, {"limit": 0}, {"lane": "x"}, {"x": 1}]
+)
+def test_bulk_retry_refuses_what_is_not_a_retry_of_failed_tasks(stack, body):
+    insert(1, status="failed")
+    status, _, answer = call_api("POST", "/tasks/retry", body)
+    assert status == 400, answer
+    assert stack.depth(stack.lambda_queue) == 0
+
+
+# ------------------------------------------------------------------------------ stats
+def test_stats_count_by_status_and_lane_and_show_the_backlog(stack):
+    insert(4, status="queued", age_s=120)
+    insert(2, task="test.echo_celery", lane="celery", status="queued", age_s=30)
+    insert(3, status="succeeded")
+    with database.engine().begin() as conn:  # finished: two now, one five minutes ago
+        conn.execute(
+            text(
+                "UPDATE tasks SET finished_at = now() - CASE WHEN payload = '1' "
+                "THEN interval '5 minutes' ELSE interval '0' END WHERE status = 'succeeded'"
+            )
+        )
+    stack.sqs.send_message(QueueUrl=stack.lambda_dlq, MessageBody="dead")
+    status, _, stats = call_api("GET", "/stats")
+    assert status == 200
+    assert stats["counts"] == {
+        "queued": {"lambda": 4, "celery": 2},
+        "succeeded": {"lambda": 3},
+    }
+    assert 120 <= stats["oldest_queued_seconds"]["lambda"] < 180
+    assert 30 <= stats["oldest_queued_seconds"]["celery"] < 90
+    minutes = stats["finished_per_minute"]
+    assert len(minutes) == 15 and minutes[-1]["succeeded"] == 2
+    assert sum(m["succeeded"] for m in minutes) == 3 and minutes[-6]["succeeded"] == 1
+    assert stats["queue_depths"] == {"lambda": 0, "lambda_dlq": 1, "celery": 0, "celery_dlq": 0}

@@ -331,3 +331,22 @@ def test_a_task_that_never_ran_goes_back_to_pending_a_bounded_number_of_times(st
     assert mark_dead(store, record.id, f"m-{uuid.uuid4()}") is Status.FAILED
     row = store.get(record.id)
     assert row.attempts == 0 and "never ran" in row.error["message"]
+
+
+def test_the_scheduled_passes_take_no_more_than_their_limit(store):
+    """``id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)`` let the planner re-run the subquery
+    for every candidate row (a nested-loop semi-join), taking all of them whatever n."""
+    from datetime import UTC, datetime, timedelta
+
+    soon = datetime.now(UTC) + timedelta(hours=2)
+    store.insert(
+        [NewTask(uuid.uuid4(), "test.echo", "lambda", "1", run_at=soon) for _ in range(5)], 60
+    )
+    with database.engine().begin() as conn:
+        conn.execute(text("UPDATE tasks SET run_at = now() + interval '1 minute'"))
+    assert len(store.claim_due(900, limit=3)) == 3
+    assert len(store.claim_due(900, limit=3)) == 2
+    with database.engine().begin() as conn:  # all pending, left there past the grace
+        conn.execute(text("UPDATE tasks SET updated_at = now() - interval '1 hour'"))
+    assert len(store.claim_stale(60, 900, [], limit=3)) == 3
+    assert len(store.claim_stale(60, 900, [], limit=3)) == 2

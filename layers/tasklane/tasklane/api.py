@@ -21,7 +21,6 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestValidationError,
 )
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
-from pydantic import AwareDatetime
 
 from tasklane import service, workflows
 from tasklane.config import settings
@@ -42,6 +41,10 @@ from tasklane.schemas import (
     BatchResponse,
     ErrorResponse,
     LaneName,
+    Moment,
+    RetryRequest,
+    RetryResponse,
+    Stats,
     SubmitRequest,
     TaskDetail,
     TaskPage,
@@ -220,10 +223,10 @@ def list_tasks(
     ] = None,
     lane: Annotated[LaneName | None, Query(description="Only this lane")] = None,
     created_after: Annotated[
-        AwareDatetime | None, Query(description="Created after this moment (RFC 3339)")
+        Moment | None, Query(description="Created after this moment (RFC 3339)")
     ] = None,
     created_before: Annotated[
-        AwareDatetime | None, Query(description="Created before this moment (RFC 3339)")
+        Moment | None, Query(description="Created before this moment (RFC 3339)")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=service.PAGE_MAX, description="Page size")] = 50,
     cursor: Annotated[
@@ -247,6 +250,42 @@ def list_tasks(
 )
 def get_task(task_id: Annotated[str, Path(description="The task's id")]):
     return _json(200, detail(service.get_task(task_id)))
+
+
+@app.post(
+    "/tasks/retry",
+    summary="Re-queue failed tasks in bulk",
+    description="Failed tasks matching the filters, newest first, at most 1,000 per call, "
+    "through the bulk send path. more: some remain; call again.",
+    responses={
+        202: {"description": "Queued again", "content": {JSON: {"model": RetryResponse}}},
+        **_errors(400, 503),
+    },
+)
+def retry_tasks(body: Annotated[RetryRequest, Body()]):
+    where = TaskFilter(
+        Status(body.status) if body.status else None,
+        body.task,
+        body.lane,
+        body.created_after,
+        body.created_before,
+    )
+    records, more = service.retry_matching(where, body.limit)
+    return _json(202, {"retried": [str(r.id) for r in records], "more": more})
+
+
+@app.get(
+    "/stats",
+    summary="Counts by status and lane, the oldest queued task, completions, queue depths",
+    description="Counting by status reads the whole table: on a very large one, call it "
+    "every minute, not every second.",
+    responses={
+        200: {"description": "The figures", "content": {JSON: {"model": Stats}}},
+        **_errors(503),
+    },
+)
+def get_stats():
+    return _json(200, service.stats())
 
 
 @app.post(

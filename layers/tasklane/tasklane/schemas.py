@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -20,6 +22,22 @@ TaskStatus = Literal[
 ]
 WorkflowStatus = Literal["running", "succeeded", "failed", "cancelled"]
 LaneName = Literal["lambda", "celery"]
+
+
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _iso_text(value: Any) -> Any:
+    """A moment arrives as RFC 3339 text: a number (or "0.5") is not read as a Unix time."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("expected an RFC 3339 date-time with an offset")
+    return value
+
+
+#: An RFC 3339 date-time with an offset (pydantic alone would take 0.5 for 1970).
+Moment = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
 
 
 class _Strict(BaseModel):
@@ -38,7 +56,7 @@ class SubmitRequest(_Strict):
         lt=10 * 365 * 86400,
         description="Run no earlier than this many seconds from now",
     )
-    run_at: AwareDatetime | None = Field(
+    run_at: Moment | None = Field(
         None, description="Run no earlier than this moment (RFC 3339, with an offset)"
     )
 
@@ -166,6 +184,40 @@ class TaskPage(BaseModel):
 
     tasks: list[TaskDetail]
     next_cursor: str | None
+
+
+class RetryRequest(_Strict):
+    """Which failed tasks to retry (every part optional; status, if given, must be failed)."""
+
+    status: Literal["failed"] | None = None
+    task: str | None = Field(None, min_length=1, max_length=200)
+    lane: LaneName | None = None
+    created_after: Moment | None = None
+    created_before: Moment | None = None
+    limit: int = Field(1000, ge=1, le=1000, description="At most this many, newest first")
+
+
+class RetryResponse(BaseModel):
+    retried: list[str] = Field(description="The tasks queued again")
+    more: bool = Field(description="Failed tasks matching remain: call again")
+
+
+class MinuteFigures(BaseModel):
+    minute: datetime
+    succeeded: int
+    failed: int
+    cancelled: int
+
+
+class Stats(BaseModel):
+    counts: dict[str, dict[str, int]] = Field(description="status → lane → tasks")
+    oldest_queued_seconds: dict[str, float] = Field(
+        description="lane → age of its oldest queued task"
+    )
+    finished_per_minute: list[MinuteFigures] = Field(description="The last 15 minutes")
+    queue_depths: dict[str, int | None] = Field(
+        description="Messages waiting in each lane's queue and DLQ (null: SQS did not answer)"
+    )
 
 
 class ErrorBody(BaseModel):

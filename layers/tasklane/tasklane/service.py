@@ -29,7 +29,7 @@ from tasklane.errors import (
     TaskNotFound,
     UnknownTask,
 )
-from tasklane.lanes import Lane, queue_url
+from tasklane.lanes import Lane, dead_letter_url, queue_url
 from tasklane.lifecycle import Status
 from tasklane.logs import logger, task_fields
 from tasklane.store import NewTask, TaskFilter, TaskRecord, TaskStore
@@ -328,6 +328,52 @@ def list_tasks(
     found = (store or default_store()).find(where, limit + 1, _after(cursor) if cursor else None)
     page = found[:limit]
     return Page(page, _cursor(page[-1]) if len(found) > limit else None)
+
+
+#: The most tasks one bulk retry re-queues.
+RETRY_MAX = 1000
+
+
+def retry_matching(
+    where: TaskFilter,
+    limit: int = RETRY_MAX,
+    *,
+    store: TaskStore | None = None,
+    config: Settings | None = None,
+) -> tuple[list[TaskRecord], bool]:
+    """Re-queue up to ``limit`` (1 to 1,000) failed tasks matching ``where``, newest first,
+    through the bulk send path; returns them and whether more remain (call again)."""
+    if where.status not in (None, Status.FAILED):
+        raise InvalidRequest("only failed tasks are retried: leave out status, or say failed")
+    if not 1 <= limit <= RETRY_MAX:
+        raise InvalidRequest(f"limit must be 1 to {RETRY_MAX}")
+    store = store or default_store()
+    records, more = store.requeue_failed_matching(where, limit)
+    records = _send(records, store, config or settings()) if records else []
+    logger.info("tasks retried in bulk", extra={"count": len(records), "more": more})
+    return records, more
+
+
+def stats(*, store: TaskStore | None = None, config: Settings | None = None) -> dict[str, Any]:
+    """What an operator looks at first: counts by status and lane, the oldest queued task's
+    age per lane, completions per minute over 15 minutes, and each queue's depth (where SQS
+    answers; null where it does not)."""
+    config = config or settings()
+    figures = (store or default_store()).stats()
+    urls: dict[str, str | None] = {}
+    for lane in Lane:
+        urls[lane.value] = (
+            config.lambda_queue_url if lane is Lane.LAMBDA else config.celery_queue_url
+        )
+        urls[f"{lane.value}_dlq"] = dead_letter_url(lane, config)
+    depths: dict[str, int | None] = {}
+    for name, url in urls.items():
+        try:
+            depths[name] = broker.waiting_messages(url) if url else None
+        except Exception as exc:  # a figure missing is not an outage
+            logger.warning("queue depth unknown", extra={"queue": name, "error": str(exc)})
+            depths[name] = None
+    return figures | {"queue_depths": depths}
 
 
 def cancel_task(task_id: str | uuid.UUID, *, store: TaskStore | None = None) -> TaskRecord:

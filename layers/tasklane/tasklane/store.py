@@ -13,7 +13,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -39,6 +39,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
     tuple_,
@@ -101,6 +102,11 @@ tasks = Table(
 Index("ix_tasks_created_id", tasks.c.created_at.desc(), tasks.c.id.desc())
 Index("ix_tasks_status_created_id", tasks.c.status, tasks.c.created_at.desc(), tasks.c.id.desc())
 Index("ix_tasks_task_created_id", tasks.c.task, tasks.c.created_at.desc(), tasks.c.id.desc())
+Index(
+    "ix_tasks_finished_at",
+    tasks.c.finished_at,
+    postgresql_where=tasks.c.finished_at.is_not(None),
+)
 
 workflows = Table(
     "workflows",
@@ -136,6 +142,21 @@ _PUBLIC = (
     tasks.c.run_at,
     tasks.c.workflow_id,
 )
+#: A retried task's new life: ``pending`` now, its attempts and its past forgotten.
+_FRESH_LIFE = {
+    "status": Status.PENDING.value,
+    "attempts": 0,
+    "dead_letters": 0,
+    "claimed_by": None,
+    "cancel_requested_at": None,
+    "unknown_since": None,
+    "run_at": None,
+    "result": None,
+    "error": None,
+    "finished_at": None,
+    "updated_at": func.now(),
+}
+TERMINAL_NAMES = ("succeeded", "failed", "cancelled")
 _IDS = cast(bindparam("ids"), ARRAY(UUID(as_uuid=True)))
 _NAMES = cast(bindparam("names"), ARRAY(Text))
 _LANES = cast(bindparam("lanes"), ARRAY(Text))
@@ -1008,11 +1029,11 @@ class TaskStore:
             .order_by(tasks.c.run_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
-            .scalar_subquery()
         )
+        due = _taken(due)
         stmt = (
             update(tasks)
-            .where(tasks.c.id.in_(due))
+            .where(tasks.c.id == due.c.id)
             .values(status=Status.PENDING.value, updated_at=func.now())
             .returning(*_PUBLIC)
         )
@@ -1054,19 +1075,7 @@ class TaskStore:
         stmt = (
             update(tasks)
             .where(tasks.c.id == task_id, tasks.c.status == Status.FAILED.value)
-            .values(
-                status=Status.PENDING.value,
-                attempts=0,
-                dead_letters=0,
-                claimed_by=None,
-                cancel_requested_at=None,
-                unknown_since=None,
-                run_at=None,
-                result=None,
-                error=None,
-                finished_at=None,
-                updated_at=func.now(),
-            )
+            .values(**_FRESH_LIFE)
             .returning(*_PUBLIC)
         )
         with _unavailable_as_error(), self.engine.begin() as conn:
@@ -1079,6 +1088,74 @@ class TaskStore:
                     raise TaskNotFound(f"no task with id {task_id}")
                 raise InvalidTransition(f"task {task_id} is {current}, only failed tasks retry")
         return TaskRecord.from_row(row)
+
+    def requeue_failed_matching(
+        self, where: TaskFilter, limit: int
+    ) -> tuple[list[TaskRecord], bool]:
+        """:meth:`requeue_failed` for up to ``limit`` failed tasks matching ``where`` (newest
+        first), in one statement; and whether more remain. ``SKIP LOCKED``: two bulk retries
+        side by side take different tasks."""
+        failed = replace(where, status=Status.FAILED)
+        chosen = (
+            select(tasks.c.id)
+            .where(*failed.conditions())
+            .order_by(tasks.c.created_at.desc(), tasks.c.id.desc())
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        chosen = _taken(chosen)
+        stmt = (
+            update(tasks)
+            .where(tasks.c.id == chosen.c.id, tasks.c.status == Status.FAILED.value)
+            .values(**_FRESH_LIFE)
+            .returning(*_PUBLIC)
+        )
+        more = select(tasks.c.id).where(*failed.conditions()).limit(1)
+        with _unavailable_as_error(), self.engine.begin() as conn:
+            records = [TaskRecord.from_row(r) for r in conn.execute(stmt)]
+            remaining = conn.execute(more).first() is not None
+        return records, remaining
+
+    def stats(self) -> dict[str, Any]:
+        """Counts by status and lane, the oldest queued task's age per lane (seconds), and
+        tasks finished per minute over the last 15 minutes (oldest minute first)."""
+        counts = select(tasks.c.status, tasks.c.lane, func.count()).group_by(
+            tasks.c.status, tasks.c.lane
+        )
+        oldest = (
+            select(tasks.c.lane, func.extract("epoch", func.now() - func.min(tasks.c.created_at)))
+            .where(tasks.c.status == Status.QUEUED.value)
+            .group_by(tasks.c.lane)
+        )
+        minute = func.date_trunc(literal_column("'minute'"), tasks.c.finished_at)
+        done = (
+            select(minute, tasks.c.status, func.count())
+            .where(
+                tasks.c.finished_at > func.now() - literal(timedelta(minutes=15), Interval),
+                tasks.c.finished_at.is_not(None),
+            )
+            .group_by(minute, tasks.c.status)
+        )
+        with _unavailable_as_error(), self.engine.connect() as conn:
+            by_status: dict[str, dict[str, int]] = {}
+            for status, lane, count in conn.execute(counts):
+                by_status.setdefault(status, {})[lane] = count
+            ages = {lane: float(age) for lane, age in conn.execute(oldest)}
+            now = conn.execute(
+                select(func.date_trunc(literal_column("'minute'"), func.now()))
+            ).scalar_one()
+            finished: dict[datetime, dict[str, int]] = {}
+            for at, status, count in conn.execute(done):
+                finished.setdefault(at, {})[status] = count
+        minutes = [now - timedelta(minutes=m) for m in range(14, -1, -1)]
+        return {
+            "counts": by_status,
+            "oldest_queued_seconds": ages,
+            "finished_per_minute": [
+                {"minute": m, **{s: finished.get(m, {}).get(s, 0) for s in TERMINAL_NAMES}}
+                for m in minutes
+            ],
+        }
 
     def claim_stale(
         self,
@@ -1129,11 +1206,11 @@ class TaskStore:
             .order_by(tasks.c.updated_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
-            .scalar_subquery()
         )
+        stale = _taken(stale)
         stmt = (
             update(tasks)
-            .where(tasks.c.id.in_(stale))
+            .where(tasks.c.id == stale.c.id)
             .values(updated_at=func.now())
             .returning(*_PUBLIC)
         )
@@ -1170,6 +1247,14 @@ def find_statement(
     if after is not None:
         stmt = stmt.where(tuple_(tasks.c.created_at, tasks.c.id) < tuple_(*after))
     return stmt
+
+
+def _taken(rows: Any) -> Any:
+    """The rows a ``SELECT … LIMIT … FOR UPDATE SKIP LOCKED`` takes, chosen once, for an
+    ``UPDATE … FROM`` them. As ``id IN (subquery)`` the planner may run the subquery again for
+    every candidate row (a nested-loop semi-join), each run locking and returning different
+    rows: the limit then bounds nothing (five tasks taken with a limit of three)."""
+    return rows.cte("taken").prefix_with("MATERIALIZED", dialect="postgresql")
 
 
 def _due() -> Any:

@@ -1,4 +1,5 @@
-"""Indexes for finding tasks: newest first, by status or by task name, in pages.
+"""Indexes for finding tasks: newest first, by status or by task name, in pages; and by when
+they finished.
 
 ``GET /tasks`` pages newest first on ``(created_at, id)`` (keyset pagination: stable while
 tasks arrive, every page an index range scan however deep). Filtered by status or by task
@@ -24,6 +25,8 @@ INDEXES = {
     "ix_tasks_created_id": "(created_at DESC, id DESC)",
     "ix_tasks_status_created_id": "(status, created_at DESC, id DESC)",
     "ix_tasks_task_created_id": "(task, created_at DESC, id DESC)",
+    # recent completions (GET /stats) and old finished tasks (pruning)
+    "ix_tasks_finished_at": "(finished_at) WHERE finished_at IS NOT NULL",
 }
 
 
