@@ -18,6 +18,8 @@ TEMPLATE = ROOT / "template.yaml"
 LOCAL_ONLY = {"DATABASE_URL"}  # AWS uses DATABASE_SECRET_ARN instead
 #: Defaults that fit AWS as they are.
 TUNABLE_DEFAULTS = {"LEASE_SECONDS", "PENDING_GRACE_SECONDS", "QUEUED_GRACE_SECONDS"}
+#: Read only by the reconciler's prune, and set there from the template's parameters.
+RECONCILER_ONLY = {"RETENTION_DAYS", "PAYLOAD_RETENTION_DAYS"}
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +55,10 @@ def test_every_function_handler_exists_and_imports(template, jwt_template, base_
 
 def test_every_variable_the_code_reads_is_set_for_functions_and_workers(template):
     globals_env = template.body["Globals"]["Function"]["Environment"]["Variables"]
-    wanted = set(ENV_VARS) - LOCAL_ONLY - TUNABLE_DEFAULTS
+    wanted = set(ENV_VARS) - LOCAL_ONLY - TUNABLE_DEFAULTS - RECONCILER_ONLY
     assert wanted <= set(globals_env), wanted - set(globals_env)
+    reconciler = template.function("ReconcilerFunction").environment
+    assert RECONCILER_ONLY <= set(reconciler)
     container = template.resources["WorkerTaskDefinition"]["Properties"]["ContainerDefinitions"][0]
     worker_env = {e["Name"] for e in container["Environment"]}
     assert wanted <= worker_env, wanted - worker_env

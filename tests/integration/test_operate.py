@@ -171,3 +171,107 @@ def test_stats_count_by_status_and_lane_and_show_the_backlog(stack):
     assert len(minutes) == 15 and minutes[-1]["succeeded"] == 2
     assert sum(m["succeeded"] for m in minutes) == 3 and minutes[-6]["succeeded"] == 1
     assert stats["queue_depths"] == {"lambda": 0, "lambda_dlq": 1, "celery": 0, "celery_dlq": 0}
+
+
+# ------------------------------------------------------------------------------ retention
+def finished(ids: list[str], days_ago: float) -> None:
+    with database.engine().begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE tasks SET finished_at = now() - make_interval(days => :d), "
+                "created_at = now() - make_interval(days => :d + 1) "
+                "WHERE id = ANY(CAST(:ids AS uuid[]))"
+            ),
+            {"ids": ids, "d": days_ago},
+        )
+
+
+def rows() -> dict[str, tuple]:
+    with database.engine().connect() as conn:
+        return {
+            str(r.id): (r.status, r.payload is not None, r.result)
+            for r in conn.execute(text("SELECT id, status, payload, result FROM tasks"))
+        }
+
+
+def test_prune_deletes_old_finished_tasks_drops_old_payloads_and_spares_the_unfinished(stack):
+    from tasklane import service
+
+    old_done = insert(3, status="succeeded")
+    old_failed = insert(2, status="failed")
+    recent_done = insert(2, status="succeeded")
+    unfinished = insert(2, status="queued") + insert(1, status="running")
+    finished(old_done + old_failed, 40)
+    finished(recent_done, 10)
+    with database.engine().begin() as conn:  # results stay when payloads go
+        conn.execute(text("UPDATE tasks SET result = '\"kept\"' WHERE status = 'succeeded'"))
+        conn.execute(  # an unfinished task that is old all the same
+            text("UPDATE tasks SET created_at = now() - interval '90 days' WHERE status = 'queued'")
+        )
+    dry = service.prune(timedelta(days=30), timedelta(days=7), dry_run=True)
+    assert dry == {"tasks": 5, "workflows": 0, "payloads": 2}
+    assert len(rows()) == 10  # a dry run deletes nothing
+    store = service.default_store()
+    now = datetime.now(UTC)
+    counts = store.prune(now - timedelta(days=30), now - timedelta(days=7), batch=2)
+    assert counts == {"tasks": 5, "workflows": 0, "payloads": 2}  # in batches of two
+    left = rows()
+    assert set(left) == set(recent_done + unfinished)
+    assert all(left[i] == ("succeeded", False, "kept") for i in recent_done)
+    assert all(left[i][1] for i in unfinished)  # untouched, payloads and all
+
+
+def test_prune_keeps_a_workflow_until_all_its_tasks_are_old_and_finished(stack):
+    from tasklane import chain, service
+
+    from tests import tasks
+
+    handle = chain(tasks.add.s(1), tasks.add.s()).delay()  # first queued, second waiting
+    first, second = (str(i) for i in handle.task_ids)
+    with database.engine().begin() as conn:
+        conn.execute(text("UPDATE tasks SET status = 'failed' WHERE id = :id"), {"id": first})
+        conn.execute(text("UPDATE workflows SET created_at = now() - interval '60 days'"))
+    finished([first], 40)
+    assert service.prune(timedelta(days=30), timedelta(days=7)) == {
+        "tasks": 0,
+        "workflows": 0,
+        "payloads": 0,
+    }  # its second step still waits: a retry of the first would resume it
+    assert handle.status() == "failed"
+    with database.engine().begin() as conn:
+        conn.execute(text("UPDATE tasks SET status = 'cancelled' WHERE id = :id"), {"id": second})
+    finished([second], 40)
+    assert service.prune(timedelta(days=30), timedelta(days=7))["workflows"] == 1
+    assert rows() == {}
+
+
+def test_the_cli_prunes_and_the_reconciler_prunes_on_its_schedule(stack):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.integration.helpers import handler
+
+    old = insert(2, status="succeeded")
+    finished(old, 3)
+    cli = [sys.executable, "-m", "tasklane.cli", "--data-dir", "/nonexistent", "prune"]
+    out = subprocess.run(
+        [*cli, "--older-than", "2d", "--dry-run"],
+        cwd=ROOT,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "would remove 2 finished tasks" in out and len(rows()) == 2
+    bad = subprocess.run(
+        [*cli, "--older-than", "soon"], cwd=ROOT, env=stack.env, capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "30d" in bad.stderr
+    from tasklane.local.events import LambdaContext
+
+    response = handler("reconciler")({"action": "prune"}, LambdaContext(function_name="reconciler"))
+    assert response == {"pruned": {"tasks": 0, "workflows": 0, "payloads": 0}}  # 30 days kept
+    finished(old, 31)
+    response = handler("reconciler")({"action": "prune"}, LambdaContext(function_name="reconciler"))
+    assert response["pruned"]["tasks"] == 2 and rows() == {}

@@ -276,6 +276,31 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _duration(text: str) -> timedelta:
+    """``30d``, ``12h``, ``90m``."""
+    units = {"d": "days", "h": "hours", "m": "minutes"}
+    try:
+        amount, unit = int(text[:-1]), units[text[-1]]
+    except (ValueError, KeyError, IndexError):
+        raise argparse.ArgumentTypeError(f"{text!r}: a number and d, h or m (30d)") from None
+    if amount <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: more than nothing")
+    return timedelta(**{unit: amount})
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from tasklane import service
+
+    _use_local_stack(args.data_dir)
+    counts = service.prune(args.older_than, args.payloads_older_than, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    console.print(
+        f"{verb} {counts['tasks']} finished tasks, {counts['workflows']} workflows, and "
+        f"{counts['payloads']} payloads of succeeded tasks"
+    )
+    return 0
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from tasklane.cli.scaffold import scaffold
 
@@ -361,6 +386,20 @@ def parser() -> argparse.ArgumentParser:
     openapi = sub.add_parser("openapi", help="print (or write) the API's OpenAPI document")
     openapi.add_argument("--output", "-o", help="a file to write, e.g. openapi.json")
     openapi.set_defaults(run=cmd_openapi)
+
+    prune = sub.add_parser(
+        "prune", help="delete old finished tasks and old payloads (never an unfinished task)"
+    )
+    prune.add_argument(
+        "--older-than", type=_duration, help="finished before this (default: RETENTION_DAYS, 30d)"
+    )
+    prune.add_argument(
+        "--payloads-older-than",
+        type=_duration,
+        help="drop succeeded tasks' payloads finished before this (default: 7d)",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+    prune.set_defaults(run=cmd_prune)
 
     reconcile = sub.add_parser(
         "reconcile", help="run the reconciler once: send tasks due, re-send tasks left behind"

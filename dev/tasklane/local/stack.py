@@ -373,13 +373,24 @@ class LocalStack:
                     f"arn:aws:scheduler:us-east-1:{ACCOUNT_ID}:schedule/default/"
                     f"{fn.logical_id}{name}"
                 )
-                self._thread(f"{fn.logical_id}.{name}", fn.logical_id, self._tick, fn, rule, every)
+                given = props.get("Input")  # the schedule's own event, as EventBridge sends it
+                event_body = json.loads(given) if given else None
+                self._thread(
+                    f"{fn.logical_id}.{name}",
+                    fn.logical_id,
+                    self._tick,
+                    fn,
+                    rule,
+                    every,
+                    event_body,
+                )
 
-    def _tick(self, fn: Function, rule: str, every: float) -> None:
+    def _tick(self, fn: Function, rule: str, every: float, given: Any = None) -> None:
         while not self.stop_event.wait(every):
             context = LambdaContext(function_name=fn.logical_id, timeout_seconds=fn.timeout)
+            event = given if given is not None else schedule_event(rule)
             try:
-                self.handlers[fn.logical_id](schedule_event(rule), context)
+                self.handlers[fn.logical_id](event, context)
             except Exception:
                 logger.exception("scheduled invocation failed", extra={"function": fn.logical_id})
 

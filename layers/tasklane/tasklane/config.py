@@ -19,6 +19,8 @@ DEFAULT_MAX_PAYLOAD_BYTES = 5 * 1024 * 1024
 DEFAULT_LEASE_SECONDS = 900
 DEFAULT_PENDING_GRACE_SECONDS = 60
 DEFAULT_QUEUED_GRACE_SECONDS = 900
+DEFAULT_RETENTION_DAYS = 30
+DEFAULT_PAYLOAD_RETENTION_DAYS = 7
 
 #: Environment variables the code reads (kept in one place for the template tests).
 ENV_VARS = (
@@ -35,6 +37,8 @@ ENV_VARS = (
     "LEASE_SECONDS",
     "PENDING_GRACE_SECONDS",
     "QUEUED_GRACE_SECONDS",
+    "RETENTION_DAYS",
+    "PAYLOAD_RETENTION_DAYS",
 )
 
 
@@ -62,6 +66,10 @@ class Settings:
     #: waiting, before the reconciler sends it again (its message was lost). Longer than the
     #: longest retry back-off (300 s).
     queued_grace_seconds: int = DEFAULT_QUEUED_GRACE_SECONDS
+    #: Finished tasks older than this many days are deleted by the scheduled prune.
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    #: Succeeded tasks' payloads older than this many days are dropped (results kept).
+    payload_retention_days: int = DEFAULT_PAYLOAD_RETENTION_DAYS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -100,6 +108,8 @@ class Settings:
             lease_seconds=number("LEASE_SECONDS", DEFAULT_LEASE_SECONDS),
             pending_grace_seconds=number("PENDING_GRACE_SECONDS", DEFAULT_PENDING_GRACE_SECONDS),
             queued_grace_seconds=number("QUEUED_GRACE_SECONDS", DEFAULT_QUEUED_GRACE_SECONDS),
+            retention_days=number("RETENTION_DAYS", DEFAULT_RETENTION_DAYS),
+            payload_retention_days=number("PAYLOAD_RETENTION_DAYS", DEFAULT_PAYLOAD_RETENTION_DAYS),
         )
 
 

@@ -13,6 +13,8 @@ SUBMITTED = "TasksSubmitted"
 SUCCEEDED = "TasksSucceeded"
 FAILED = "TasksFailed"
 ATTEMPTS_FAILED = "TaskAttemptsFailed"
+#: Finished tasks deleted by the retention prune (lane "all").
+PRUNED = "TasksPruned"
 
 
 def count(name: str, lane: str, value: int = 1) -> None:

@@ -594,6 +594,30 @@ def reconcile(
     return records
 
 
+def prune(
+    older_than: timedelta | None = None,
+    payloads_older_than: timedelta | None = None,
+    *,
+    dry_run: bool = False,
+    store: TaskStore | None = None,
+    config: Settings | None = None,
+) -> dict[str, int]:
+    """Retention: delete tasks finished more than ``older_than`` ago (``RETENTION_DAYS``) and
+    drop the payloads of tasks succeeded more than ``payloads_older_than`` ago
+    (``PAYLOAD_RETENTION_DAYS``); never an unfinished task. What was removed, by kind."""
+    config = config or settings()
+    now = datetime.now(UTC)
+    older_than = older_than or timedelta(days=config.retention_days)
+    payloads_older_than = payloads_older_than or timedelta(days=config.payload_retention_days)
+    counts = (store or default_store()).prune(
+        now - older_than, now - payloads_older_than, dry_run=dry_run
+    )
+    if not dry_run:
+        logger.info("pruned", extra=counts)
+        metrics.count(metrics.PRUNED, "all", counts["tasks"])
+    return counts
+
+
 def quiet_lanes(config: Settings) -> list[str]:
     """Lanes whose queue has no message waiting: a task ``queued`` there for long has lost its
     message, rather than waiting its turn behind a backlog."""

@@ -36,10 +36,12 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    delete,
     func,
     insert,
     literal,
     literal_column,
+    null,
     or_,
     select,
     tuple_,
@@ -50,7 +52,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from tasklane.errors import InvalidRequest, InvalidTransition, StoreUnavailable, TaskNotFound
-from tasklane.lifecycle import CLAIMABLE, IN_FLIGHT, MAX_BACKOFF_S, Status
+from tasklane.lifecycle import CLAIMABLE, IN_FLIGHT, MAX_BACKOFF_S, TERMINAL, Status
 from tasklane.workflows import payload_json
 
 metadata = MetaData()
@@ -1156,6 +1158,89 @@ class TaskStore:
                 for m in minutes
             ],
         }
+
+    def prune(
+        self,
+        finished_before: datetime,
+        payloads_before: datetime,
+        batch: int = 1000,
+        dry_run: bool = False,
+    ) -> dict[str, int]:
+        """Delete finished tasks (succeeded, failed, cancelled) that finished before
+        ``finished_before``, and drop the payloads of succeeded tasks that finished before
+        ``payloads_before`` (their results stay). A task still waiting, queued or running is
+        never touched, nor a workflow any of whose tasks is: a workflow goes once all its tasks
+        have finished before the cut, with them. In batches of ``batch``, each its own short
+        transaction (``SKIP LOCKED``: consumers and other prunes are never waited for).
+        ``dry_run``: count only. Returns what was (or would be) removed."""
+        terminal = [s.value for s in TERMINAL]
+        old = and_(tasks.c.status.in_(terminal), tasks.c.finished_at < finished_before)
+        unfinished = (
+            select(literal(1))
+            .select_from(tasks)
+            .where(tasks.c.id == any_(workflows.c.members), tasks.c.status.not_in(terminal))
+            .exists()
+        )
+        late = (
+            select(literal(1))
+            .select_from(tasks)
+            .where(tasks.c.id == any_(workflows.c.members), tasks.c.finished_at >= finished_before)
+            .exists()
+        )
+        done_workflows = select(workflows.c.id).where(
+            workflows.c.created_at < finished_before, ~unfinished, ~late
+        )
+        free = or_(
+            tasks.c.workflow_id.is_(None),
+            ~select(workflows.c.id).where(workflows.c.id == tasks.c.workflow_id).exists(),
+        )
+        heavy = and_(
+            tasks.c.status == Status.SUCCEEDED.value,
+            tasks.c.finished_at < payloads_before,
+            tasks.c.payload.is_not(None),
+        )
+        counts = {"workflows": 0, "tasks": 0, "payloads": 0}
+        with _unavailable_as_error():
+            if dry_run:
+                with self.engine.connect() as conn:
+                    counts["workflows"] = conn.execute(
+                        select(func.count()).select_from(done_workflows.subquery())
+                    ).scalar_one()
+                    counts["tasks"] = conn.execute(
+                        select(func.count()).where(
+                            old, or_(free, tasks.c.workflow_id.in_(done_workflows))
+                        )
+                    ).scalar_one()
+                    counts["payloads"] = conn.execute(
+                        select(func.count()).where(heavy, ~old)
+                    ).scalar_one()
+                return counts
+            for key, stmt in (
+                ("workflows", self._batch_delete(workflows, done_workflows, batch)),
+                ("tasks", self._batch_delete(tasks, select(tasks.c.id).where(old, free), batch)),
+            ):
+                while True:
+                    with self.engine.begin() as conn:
+                        removed = conn.execute(stmt).rowcount
+                    counts[key] += removed
+                    if removed < batch:
+                        break
+            chosen = _taken(
+                select(tasks.c.id).where(heavy).limit(batch).with_for_update(skip_locked=True)
+            )
+            drop = update(tasks).where(tasks.c.id == chosen.c.id).values(payload=null())
+            while True:
+                with self.engine.begin() as conn:
+                    dropped = conn.execute(drop).rowcount
+                counts["payloads"] += dropped
+                if dropped < batch:
+                    break
+        return counts
+
+    @staticmethod
+    def _batch_delete(table: Table, ids: Any, batch: int) -> Any:
+        chosen = _taken(ids.limit(batch).with_for_update(skip_locked=True))
+        return delete(table).where(table.c.id == chosen.c.id)
 
     def claim_stale(
         self,
