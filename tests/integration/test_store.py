@@ -211,13 +211,14 @@ def test_failure_then_requeue(store):
 
 
 def test_a_retry_runs_now_whatever_its_run_at_was(store):
-    """A retried task must not wait for (nor be offered again until) a run_at it once had."""
+    """A retried task must not wait for (nor be offered again until) a run_at it once had, nor
+    be expired by an expiry its first life had."""
     (record,) = store.insert([new(max_attempts=1)])
     with database.engine().begin() as conn:
         conn.execute(
             text(
-                "UPDATE tasks SET status = 'failed', run_at = now() + interval '30 days' "
-                "WHERE id = :id"
+                "UPDATE tasks SET status = 'failed', run_at = now() + interval '30 days', "
+                "expires_at = now() - interval '1 minute' WHERE id = :id"
             ),
             {"id": record.id},
         )

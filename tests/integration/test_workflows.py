@@ -181,6 +181,10 @@ def test_cancelling_one_step_cancels_the_rest_of_its_workflow(stack):
     first.cancel()
     assert handle.status() == "cancelled"
     assert {t.status() for t in rest} == {"cancelled"}
+    later = chain(tasks.add.s(1), tasks.add.s()).delay()  # a step still waiting, over HTTP
+    status, _, body = call_api("POST", f"/tasks/{later.task_ids[1]}/cancel")
+    assert status == 200 and body["status"] == "cancelled", body
+    assert later.status() == "cancelled"
 
 
 # ------------------------------------------------------------------------------ exactly once
@@ -262,3 +266,38 @@ def test_a_workflow_enqueued_in_a_rolled_back_transaction_never_existed(stack):
         conn.rollback()
     assert rows("SELECT count(*) AS n FROM workflows")[0].n == 0
     assert stack.depth(stack.lambda_queue) == 0
+
+
+def test_a_cancel_meeting_a_members_outcome_waits_for_it_rather_than_deadlock(stack, monkeypatch):
+    """A member's outcome locks its own row, then the steps waiting for it. Cancelling the
+    workflow locked the waiting steps first, then the running member: a deadlock, which
+    Postgres broke by aborting one of them (the outcome, once: a run lost)."""
+    from tasklane.store import TaskStore
+
+    handle = chord([tasks.add.s(1), tasks.add.s(2)], tasks.total.s()).delay()
+    first, second, body = handle.task_ids
+    store = service.default_store()
+    attempt = Executor(store).claim(Delivery("wf.add", first, delivery_token("m")), 60)
+    release = TaskStore._release
+    settling = threading.Event()
+
+    def slow_release(self, conn, then):
+        settling.set()
+        time.sleep(1.5)  # the cancel arrives now, between the member's row and its successor's
+        return release(self, conn, then)
+
+    monkeypatch.setattr(TaskStore, "_release", slow_release)
+    outcome = {}
+    settle = threading.Thread(
+        target=lambda: outcome.update(
+            settled=store.settle(attempt.id, attempt.delivery.token, "2").status
+        )
+    )
+    settle.start()
+    assert settling.wait(10)
+    view = service.cancel_workflow(handle.id)  # must neither fail nor make the outcome fail
+    settle.join(30)
+    assert outcome["settled"] == "succeeded"
+    statuses = {r.id: r.status for r in view.tasks}
+    assert statuses[first] == "succeeded"
+    assert statuses[second] == statuses[body] == "cancelled"

@@ -153,6 +153,7 @@ _FRESH_LIFE = {
     "cancel_requested_at": None,
     "unknown_since": None,
     "run_at": None,
+    "expires_at": None,
     "result": None,
     "error": None,
     "finished_at": None,
@@ -389,7 +390,14 @@ def _unavailable_as_error() -> Iterator[None]:
     except sa_exc.DBAPIError as exc:
         if exc.connection_invalidated:
             raise StoreUnavailable("the database connection was lost, try again later") from exc
+        if _sqlstate(exc) in RETRYABLE:  # rolled back whole: the same write may be made again
+            raise StoreUnavailable("the database chose this transaction to roll back") from exc
         raise
+
+
+#: A deadlock, a serialization failure: Postgres rolled the transaction back, and it may be
+#: made again as it was (every write is conditional, and fenced on its delivery's token).
+RETRYABLE = {"40P01", "40001"}
 
 
 def _sqlstate(exc: sa_exc.DBAPIError) -> str:
@@ -800,13 +808,23 @@ class TaskStore:
             )
             .values(cancel_requested_at=func.now())
         )
+        running = (
+            select(tasks.c.id)
+            .where(tasks.c.id.in_(members), tasks.c.status == Status.RUNNING.value)
+            .order_by(tasks.c.id)
+            .with_for_update()
+        )
         with _unavailable_as_error(), self.engine.begin() as conn:
             exists = conn.execute(
                 select(workflows.c.id).where(workflows.c.id == workflow_id)
             ).first()
             if exists is None:
                 raise TaskNotFound(f"no workflow with id {workflow_id}")
-            return conn.execute(cancelled).rowcount + conn.execute(asked).rowcount
+            # Running tasks first, then waiting ones: the order a member's outcome takes its
+            # locks in (its own row, then the steps waiting for it). The other order deadlocked.
+            conn.execute(running).all()
+            asked_count = conn.execute(asked).rowcount
+            return conn.execute(cancelled).rowcount + asked_count
 
     def release(self, task_id: uuid.UUID, token: str) -> bool:
         """Give back a claim whose run was cut short by the platform, not the task (a worker's
@@ -953,7 +971,9 @@ class TaskStore:
         ``cancelled`` now, and its message is acknowledged without running when it comes; a
         ``running`` one is asked to stop (it ends ``cancelled`` when it does). A finished task
         is :class:`InvalidTransition`; none, :class:`TaskNotFound`."""
-        waiting = [Status.PENDING.value, Status.SCHEDULED.value, Status.QUEUED.value]
+        waiting = [
+            s.value for s in (Status.WAITING, Status.PENDING, Status.SCHEDULED, Status.QUEUED)
+        ]
         error = {"type": "Cancelled", "message": "cancelled before it ran"}
         cancelled = (
             update(tasks)
