@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -9,7 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
-from tasklane import database
+from tasklane import broker, database
 
 from tests.conftest import MAX_RECEIVES, Worker, wait_for
 from tests.integration.helpers import get_task, submit
@@ -125,10 +126,15 @@ def test_undecodable_messages_are_poison_and_the_worker_goes_on(stack, celery_wo
     deep = '{"body": ' + "[" * 5000 + "]" * 5000 + "}"
     stack.sqs.send_message(QueueUrl=stack.celery_queue, MessageBody=deep)
     stack.sqs.send_message(QueueUrl=stack.celery_queue, MessageBody="not even JSON")
-    wait_for(lambda: stack.depth(stack.celery_dlq) >= 2, 30, what="the dead letters")
+    raw = base64.b64decode(broker.message_body("test.echo_celery", uuid.uuid4(), "tl-celery"))
+    envelope = json.loads(raw)
+    envelope["headers"]["task"] = {"x": 1}  # Celery looked it up in a dict: TypeError
+    odd = json.dumps(envelope)
+    stack.sqs.send_message(QueueUrl=stack.celery_queue, MessageBody=odd)
+    wait_for(lambda: stack.depth(stack.celery_dlq) >= 3, 30, what="the dead letters")
     dead = stack.receive(stack.celery_dlq)
     # (a test queue hides a message for 2 s: a slow first dead-lettering may see it twice)
-    assert {m["Body"] for m in dead} == {deep, "not even JSON"}
+    assert {m["Body"] for m in dead} == {deep, "not even JSON", odd}
     for message in dead:  # at once, by tasklane (SQS's redrive would add no reason)
         reason = message["MessageAttributes"]["tasklane-dead-letter-reason"]["StringValue"]
         assert "undecodable" in reason

@@ -1,11 +1,16 @@
-"""kombu's SQS transport, with one hole closed: a body no JSON decoder survives.
+"""kombu's SQS transport, with two holes closed: bodies that stop a worker.
 
-kombu decodes every received body as it arrives, catching only ``JSONDecodeError``. A body
-nested a few thousand levels deep (10 KB is enough) raises ``RecursionError`` there instead,
-which escapes to the worker's event loop and stops the worker ("Unrecoverable error"); every
-worker that receives the message after it stops too, until SQS dead-letters it. Here such a
-body decodes to nothing, as an invalid one does, so Celery's consumer treats it as undecodable
-and :class:`tasklane.worker.DeadLetteringConsumer` moves it to the DLQ at once.
+Anything that escapes kombu's and Celery's handling of a received message stops the worker
+("Unrecoverable error"), and every worker that receives the message after it, until SQS
+dead-letters it:
+
+- kombu decodes every body as it arrives, catching only ``JSONDecodeError``: a body nested a
+  few thousand levels deep (10 KB is enough) raises ``RecursionError`` instead;
+- Celery looks the ``task`` header up in a dict, catching only ``KeyError``: a header that is
+  an object or a list raises ``TypeError``.
+
+Here such a body decodes to nothing, as an invalid one does, so Celery's consumer treats it as
+undecodable and :class:`tasklane.worker.DeadLetteringConsumer` moves it to the DLQ at once.
 """
 
 from __future__ import annotations
@@ -20,10 +25,22 @@ from tasklane.logs import logger
 class Channel(SQS.Channel):
     def _prepare_json_payload(self, text: str) -> Any:
         try:
-            return super()._prepare_json_payload(text)
+            payload = super()._prepare_json_payload(text)
         except RecursionError:
             logger.error("a message nested too deeply to decode: treated as undecodable")
             return {}
+        headers = payload.get("headers")
+        if headers is not None and not _names_a_task(headers):
+            logger.error("a message whose task or id header is not text: treated as undecodable")
+            return {}
+        return payload
+
+
+def _names_a_task(headers: Any) -> bool:
+    """Protocol 2's headers name the task and its id as text (or leave them out)."""
+    return isinstance(headers, dict) and all(
+        isinstance(headers.get(key, ""), str) for key in ("task", "id")
+    )
 
 
 class Transport(SQS.Transport):
