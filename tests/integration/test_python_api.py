@@ -187,6 +187,12 @@ def test_a_savepoint_rolled_back_inside_the_transaction_keeps_the_tasks_send(sta
     assert kept.status() == "queued" and stack.depth(stack.lambda_queue) == 1
     with pytest.raises(TaskNotFound):
         gone.status()  # rolled back with its savepoint: it never existed
+    with Session(engine) as session, session.begin():  # a savepoint released, not rolled back
+        inner = tasks.echo.delay("kept too", connection=session)
+        with session.begin_nested():
+            session.execute(text("SELECT 1"))
+        assert stack.depth(stack.lambda_queue) == 1  # nothing sent before the real commit
+    assert inner.status() == "queued" and stack.depth(stack.lambda_queue) == 2
     engine.dispose()
 
 

@@ -79,6 +79,8 @@ def _install_session(session: Session) -> None:
 
 
 def _session_committed(session: Session) -> None:
+    if session.get_nested_transaction() is not None:  # a savepoint's (it fires for those too)
+        return
     records = session.info.pop(WAITING, [])
     bind = session.bind
     if records and isinstance(bind, Connection) and bind.in_transaction():
