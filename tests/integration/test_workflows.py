@@ -301,3 +301,25 @@ def test_a_cancel_meeting_a_members_outcome_waits_for_it_rather_than_deadlock(st
     statuses = {r.id: r.status for r in view.tasks}
     assert statuses[first] == "succeeded"
     assert statuses[second] == statuses[body] == "cancelled"
+
+
+def test_a_body_whose_input_is_too_large_fails_itself_not_its_last_member(stack):
+    """Members' results together past MAX_PAYLOAD_BYTES (100 bytes here) cannot be the body's
+    payload. The member's outcome must still commit (it once could not: Postgres refused the
+    array, and the member ran again until the DLQ, blamed for it)."""
+    from tasklane.store import TaskStore
+
+    store = TaskStore(database.engine(), max_payload_bytes=100)
+    handle = chord([tasks.add.s(1), tasks.add.s(2)], tasks.total.s()).delay()
+    first, second, body = handle.task_ids
+    executor = Executor(store)
+    for member in (first, second):
+        attempt = executor.claim(Delivery("wf.add", member, delivery_token("m")), 60)
+        settled = store.settle(attempt.id, attempt.delivery.token, json.dumps("x" * 60))
+        assert settled.status == "succeeded" and settled.released == []
+    view = service.get_workflow(handle.id)
+    assert view.status == "failed"
+    assert view.error["task_id"] == str(body) and view.error["type"] == "InputTooLarge"
+    assert "MAX_PAYLOAD_BYTES" in view.error["message"]
+    status, _, answer = call_api("POST", f"/tasks/{body}/retry")
+    assert status == 409 and "would again" in answer["error"]["message"]

@@ -140,7 +140,7 @@ def parse_batch(body: Any, config: Settings, max_tasks: int | None = BATCH_MAX) 
 def default_store() -> TaskStore:
     from tasklane.database import engine
 
-    return TaskStore(engine())
+    return TaskStore(engine(), settings().max_payload_bytes)
 
 
 def new_task(sub: Submission) -> NewTask:

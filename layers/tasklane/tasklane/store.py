@@ -160,6 +160,10 @@ _FRESH_LIFE = {
     "updated_at": func.now(),
 }
 TERMINAL_NAMES = ("succeeded", "failed", "cancelled")
+#: A workflow step failed before it ran: the results before it are too large to be its input.
+#: Running it again would not change that, so it is not retried.
+INPUT_TOO_LARGE = "InputTooLarge"
+_RETRYABLE = or_(tasks.c.error.is_(None), tasks.c.error["type"].astext != INPUT_TOO_LARGE)
 _IDS = cast(bindparam("ids"), ARRAY(UUID(as_uuid=True)))
 _NAMES = cast(bindparam("names"), ARRAY(Text))
 _LANES = cast(bindparam("lanes"), ARRAY(Text))
@@ -429,8 +433,10 @@ def _jsonb(text: str | None) -> Any:
 class TaskStore:
     """Every read and write of the ``tasks`` table. One instance per process; holds no state."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, max_payload_bytes: int = 5 * 1024 * 1024) -> None:
         self.engine = engine
+        #: The largest input a workflow step may be given (``MAX_PAYLOAD_BYTES``).
+        self.max_payload_bytes = max_payload_bytes
 
     # -- submission --------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -739,6 +745,38 @@ class TaskStore:
         if not ready:
             return []
         sources = sorted({uuid.UUID(i) for r in ready for i in r.step["after"]})
+        sizes = dict(
+            conn.execute(
+                select(cast(tasks.c.id, Text), func.octet_length(cast(tasks.c.result, Text))).where(
+                    tasks.c.id == any_(_IDS)
+                ),
+                {"ids": sources},
+            ).all()
+        )
+        too_big = [
+            r for r in ready if sum(sizes[i] or 0 for i in r.step["after"]) > self.max_payload_bytes
+        ]
+        if too_big:  # fail the step that cannot take its input, not the member that finished
+            size = max(sum(sizes[i] or 0 for i in r.step["after"]) for r in too_big)
+            error = {
+                "type": INPUT_TOO_LARGE,
+                "message": f"the results before it come to {size} bytes, over the "
+                f"{self.max_payload_bytes} a payload may be (MAX_PAYLOAD_BYTES)",
+            }
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.id == any_(_IDS), tasks.c.status == Status.WAITING.value)
+                .values(
+                    status=Status.FAILED.value,
+                    error=literal(error, JSONB),
+                    finished_at=func.now(),
+                    updated_at=func.now(),
+                ),
+                {"ids": [r.id for r in too_big]},
+            )
+            ready = [r for r in ready if r not in too_big]
+            if not ready:
+                return []
         results = dict(
             conn.execute(
                 select(cast(tasks.c.id, Text), cast(tasks.c.result, Text)).where(
@@ -1096,7 +1134,7 @@ class TaskStore:
         delivery holds it, and no ``run_at`` holds it back; the caller sends the message."""
         stmt = (
             update(tasks)
-            .where(tasks.c.id == task_id, tasks.c.status == Status.FAILED.value)
+            .where(tasks.c.id == task_id, tasks.c.status == Status.FAILED.value, _RETRYABLE)
             .values(**_FRESH_LIFE)
             .returning(*_PUBLIC)
         )
@@ -1104,11 +1142,18 @@ class TaskStore:
             row = conn.execute(stmt).first()
             if row is None:
                 current = conn.execute(
-                    select(tasks.c.status).where(tasks.c.id == task_id)
-                ).scalar_one_or_none()
+                    select(tasks.c.status, tasks.c.error).where(tasks.c.id == task_id)
+                ).first()
                 if current is None:
                     raise TaskNotFound(f"no task with id {task_id}")
-                raise InvalidTransition(f"task {task_id} is {current}, only failed tasks retry")
+                if current.status == Status.FAILED.value:
+                    raise InvalidTransition(
+                        f"task {task_id} failed before it ran, and would again: "
+                        f"{(current.error or {}).get('message')}"
+                    )
+                raise InvalidTransition(
+                    f"task {task_id} is {current.status}, only failed tasks retry"
+                )
         return TaskRecord.from_row(row)
 
     def requeue_failed_matching(
@@ -1120,7 +1165,7 @@ class TaskStore:
         failed = replace(where, status=Status.FAILED)
         chosen = (
             select(tasks.c.id)
-            .where(*failed.conditions())
+            .where(*failed.conditions(), _RETRYABLE)
             .order_by(tasks.c.created_at.desc(), tasks.c.id.desc())
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -1132,7 +1177,7 @@ class TaskStore:
             .values(**_FRESH_LIFE)
             .returning(*_PUBLIC)
         )
-        more = select(tasks.c.id).where(*failed.conditions()).limit(1)
+        more = select(tasks.c.id).where(*failed.conditions(), _RETRYABLE).limit(1)
         with _unavailable_as_error(), self.engine.begin() as conn:
             records = [TaskRecord.from_row(r) for r in conn.execute(stmt)]
             remaining = conn.execute(more).first() is not None
