@@ -243,6 +243,16 @@ def test_duplicate_deliveries_of_every_member_run_the_body_once(stack, tmp_path)
         ({"loop": []}, 400, "task"),
         ({"chain": [leaf("no.such.task", 1)]}, 422, "no.such.task"),
         ({"group": [leaf("wf.add", n) for n in range(1001)]}, 400, "at most 1000 tasks"),
+        (  # 500 x 500 links: quadratic work on every member's outcome
+            {
+                "chain": [
+                    {"group": [leaf("wf.add", n) for n in range(500)]},
+                    {"group": [leaf("wf.add")] * 500},
+                ]
+            },
+            400,
+            "put one step between them",
+        ),
         ({"group": [leaf("test.size", {"data": "x" * 3_000_000})] * 2}, 413, "payloads"),
     ],
 )

@@ -40,6 +40,11 @@ from tasklane.errors import InvalidRequest
 
 #: The most tasks one workflow submitted over HTTP may hold (the Python API sets no limit).
 MAX_TASKS = 1000
+#: The most links (a step waiting for another) one workflow may hold. A group followed by a
+#: group links every member of one to every member of the other: 500 after 500 is 250,000
+#: links, and each member's outcome would check all of them. Put one step between the two
+#: (a chord's body) and it is 1,000.
+MAX_LINKS = 10_000
 #: The deepest a description may nest (a chain in a group in a chord ...).
 MAX_NESTING = 32
 
@@ -226,9 +231,10 @@ class Plan:
     output: Template
 
 
-def plan(node: Node, max_tasks: int | None = None) -> Plan:
+def plan(node: Node, max_tasks: int | None = None, max_links: int = MAX_LINKS) -> Plan:
     """Give every task of the tree an id, what it receives and who waits for it. Refuses an
-    empty chain or group, more than ``max_tasks`` tasks, and a first step without a payload."""
+    empty chain or group, more than ``max_tasks`` tasks or ``max_links`` links, and a first
+    step without a payload."""
     steps: list[Step] = []
 
     def place(node: Node, input_: Template | None) -> Template:
@@ -256,6 +262,12 @@ def plan(node: Node, max_tasks: int | None = None) -> Plan:
         return input_
 
     output = place(node, None)
+    links = sum(len(step.after) for step in steps)
+    if links > max_links:
+        raise InvalidRequest(
+            f"the workflow links its steps {links} times, over {max_links}: a group followed "
+            "by a group links every member to every member; put one step between them"
+        )
     by_id = {str(s.id): s for s in steps}
     for step in steps:
         for before in step.after:
