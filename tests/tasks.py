@@ -255,3 +255,18 @@ def nul_result(payload):
     with open(payload["ledger"], "a") as f:
         f.write("ran\n")
     return {"text": "a\u0000b"}
+
+
+@task(name="test.nan_result", lane="lambda")
+def nan_result(payload):
+    """Returns what JSON cannot say (NaN)."""
+    return {"value": float("nan")}
+
+
+@task(name="test.nul_result_tx", lane="lambda", transactional=True)
+def nul_result_tx(payload, db):
+    """Writes through its transaction, then returns what jsonb cannot hold."""
+    from sqlalchemy import text
+
+    db.execute(text("INSERT INTO tx_effects (key) VALUES ('nul')"))
+    return {"text": "a\u0000b"}

@@ -587,3 +587,21 @@ def test_a_result_postgres_cannot_store_fails_the_task_once(stack, tmp_path):
     assert task["status"] == "failed" and task["attempts"] == 1
     assert "cannot be stored" in task["error"]["message"]
     assert ledger.read_text().splitlines() == ["ran"]
+
+
+@pytest.mark.parametrize("task", ["test.nan_result", "test.nul_result_tx"])
+def test_a_result_that_cannot_be_stored_fails_at_once_in_every_kind_of_task(stack, task):
+    """NaN is not JSON; \\u0000 is not what jsonb holds, also through a transactional run's
+    own transaction (whose writes roll back with it). No retry would make another result."""
+    with database.engine().begin() as conn:
+        conn.execute(text("CREATE TABLE IF NOT EXISTS tx_effects (key text)"))
+        conn.execute(text("DELETE FROM tx_effects"))
+    task_id = submit(task, {})
+    result = source(stack).poll_once()
+    assert result.deleted == 1 and not result.failed_ids
+    failed = get(task_id)
+    assert failed["status"] == "failed" and failed["attempts"] == 1
+    assert failed["error"]["type"] in ("ResultNotStorable", "InvalidRequest")
+    assert "SELECT" not in failed["error"]["message"] and "UPDATE" not in failed["error"]["message"]
+    with database.engine().connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM tx_effects")).scalar_one() == 0

@@ -123,6 +123,10 @@ class Committed:
     status: Status | None
 
 
+class ResultNotStorable(Exception):
+    """The run's result cannot be stored (not JSON, or not what Postgres's jsonb holds)."""
+
+
 class _ClaimLost(Exception):
     """Rolls a transactional run back: its delivery no longer holds the claim."""
 
@@ -460,16 +464,21 @@ class Executor:
             with self.store.transaction() as db:
                 with _running(attempt, self.store), time_limit(limit_s):
                     result = attempt.spec.fn(payload, db)
-                result_json = payloads.dumps(result, "result")
-                status, _, released = self.store.settle(
-                    attempt.id, token, result_json, connection=db
-                )
+                try:
+                    result_json = payloads.dumps(result, "result")
+                    status, _, released = self.store.settle(
+                        attempt.id, token, result_json, connection=db
+                    )
+                except InvalidRequest as exc:  # NaN, a set, \u0000: the same run makes it again
+                    raise ResultNotStorable(str(exc)) from None
                 if status is None:
                     raise _ClaimLost
             _send_released(released, self.store)  # committed: the workflow's next steps may go
             return Committed(result_json, status)
         except _ClaimLost:
             return Committed(result_json, None)  # rolled back: another delivery holds it
+        except ResultNotStorable as exc:  # its writes rolled back with it; not retried
+            return Failure(error_of(exc), final=True)
         except StoreUnavailable:
             by = deadline()  # counted from the end of the run
             status = self._persist(lambda: self.store.outcome_of(attempt.id, token), by, fields)
@@ -485,9 +494,12 @@ class Executor:
         try:
             with _running(attempt, self.store), time_limit(limit_s):
                 result = attempt.spec.fn(payload)
-            return payloads.dumps(result, "result")
         except Exception as exc:  # a task may raise anything; it is recorded, never propagated
             return Failure(error_of(exc))
+        try:
+            return payloads.dumps(result, "result")
+        except InvalidRequest as exc:  # NaN, a set, too deep: the same run makes it again
+            return Failure(error_of(ResultNotStorable(str(exc))), final=True)
 
     def record_lost(self, task_id: uuid.UUID, token: str, exc: BaseException) -> Verdict:
         """A run cut short outside the task's own code (its process killed, its time limit

@@ -628,7 +628,8 @@ class TaskStore:
             tasks.c.status, tasks.c.step["then"].label("then")
         )
         if connection is not None:  # inside a transactional run: commits with its writes
-            row = connection.execute(settled).first()
+            with _data_errors_as_invalid():
+                row = connection.execute(settled).first()
             return Settled(*self._after_settle(connection, row.status if row else None, row))
         with _unavailable_as_error(), self.engine.begin() as conn, _data_errors_as_invalid():
             if then is None:
