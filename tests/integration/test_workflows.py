@@ -333,3 +333,9 @@ def test_a_body_whose_input_is_too_large_fails_itself_not_its_last_member(stack)
     assert "MAX_PAYLOAD_BYTES" in view.error["message"]
     status, _, answer = call_api("POST", f"/tasks/{body}/retry")
     assert status == 409 and "would again" in answer["error"]["message"]
+
+
+def test_a_long_chain_runs_to_its_end_in_eager_mode(tasklane_eager):
+    """Each step used to run inside the one before (a recursion 300 steps deep gave up)."""
+    handle = chain(tasks.add.s(0), *[tasks.add.s() for _ in range(299)]).delay()
+    assert handle.get(timeout=0) == 300

@@ -159,16 +159,33 @@ def _delay(record: TaskRecord) -> int:
     return max(0, min(broker.MAX_DELAY_S, math.ceil(left)))
 
 
+#: Eager mode's tasks still to run in this context (None: none is running).
+_EAGER_QUEUE: ContextVar[list[TaskRecord] | None] = ContextVar("tasklane_eager_queue", default=None)
+
+
 def _run_inline(records: Sequence[TaskRecord], store: TaskStore) -> list[TaskRecord]:
-    """Eager mode: each task runs now, in this process, through the executor (one attempt)."""
+    """Eager mode: each task runs now, in this process, through the executor (one attempt).
+    Tasks sent while one runs (a child, a workflow's next step) run after it, from a queue,
+    as a worker would take them: a chain of any length, not a recursion as deep as the chain."""
     from tasklane.executor import Attempt, Delivery, Executor, delivery_token
 
+    queue = _EAGER_QUEUE.get()
+    if queue is not None:
+        queue.extend(records)
+        return list(records)
+    queue = list(records)
+    token = _EAGER_QUEUE.set(queue)
     executor = Executor(store)
-    for record in records:
-        if record.status is not Status.SCHEDULED:
-            step = executor.claim(Delivery(record.task, record.id, delivery_token("eager")), 3600)
-            if isinstance(step, Attempt):
-                executor.run(step)
+    try:
+        while queue:
+            record = queue.pop(0)
+            if record.status is not Status.SCHEDULED:
+                delivery = Delivery(record.task, record.id, delivery_token("eager"))
+                step = executor.claim(delivery, 3600)
+                if isinstance(step, Attempt):
+                    executor.run(step)
+    finally:
+        _EAGER_QUEUE.reset(token)
     return [store.get(r.id) for r in records]
 
 
