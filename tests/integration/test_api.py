@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -220,7 +221,17 @@ def test_bodies_that_are_not_json_are_415(stack, content_type):
 def test_a_known_path_with_another_method_is_405(stack):
     status, headers, body = call_api("DELETE", "/tasks")
     assert status == 405 and body["error"]["code"] == "method_not_allowed"
-    assert headers["allow"] == "POST"
+    assert headers["allow"] == "GET, POST"
+
+
+@pytest.mark.parametrize("path", ["/tasks", "/tasks/batch", "/workflows", "/tasks/retry"])
+def test_a_body_that_is_not_an_object_is_400_not_its_first_element(stack, path):
+    """Powertools validated a JSON array's first element as the body: the rest was dropped."""
+    one = {"task": "test.echo", "payload": 1}
+    for raw in (json.dumps([one, one]), json.dumps([{"tasks": [one]}, "junk"]), "5", '"x"'):
+        status, _, body = call_api("POST", path, raw=raw)
+        assert status == 400 and "JSON object" in body["error"]["message"], (raw, body)
+    assert stack.query("SELECT count(*) AS n FROM tasks")[0].n == 0
 
 
 def _nested(depth: int) -> list:

@@ -490,7 +490,8 @@ def _raw_error(status: int, code: str, message: str) -> dict:
 
 def _json_only(event: dict) -> dict | None:
     """Refuse a body that is not JSON before routing: 415 for another media type (forms too,
-    which Powertools would otherwise parse), 400 for bytes that are not UTF-8 text."""
+    which Powertools would otherwise parse), 400 for bytes that are not UTF-8 text or for a
+    body that is not an object (every route takes one)."""
     body = event.get("body")
     if not body:
         return None
@@ -500,9 +501,11 @@ def _json_only(event: dict) -> dict | None:
         return _raw_error(415, "unsupported_media_type", f"send {JSON}, not {media}")
     if event.get("isBase64Encoded"):
         try:
-            base64.b64decode(body).decode("utf-8")
+            body = base64.b64decode(body).decode("utf-8")
         except (ValueError, UnicodeDecodeError):
             return _raw_error(400, InvalidRequest.code, "the request body is not UTF-8 JSON")
+    if not body.lstrip().startswith("{"):  # Powertools would take an array's first element
+        return _raw_error(400, InvalidRequest.code, "the request body must be a JSON object")
     return None
 
 
