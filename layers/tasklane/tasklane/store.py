@@ -1321,7 +1321,9 @@ class TaskStore:
           commit;
         - ``running`` with a lease expired past the grace period, in a lane whose queue shows
           no waiting message: the consumer died, and its message may be gone too (in a busy
-          lane it may be waiting its turn: a copy each grace period would pile up);
+          lane it may be waiting its turn: a copy each grace period would pile up); in a busy
+          lane once its lease expired as long ago as a stranded ``queued`` task's last write
+          (a lane that is never quiet must not keep it for ever);
         - ``queued`` with nothing written for ``stranded_seconds`` beyond the longest retry
           back-off, in a lane whose queue shows no waiting message, and not due later: its
           message was acknowledged while the task was not done. A task waiting out a back-off
@@ -1343,7 +1345,7 @@ class TaskStore:
                     and_(
                         tasks.c.status == Status.RUNNING.value,
                         tasks.c.lease_until < grace,
-                        tasks.c.lane.in_(list(quiet_lanes)),
+                        or_(tasks.c.lane.in_(list(quiet_lanes)), tasks.c.lease_until < stranded),
                     ),
                     and_(
                         tasks.c.status == Status.QUEUED.value,

@@ -46,8 +46,10 @@ from tasklane.logs import logger, task_fields
 OUTCOME_PATIENCE_S = 120
 #: Beats per visibility timeout: the message is extended well before it would reappear.
 BEATS_PER_TIMEOUT = 3
-#: The heartbeat beats until the hard limit plus this, the time to record the outcome.
-BEATS_GRACE_S = 60
+#: The heartbeat beats until the hard limit plus this: the time to record the outcome, which
+#: may wait out a database outage for OUTCOME_PATIENCE_S after the run ends. Stopping sooner
+#: let the message reappear, and the task run again, while its outcome was still retrying.
+BEATS_GRACE_S = 60 + OUTCOME_PATIENCE_S
 
 
 class AttemptNotDone(TasklaneError):
