@@ -20,6 +20,7 @@ from tasklane.errors import TasklaneError
 console = Console()
 err = Console(stderr=True)
 STATUS_STYLE = {
+    "waiting": "dim",
     "pending": "yellow",
     "scheduled": "magenta",
     "cancelled": "dim",
@@ -138,11 +139,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
+    from tasklane import service
     from tasklane.lifecycle import Status
-    from tasklane.service import default_store
+    from tasklane.store import TaskFilter
 
     _use_local_stack(args.data_dir)
-    records = default_store().recent(args.limit, Status(args.status) if args.status else None)
+    where = TaskFilter(Status(args.status) if args.status else None, args.task, args.lane)
+    records = service.list_tasks(where, args.limit).tasks
     table = Table(title=f"{len(records)} most recent tasks", title_justify="left")
     for column in ("id", "task", "lane", "status", "attempts", "age"):
         table.add_column(column, justify="right" if column in ("attempts", "age") else "left")
@@ -356,9 +359,11 @@ def parser() -> argparse.ArgumentParser:
     init.set_defaults(run=cmd_init)
     sub.add_parser("migrate", help="create or upgrade the schema").set_defaults(run=cmd_migrate)
 
-    tasks = sub.add_parser("tasks", help="list recent tasks")
+    tasks = sub.add_parser("tasks", help="list recent tasks (newest first)")
     tasks.add_argument("--limit", type=int, default=20)
     tasks.add_argument("--status", choices=list(STATUS_STYLE))
+    tasks.add_argument("--task", help="only this task name")
+    tasks.add_argument("--lane", choices=["lambda", "celery"])
     tasks.set_defaults(run=cmd_tasks)
 
     show = sub.add_parser("show", help="show one task with its result or error")
