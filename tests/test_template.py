@@ -58,7 +58,7 @@ def test_every_variable_the_code_reads_is_set_for_functions_and_workers(template
     wanted = set(ENV_VARS) - LOCAL_ONLY - TUNABLE_DEFAULTS - RECONCILER_ONLY
     assert wanted <= set(globals_env), wanted - set(globals_env)
     reconciler = template.function("ReconcilerFunction").environment
-    assert RECONCILER_ONLY <= set(reconciler)
+    assert set(reconciler) >= RECONCILER_ONLY
     container = template.resources["WorkerTaskDefinition"]["Properties"]["ContainerDefinitions"][0]
     worker_env = {e["Name"] for e in container["Environment"]}
     assert wanted <= worker_env, wanted - worker_env
