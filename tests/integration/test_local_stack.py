@@ -207,6 +207,26 @@ def test_cli_lists_shows_and_submits(local_stack):
 
 
 @pytest.mark.slow
+def test_cli_stats_and_bulk_retry_through_the_api(local_stack):
+    """The same commands go to a deployed API with --api (signed, or with --token); here to the
+    local stack's, named explicitly as a deployed one would be."""
+    failed = submit(local_stack, "test.fail_twice", {})
+    assert final(local_stack, failed, timeout=90)["status"] == "failed"
+    api = ("--api", local_stack.api, "--token", "unused-locally")
+    stats = local_stack.cli(*api, "stats")
+    assert stats.returncode == 0, stats.stderr
+    assert "failed" in stats.stdout and "lambda_dlq" not in stats.stdout
+    assert "dead letters" in stats.stdout and "last 15 minutes" in stats.stdout
+    listing = local_stack.cli(*api, "tasks", "--status", "failed", "--lane", "lambda")
+    assert failed[:8] in listing.stdout
+    retried = local_stack.cli(*api, "retry", "--failed", "--task", "test.fail_twice")
+    assert retried.returncode == 0 and "failed tasks queued again" in retried.stdout
+    assert http("GET", f"{local_stack.api}/tasks/{failed}")[1]["attempts"] in (0, 1, 2)
+    unknown = local_stack.cli(*api, "show", "00000000-0000-0000-0000-000000000000")
+    assert unknown.returncode == 2 and "404 not_found" in unknown.stderr
+
+
+@pytest.mark.slow
 def test_invoke_runs_a_template_function_with_an_event(local_stack):
     result = local_stack.cli(
         "invoke",
@@ -221,23 +241,6 @@ def test_invoke_runs_a_template_function_with_an_event(local_stack):
     assert response["statusCode"] == 202
     created = json.loads(response["body"])
     assert final(local_stack, created["id"])["result"]["words"] == 9
-
-
-@pytest.mark.slow
-def test_ctrl_c_stops_everything_and_leaves_no_process(local_stack):
-    state = local_stack.state()
-    children = state["children"]
-    assert len(children) >= 4  # moto, the celery worker, a process per function
-    os.killpg(local_stack.process.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
-    assert local_stack.process.wait(60) == 0
-    assert "local stack stopped" in local_stack.output()
-    for pid in children:
-        assert (
-            not Path(f"/proc/{pid}").exists()
-            or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
-        ), pid
-    assert not (local_stack.dir / "state" / "postgres" / "postmaster.pid").exists()
-    assert not (local_stack.dir / "state" / "stack.json").exists()
 
 
 @pytest.mark.slow
@@ -261,3 +264,21 @@ def test_reconcile_sends_the_running_stacks_due_tasks(local_stack):
     # the stack's own reconciler (every minute) may have taken it first: then this one found none
     assert re.search(r"sent (\d) of \1 ", result.stdout), result.stdout
     assert final(local_stack, body["id"])["result"] == {"echo": "later"}
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_everything_and_leaves_no_process(local_stack):
+    """Last in this module: it stops the stack the tests above share."""
+    state = local_stack.state()
+    children = state["children"]
+    assert len(children) >= 4  # moto, the celery worker, a process per function
+    os.killpg(local_stack.process.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
+    assert local_stack.process.wait(60) == 0
+    assert "local stack stopped" in local_stack.output()
+    for pid in children:
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+        ), pid
+    assert not (local_stack.dir / "state" / "postgres" / "postmaster.pid").exists()
+    assert not (local_stack.dir / "state" / "stack.json").exists()

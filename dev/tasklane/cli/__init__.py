@@ -7,8 +7,6 @@ import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -138,26 +136,52 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_tasks(args: argparse.Namespace) -> int:
-    from tasklane import service
-    from tasklane.lifecycle import Status
-    from tasklane.store import TaskFilter
+def _api(args: argparse.Namespace) -> Any:
+    """The API the commands call: ``--api`` (a deployed stack; SigV4 or ``--token``), or the
+    running ``tasklane dev``."""
+    from tasklane.cli.remote import Api
+    from tasklane.local.stack import read_state
 
-    _use_local_stack(args.data_dir)
-    where = TaskFilter(Status(args.status) if args.status else None, args.task, args.lane)
-    records = service.list_tasks(where, args.limit).tasks
-    table = Table(title=f"{len(records)} most recent tasks", title_justify="left")
+    url = args.api or (read_state(args.data_dir) or {}).get("api")
+    if not url:
+        raise TasklaneError("no --api URL, and no `tasklane dev` running here (--data-dir)")
+    return Api.to(url, args.token)
+
+
+def _moment(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    """Newest first; more than one page (500) is fetched page by page, with progress."""
+    from rich.progress import Progress
+
+    api = _api(args)
+    query = {"status": args.status, "task": args.task, "lane": args.lane}
+    found: list[dict] = []
+    cursor = None
+    with Progress(transient=True, console=err) as progress:
+        fetching = progress.add_task("fetching tasks", total=args.limit)
+        while len(found) < args.limit:
+            size = min(500, args.limit - len(found))
+            page = api.request("GET", "/tasks", query=query | {"limit": size, "cursor": cursor})
+            found += page["tasks"]
+            progress.update(fetching, completed=len(found))
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+    table = Table(title=f"{len(found)} most recent tasks", title_justify="left")
     for column in ("id", "task", "lane", "status", "attempts", "age"):
         table.add_column(column, justify="right" if column in ("attempts", "age") else "left")
-    for r in records:
-        style = STATUS_STYLE.get(r.status, "")
+    for task in found:
+        style = STATUS_STYLE.get(task["status"], "")
         table.add_row(
-            str(r.id),
-            r.task,
-            r.lane,
-            f"[{style}]{r.status}[/{style}]",
-            str(r.attempts),
-            _age(r.created_at),
+            task["id"],
+            task["task"],
+            task["lane"],
+            f"[{style}]{task['status']}[/{style}]",
+            str(task["attempts"]),
+            _age(_moment(task["created_at"])),
         )
     console.print(table)
     return 0
@@ -176,53 +200,27 @@ def _print_task(task: dict) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from tasklane import api, service
-
-    _use_local_stack(args.data_dir)
-    detail = json.loads(json.dumps(api.detail(service.get_task(args.id)), default=str))
-    _print_task(detail)
+    _print_task(_api(args).request("GET", f"/tasks/{args.id}"))
     return 0
 
 
-def _request(method: str, url: str, body: Any = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"content-type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=35) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
-
-
 def cmd_submit(args: argparse.Namespace) -> int:
-    from tasklane.local.stack import read_state
-
     raw = Path(args.payload[1:]).read_text() if args.payload.startswith("@") else args.payload
     try:
         payload = json.loads(raw)
     except ValueError as exc:
         raise TasklaneError(f"--payload is not JSON: {exc}") from None
-    api_url = args.api or (read_state(args.data_dir) or {}).get("api") or "http://127.0.0.1:3000"
-    try:
-        status, body = _request("POST", f"{api_url}/tasks", {"task": args.name, "payload": payload})
-    except urllib.error.URLError as exc:
-        raise TasklaneError(
-            f"cannot reach {api_url} ({exc.reason}): is `tasklane dev` running?"
-        ) from None
-    if status >= 400:
-        err.print(f"[red]{status} {body['error']['code']}: {body['error']['message']}[/red]")
-        return 1
+    api = _api(args)
+    body = api.request("POST", "/tasks", {"task": args.name, "payload": payload})
     console.print(f"submitted [bold]{body['id']}[/bold] ({body['lane']} lane, {body['status']})")
     if not args.wait:
         return 0
     deadline = time.monotonic() + args.timeout
     with console.status("waiting…") as spinner:
         while time.monotonic() < deadline:
-            _, task = _request("GET", f"{api_url}/tasks/{body['id']}")
+            task = api.request("GET", f"/tasks/{body['id']}")
             spinner.update(f"{task['status']} (attempt {task['attempts']})…")
-            if task["status"] in ("succeeded", "failed"):
+            if task["status"] in ("succeeded", "failed", "cancelled"):
                 break
             time.sleep(0.3)
     _print_task(task)
@@ -230,23 +228,67 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    from tasklane import service
+    """One failed task by id, or (``--failed``) every failed task matching, 1,000 a call."""
+    from rich.progress import Progress
 
-    _use_local_stack(args.data_dir)
-    _local_refs(args.data_dir)
-    record = service.retry_task(args.id)
-    console.print(f"{record.id} is {record.status} again")
+    api = _api(args)
+    if args.id:
+        task = api.request("POST", f"/tasks/{args.id}/retry")
+        console.print(f"{task['id']} is {task['status']} again")
+        return 0
+    if not args.failed:
+        raise TasklaneError("give a task id, or --failed (with --task, --lane) to retry in bulk")
+    body = {"task": args.task, "lane": args.lane}
+    retried = 0
+    with Progress(transient=True, console=err) as progress:
+        going = progress.add_task("retrying failed tasks", total=None)
+        while True:
+            answer = api.request("POST", "/tasks/retry", {k: v for k, v in body.items() if v})
+            retried += len(answer["retried"])
+            progress.update(going, completed=retried)
+            if not answer["more"]:
+                break
+    console.print(f"{retried} failed tasks queued again")
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from tasklane import service
+    task = _api(args).request("POST", f"/tasks/{args.id}/cancel")
+    asked = task["status"] == "running"
+    console.print(f"{task['id']} is {task['status']}" + (" (asked to stop)" if asked else ""))
+    return 0
 
-    _use_local_stack(args.data_dir)
-    _local_refs(args.data_dir)
-    record = service.cancel_task(args.id)
-    asked = record.status == "running"
-    console.print(f"{record.id} is {record.status}" + (" (asked to stop)" if asked else ""))
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    stats = _api(args).request("GET", "/stats")
+    lanes = ("lambda", "celery")
+    table = Table(title="tasks", title_justify="left")
+    table.add_column("status")
+    for lane in lanes:
+        table.add_column(lane, justify="right")
+    for status, by_lane in sorted(stats["counts"].items()):
+        style = STATUS_STYLE.get(status, "")
+        table.add_row(
+            f"[{style}]{status}[/{style}]", *(str(by_lane.get(lane, 0)) for lane in lanes)
+        )
+    console.print(table)
+    queues = Table(title="queues", title_justify="left")
+    for column in ("lane", "waiting", "dead letters", "oldest queued"):
+        queues.add_column(column, justify="left" if column == "lane" else "right")
+    depths, oldest = stats["queue_depths"], stats["oldest_queued_seconds"]
+    for lane in lanes:
+        age = oldest.get(lane)
+        queues.add_row(
+            lane,
+            str(depths.get(lane, "-")),
+            str(depths.get(f"{lane}_dlq", "-")),
+            f"{age:.0f} s" if age is not None else "-",
+        )
+    console.print(queues)
+    minutes = stats["finished_per_minute"]
+    done = sum(m["succeeded"] for m in minutes)
+    failed = sum(m["failed"] for m in minutes)
+    console.print(f"last 15 minutes: {done} succeeded, {failed} failed")
     return 0
 
 
@@ -332,6 +374,17 @@ def parser() -> argparse.ArgumentParser:
         default=Path(".tasklane"),
         help="where the local stack keeps its state (default .tasklane)",
     )
+    top.add_argument(
+        "--api",
+        default=os.environ.get("TASKLANE_API"),
+        help="a deployed stack's API URL (default $TASKLANE_API, else the running tasklane "
+        "dev); requests are signed with SigV4 from your AWS credentials",
+    )
+    top.add_argument(
+        "--token",
+        default=os.environ.get("TASKLANE_TOKEN"),
+        help="a bearer token for a JWT-authorized API (default $TASKLANE_TOKEN)",
+    )
     sub = top.add_subparsers(dest="command", required=True)
 
     dev = sub.add_parser("dev", help="run the whole pipeline locally (no Docker, no AWS)")
@@ -370,17 +423,22 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("id")
     show.set_defaults(run=cmd_show)
 
-    submit = sub.add_parser("submit", help="submit a task through the local HTTP API")
+    submit = sub.add_parser("submit", help="submit a task through the HTTP API")
     submit.add_argument("name")
     submit.add_argument("--payload", default="null", help="JSON, or @file")
-    submit.add_argument("--api", help="API base URL (default: the running local stack)")
     submit.add_argument("--wait", action="store_true", help="wait until the task ends")
     submit.add_argument("--timeout", type=float, default=300)
     submit.set_defaults(run=cmd_submit)
 
-    retry = sub.add_parser("retry", help="re-queue a failed task")
-    retry.add_argument("id")
+    retry = sub.add_parser("retry", help="re-queue a failed task, or every failed one matching")
+    retry.add_argument("id", nargs="?")
+    retry.add_argument("--failed", action="store_true", help="every failed task matching")
+    retry.add_argument("--task", help="with --failed: only this task name")
+    retry.add_argument("--lane", choices=["lambda", "celery"])
     retry.set_defaults(run=cmd_retry)
+    sub.add_parser("stats", help="counts, backlog, completions, queue depths").set_defaults(
+        run=cmd_stats
+    )
     cancel = sub.add_parser("cancel", help="cancel a task (a running one is asked to stop)")
     cancel.add_argument("id")
     cancel.set_defaults(run=cmd_cancel)
