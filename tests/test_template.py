@@ -142,11 +142,11 @@ def test_the_api_routes_match_the_contract(template, jwt_template):
         (method.upper(), re.sub(r"\{\w+\}", "{id}", path))
         for path, operations in document["paths"].items()
         for method in operations
-    } | {("GET", "/openapi.json"), ("GET", "/docs")}
+    } | {("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/console"), ("GET", "/console/{id}")}
     assert ("POST", "/tasks/{id}/cancel") in expected  # the contract's, as a floor
     for t, fn in ((template, "ProducerFunction"), (jwt_template, "ProducerJwtFunction")):
         routes = {
-            (e["Properties"]["Method"], e["Properties"]["Path"])
+            (e["Properties"]["Method"], re.sub(r"\{\w+\}", "{id}", e["Properties"]["Path"]))
             for e in t.function(fn).events.values()
             if e["Type"] == "HttpApi"
         }
@@ -154,6 +154,17 @@ def test_the_api_routes_match_the_contract(template, jwt_template):
     assert [f.logical_id for f in template.functions() if "Producer" in f.logical_id] == [
         "ProducerFunction"
     ]
+    # only the console's static files skip the authorizer, and only where a browser can then
+    # authenticate (JWT); with IAM every route is signed
+    open_routes = {
+        e["Properties"]["Path"]
+        for t, fn in ((template, "ProducerFunction"), (jwt_template, "ProducerJwtFunction"))
+        for e in t.function(fn).events.values()
+        if e["Properties"].get("Auth", {}).get("Authorizer") == "NONE"
+    }
+    assert open_routes == {"/console", "/console/{name}"}
+    iam_events = template.function("ProducerFunction").events.values()
+    assert not any("Auth" in e["Properties"] for e in iam_events)
     assert [f.logical_id for f in jwt_template.functions() if "Producer" in f.logical_id] == [
         "ProducerJwtFunction"
     ]

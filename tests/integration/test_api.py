@@ -53,9 +53,16 @@ def test_get_shows_the_task(stack):
         "updated_at",
         "run_at",
         "workflow_id",
+        "started_at",
+        "finished_at",
+        "payload_bytes",
     }
     assert body["status"] == "queued" and body["attempts"] == 0 and body["result"] is None
     assert body["run_at"] is None and body["workflow_id"] is None
+    assert body["started_at"] is None and body["finished_at"] is None
+    _, _, big = call_api("POST", "/tasks", {"task": "test.echo", "payload": "x" * 100_000})
+    stored = call_api("GET", f"/tasks/{big['id']}")[2]["payload_bytes"]
+    assert body["payload_bytes"] < 100 < stored < 100_000  # compressed as stored
 
 
 @pytest.mark.parametrize("path", [f"/tasks/{uuid.uuid4()}", "/tasks/not-a-uuid"])

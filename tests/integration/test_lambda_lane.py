@@ -34,7 +34,9 @@ def test_one_failure_in_a_batch_of_ten_is_the_only_one_returned(stack):
         assert task["result"] == {"echo": {"i": ok.index(task_id)}}
     failed = get(bad)
     assert failed["status"] == "queued" and failed["attempts"] == 1
+    traceback = failed["error"].pop("traceback")
     assert failed["error"] == {"type": "ValueError", "message": "always fails: test"}
+    assert "Traceback" in traceback and "ValueError: always fails: test" in traceback
     assert stack.depth(stack.lambda_queue) == 1  # not acknowledged
 
 

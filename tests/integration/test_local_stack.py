@@ -2,147 +2,29 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import signal
-import subprocess
-import sys
-import tempfile
-import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
-from tasklane.local.postgres import free_port
 
 from tests.conftest import wait_for
+from tests.integration.devstack import (
+    final,
+    http,
+    running_stack,
+    submit,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
 MAX_RECEIVES = 5  # template.yaml's MaxReceiveCount default
-
-
-def http(method: str, url: str, body=None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"content-type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def clean_environment() -> dict[str, str]:
-    """A user's shell: none of the settings that other tests point at their own servers."""
-    from tasklane.config import ENV_VARS
-
-    dropped = set(ENV_VARS) | {"AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL"}
-    return {k: v for k, v in os.environ.items() if k not in dropped}
-
-
-class Stack:
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="tasklane-e2e-"))
-        self.dir.chmod(0o755)  # as root, Postgres runs as the postgres user and must reach it
-        self.port = free_port()
-        self.lines: list[str] = []
-        env = clean_environment() | {"PYTHONPATH": str(ROOT)}
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tasklane.cli",
-                "--data-dir",
-                str(self.dir / "state"),
-                "dev",
-                "--port",
-                str(self.port),
-                "--postgres-port",
-                str(free_port()),
-                "--parameter-overrides",
-                "TaskModules=tasklane.examples,tests.tasks",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,  # its own process group, like a terminal's job
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip())
-
-    @property
-    def api(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    @property
-    def state_file(self) -> Path:
-        return self.dir / "state" / "stack.json"
-
-    def state(self) -> dict:
-        return json.loads(self.state_file.read_text())
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "tasklane.cli", "--data-dir", str(self.dir / "state"), *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=clean_environment()
-            | {
-                "PYTHONPATH": str(ROOT),
-                "COLUMNS": "200",
-                "TASK_MODULES": "tasklane.examples,tests.tasks",
-            },
-        )
 
 
 @pytest.fixture(scope="module")
 def local_stack():
-    stack = Stack()
-    try:
-        wait_for(
-            lambda: "local stack is up" in stack.output() or stack.process.poll() is not None,
-            120,
-            what="tasklane dev to start",
-        )
-        assert stack.process.poll() is None, stack.output()
+    with running_stack() as stack:
         yield stack
-    finally:
-        if stack.process.poll() is None:  # a failed test: leave nothing running behind it
-            children = stack.state().get("children", []) if stack.state_file.exists() else []
-            os.killpg(stack.process.pid, signal.SIGKILL)
-            for pid in children:  # the stack's children live in sessions of their own
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            subprocess.run(["pkill", "-9", "-f", str(stack.dir)], check=False)  # its postgres
-        print(stack.output()[-20000:])
-
-
-def submit(stack: Stack, task: str, payload) -> str:
-    status, body = http("POST", f"{stack.api}/tasks", {"task": task, "payload": payload})
-    assert status == 202, body
-    return body["id"]
-
-
-def final(stack: Stack, task_id: str, timeout: float = 60) -> dict:
-    def done():
-        _, task = http("GET", f"{stack.api}/tasks/{task_id}")
-        return task if task["status"] in ("succeeded", "failed") else None
-
-    return wait_for(done, timeout, interval=0.3, what=f"task {task_id}")
 
 
 @pytest.mark.slow
@@ -182,7 +64,8 @@ def test_an_always_failing_task_dead_letters_and_ends_failed(local_stack):
     task = final(local_stack, task_id, timeout=150)
     assert task["status"] == "failed"
     assert task["attempts"] == MAX_RECEIVES  # every delivery ran; then the redrive policy moved it
-    assert task["error"] == {"type": "ValueError", "message": "always fails: e2e"}
+    assert task["error"]["type"] == "ValueError"
+    assert task["error"]["message"] == "always fails: e2e"
     wait_for(
         lambda: any("task dead-lettered" in line and task_id in line for line in local_stack.lines),
         10,

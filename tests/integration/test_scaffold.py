@@ -17,7 +17,7 @@ import pytest
 from tasklane.local.postgres import free_port
 
 from tests.conftest import wait_for
-from tests.integration.test_local_stack import clean_environment, http
+from tests.integration.devstack import clean_environment, http
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -292,6 +292,30 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_console(args: argparse.Namespace) -> int:
+    """The console's URL: the API's own ``/console`` when a browser can reach it as it is (a
+    local stack), else a local proxy that signs each request (IAM) or adds ``--token`` (JWT)."""
+    import time
+
+    from tasklane.cli.proxy import serve
+
+    api = _api(args)
+    if not (api.sign or api.token):
+        console.print(f"console: [bold]{api.url}/console[/bold]")
+        return 0
+    server = serve(api, args.port)
+    how = "signed with your AWS credentials" if api.sign else "with your token"
+    console.print(
+        f"console: [bold]http://127.0.0.1:{server.server_address[1]}/console[/bold]\n"
+        f"  a local proxy to {api.url}, every request {how}; Ctrl-C stops it"
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        server.shutdown()
+
+
 def cmd_schedules(args: argparse.Namespace) -> int:
     from tasklane import periodic, registry, service
 
@@ -442,6 +466,11 @@ def parser() -> argparse.ArgumentParser:
     cancel = sub.add_parser("cancel", help="cancel a task (a running one is asked to stop)")
     cancel.add_argument("id")
     cancel.set_defaults(run=cmd_cancel)
+    console_cmd = sub.add_parser(
+        "console", help="open the web console (through a signing proxy for a deployed API)"
+    )
+    console_cmd.add_argument("--port", type=int, default=8765, help="the proxy's port")
+    console_cmd.set_defaults(run=cmd_console)
     sub.add_parser("schedules", help="periodic tasks and their next tick").set_defaults(
         run=cmd_schedules
     )

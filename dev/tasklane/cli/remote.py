@@ -58,9 +58,24 @@ class Api:
     def request(self, method: str, path: str, body: Any = None, query: dict | None = None) -> Any:
         """The JSON answer; :class:`ApiError` for an error status."""
         query = {k: v for k, v in (query or {}).items() if v is not None}
-        url = self.url + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        target = path + (f"?{urllib.parse.urlencode(query)}" if query else "")
         data = json.dumps(body).encode() if body is not None else None
-        headers = {"content-type": "application/json", "accept": "application/json"}
+        status, _, raw = self.send(method, target, data, {"content-type": "application/json"})
+        try:
+            answer = json.loads(raw or b"null")
+        except ValueError:
+            answer = {"error": {"code": "http", "message": raw[:200].decode(errors="replace")}}
+        if status >= 400:
+            raise ApiError(status, answer)
+        return answer
+
+    def send(
+        self, method: str, target: str, data: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One request to ``target`` (a path and query under the API's URL), authenticated:
+        its status, headers and body, whatever the status."""
+        url = self.url + target
+        headers = {"accept": "application/json"} | {k.lower(): v for k, v in headers.items()}
         if self.token:
             headers["authorization"] = f"Bearer {self.token}"
         if self.sign:
@@ -68,14 +83,9 @@ class Api:
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=35) as response:
-                return json.loads(response.read() or b"null")
+                return response.status, dict(response.headers.items()), response.read()
         except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            try:
-                answer = json.loads(raw or b"null")
-            except ValueError:
-                answer = {"error": {"code": "http", "message": raw[:200].decode(errors="replace")}}
-            raise ApiError(exc.code, answer) from None
+            return exc.code, dict(exc.headers.items()), exc.read()
         except urllib.error.URLError as exc:
             raise TasklaneError(f"cannot reach {self.url} ({exc.reason})") from None
 

@@ -474,6 +474,7 @@ class LocalStack:
         ]
         for route in self.routes:
             lines.append(f"  {route.method:<6} {route.path:<22} → {route.function}")
+        lines.append(f"Console         {self.api_url}/console")
         lines.append(f"Postgres        {self.database_url}")
         lines.append(f"SQS (moto)      {self.sqs_endpoint}")
         for source in self.sources:

@@ -127,16 +127,19 @@ def summary(record: TaskRecord) -> dict[str, Any]:
 
 def detail(record: TaskRecord) -> dict[str, Any]:
     error = record.error
-    if error:  # the traceback stays in the database; clients get type and message
-        error = {"type": error.get("type"), "message": error.get("message")}
+    if error:
+        error = {k: error.get(k) for k in ("type", "message", "traceback")}
     return summary(record) | {
         "attempts": record.attempts,
         "result": record.result,
         "error": error,
         "created_at": record.created_at,
         "updated_at": record.updated_at,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
         "run_at": record.run_at,
         "workflow_id": str(record.workflow_id) if record.workflow_id else None,
+        "payload_bytes": record.payload_bytes,
     }
 
 
@@ -377,6 +380,44 @@ def cancel_workflow(workflow_id: Annotated[str, Path(description="The workflow's
 @app.get("/openapi.json", include_in_schema=False)
 def openapi_document():
     return Response(200, content_types.APPLICATION_JSON, openapi_json())
+
+
+#: The console's files (tasklane/console), by the name the page asks for.
+CONSOLE_FILES = {
+    "console.js": "text/javascript; charset=utf-8",
+    "console.css": "text/css; charset=utf-8",
+}
+#: The page runs only its own files and talks only to its own origin (the API).
+CONSOLE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+@app.get("/console", include_in_schema=False)
+def console_page():
+    """The console: one static page over this JSON API (docs/operations.md). Its files are read
+    on the first request, so the API's cold start does not carry them."""
+    headers = CONSOLE_HEADERS | {"Cache-Control": "no-cache"}
+    return Response(200, "text/html; charset=utf-8", _console_file("index.html"), headers)
+
+
+@app.get("/console/<name>", include_in_schema=False)
+def console_file(name: str):
+    if name not in CONSOLE_FILES:
+        return error_response(404, "not_found", f"the console has no file {name!r}")
+    headers = CONSOLE_HEADERS | {"Cache-Control": "max-age=300"}
+    return Response(200, CONSOLE_FILES[name], _console_file(name), headers)
+
+
+@functools.cache
+def _console_file(name: str) -> str:
+    from importlib import resources
+
+    return resources.files("tasklane").joinpath("console", name).read_text("utf-8")
 
 
 @app.get("/docs", include_in_schema=False)

@@ -85,6 +85,7 @@ class BatchResponse(BaseModel):
 class TaskError(BaseModel):
     type: str | None
     message: str | None
+    traceback: str | None = Field(None, description="Where it was raised (Python's traceback)")
 
 
 class WorkflowTask(_Strict):
@@ -177,6 +178,11 @@ class TaskDetail(TaskSummary):
         description="When the task is due, if it was asked to run later"
     )
     workflow_id: str | None = Field(None, description="The workflow it is a step of, if any")
+    started_at: datetime | None = Field(None, description="When its last attempt started")
+    finished_at: datetime | None = Field(None, description="When it reached a final status")
+    payload_bytes: int | None = Field(
+        None, description="The payload's size as stored (compressed); null once pruned"
+    )
 
 
 class TaskPage(BaseModel):

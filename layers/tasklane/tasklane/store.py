@@ -143,6 +143,10 @@ _PUBLIC = (
     tasks.c.updated_at,
     tasks.c.run_at,
     tasks.c.workflow_id,
+    tasks.c.started_at,
+    tasks.c.finished_at,
+    # the stored (compressed) size: read from the value's header, never the payload itself
+    func.pg_column_size(tasks.c.payload).label("payload_bytes"),
 )
 #: A retried task's new life: ``pending`` now, its attempts and its past forgotten.
 _FRESH_LIFE = {
@@ -287,6 +291,11 @@ class TaskRecord:
     run_at: datetime | None = None
     #: The workflow it is a step of, if any.
     workflow_id: uuid.UUID | None = None
+    #: When its last attempt started, and when it reached a final status.
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    #: The payload's size as stored in Postgres (compressed); None once pruned.
+    payload_bytes: int | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> TaskRecord:

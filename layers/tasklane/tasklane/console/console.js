@@ -1,0 +1,341 @@
+/* tasklane console: the JSON API of the page's own origin, rendered without a framework.
+ *
+ * Everything shown comes from GET /stats, GET /tasks and GET /tasks/{id}; the buttons call
+ * POST /tasks/{id}/retry, POST /tasks/{id}/cancel and POST /tasks/retry. Text from tasks (names,
+ * results, errors) is only ever set as textContent, never parsed as HTML.
+ */
+"use strict";
+
+(() => {
+  // The API's root: the page is {root}console and this script {root}console/console.js, so a
+  // stage or base path in front of them carries over.
+  const ROOT = new URL("..", document.currentScript.src);
+  const REFRESH_MS = 5000;
+  const CANCELLABLE = new Set(["pending", "scheduled", "waiting", "queued", "running"]);
+  const FILTERS = ["status", "task", "lane", "created_after", "created_before"];
+  const $ = (id) => document.getElementById(id);
+
+  const state = { view: null, filters: {}, cursor: null, paged: false, taskId: null, timer: null };
+
+  // ------------------------------------------------------------------ the API
+  class ApiError extends Error {
+    constructor(status, body) {
+      const error = (body && body.error) || {};
+      super(error.message || body && body.message || `HTTP ${status}`);
+      this.status = status;
+      this.code = error.code;
+    }
+  }
+
+  async function api(method, path, body) {
+    const headers = { accept: "application/json" };
+    const token = sessionStorage.getItem("tasklane.token");
+    if (token) headers.authorization = `Bearer ${token}`;
+    if (body !== undefined) headers["content-type"] = "application/json";
+    const response = await fetch(new URL(path, ROOT), {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "same-origin",
+    });
+    let answer = null;
+    try {
+      answer = await response.json();
+    } catch (_) {
+      answer = null;
+    }
+    if (response.status === 401 || response.status === 403) {
+      $("auth").hidden = false;
+      throw new ApiError(response.status, answer || { message: "this API needs a token" });
+    }
+    if (!response.ok) throw new ApiError(response.status, answer);
+    return answer;
+  }
+
+  // ------------------------------------------------------------------ helpers
+  function el(tag, attributes = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attributes)) {
+      if (value === undefined || value === null) continue;
+      if (name === "class") node.className = value;
+      else if (name === "text") node.textContent = value;
+      else node.setAttribute(name, value);
+    }
+    for (const child of children) node.append(child);
+    return node;
+  }
+
+  function svg(tag, attributes = {}) {
+    const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+    return node;
+  }
+
+  function say(text, isError = false) {
+    const box = $("message");
+    box.textContent = text;
+    box.className = isError ? "error" : "";
+    box.hidden = !text;
+  }
+
+  function age(seconds) {
+    if (seconds === null || seconds === undefined) return "–";
+    if (seconds < 60) return `${Math.round(seconds)} s`;
+    if (seconds < 3600) return `${Math.round(seconds / 60)} min`;
+    if (seconds < 86400) return `${(seconds / 3600).toFixed(1)} h`;
+    return `${(seconds / 86400).toFixed(1)} d`;
+  }
+
+  function when(moment) {
+    if (!moment) return el("span", { class: "muted", text: "–" });
+    const seconds = (Date.now() - Date.parse(moment)) / 1000;
+    const text = seconds >= 0 ? `${age(seconds)} ago` : `in ${age(-seconds)}`;
+    return el("time", { datetime: moment, title: moment, text });
+  }
+
+  function bytes(n) {
+    if (n === null || n === undefined) return "– (pruned)";
+    if (n < 1024) return `${n} B`;
+    if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+    return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+  }
+
+  function badge(status) {
+    return el("span", { class: `status ${status}`, text: status });
+  }
+
+  function pretty(value) {
+    return value === null || value === undefined ? "–" : JSON.stringify(value, null, 2);
+  }
+
+  // ------------------------------------------------------------------ overview
+  async function loadStats() {
+    const stats = await api("GET", "stats");
+    const lanes = ["lambda", "celery"];
+    const head = $("counts").tHead;
+    const body = $("counts").tBodies[0];
+    head.replaceChildren(
+      el("tr", {}, el("th", { text: "status" }),
+        ...lanes.map((lane) => el("th", { class: "num", text: lane })),
+        el("th", { class: "num", text: "total" })));
+    const rows = Object.entries(stats.counts).map(([status, byLane]) => {
+      const cells = lanes.map((lane) => el("td", { class: "num", text: byLane[lane] || 0 }));
+      const total = Object.values(byLane).reduce((a, b) => a + b, 0);
+      const link = el("a", { href: `#/?status=${encodeURIComponent(status)}` }, badge(status));
+      return el("tr", { "data-status": status }, el("td", {}, link), ...cells,
+        el("td", { class: "num", text: total }));
+    });
+    body.replaceChildren(...(rows.length ? rows
+      : [el("tr", {}, el("td", { colspan: 4, class: "muted", text: "no tasks yet" }))]));
+
+    const depths = stats.queue_depths || {};
+    const shown = (n) => (n === null || n === undefined ? "?" : String(n));
+    $("queues").tBodies[0].replaceChildren(...lanes.map((lane) => el("tr", { "data-lane": lane },
+      el("td", { text: lane }),
+      el("td", { class: "num", text: shown(depths[lane]) }),
+      el("td", { class: `num${depths[`${lane}_dlq`] ? " dead" : ""}`, text: shown(depths[`${lane}_dlq`]) }),
+      el("td", { class: "num", text: age(stats.oldest_queued_seconds[lane]) }))));
+    drawChart(stats.finished_per_minute || []);
+  }
+
+  function drawChart(minutes) {
+    const chart = $("chart");
+    const width = 300, height = 100, left = 22, bottom = 12;
+    const kinds = ["succeeded", "failed", "cancelled"];
+    const peak = Math.max(1, ...minutes.map((m) => kinds.reduce((a, k) => a + m[k], 0)));
+    const slot = (width - left) / 15;
+    const nodes = [
+      svg("line", { x1: left, y1: height - bottom, x2: width, y2: height - bottom }),
+      Object.assign(svg("text", { x: 0, y: 8 }), { textContent: String(peak) }),
+      Object.assign(svg("text", { x: 0, y: height - bottom }), { textContent: "0" }),
+    ];
+    minutes.slice(-15).forEach((minute, i) => {
+      let top = height - bottom;
+      for (const kind of kinds) {
+        const h = (minute[kind] / peak) * (height - bottom - 4);
+        if (!h) continue;
+        top -= h;
+        const bar = svg("rect", { class: kind, x: left + i * slot + 1, y: top, width: slot - 2, height: h });
+        const label = svg("title");
+        label.textContent = `${minute.minute.slice(11, 16)} UTC: ${minute[kind]} ${kind}`;
+        bar.append(label);
+        nodes.push(bar);
+      }
+      if (i % 5 === 0) {
+        const tick = svg("text", { x: left + i * slot, y: height });
+        tick.textContent = minute.minute.slice(11, 16);
+        nodes.push(tick);
+      }
+    });
+    chart.replaceChildren(...nodes);
+  }
+
+  // ------------------------------------------------------------------ the list
+  function query(filters, extra = {}) {
+    const params = new URLSearchParams();
+    for (const [k, v] of Object.entries({ ...filters, ...extra })) if (v) params.set(k, v);
+    return params.toString();
+  }
+
+  function row(task) {
+    return el("tr", { "data-id": task.id, "data-status": task.status },
+      el("td", {}, el("a", { href: `#/tasks/${task.id}`, title: task.id, text: task.id.slice(0, 8) })),
+      el("td", { text: task.task }),
+      el("td", { text: task.lane }),
+      el("td", {}, badge(task.status)),
+      el("td", { class: "num", text: task.attempts }),
+      el("td", {}, when(task.created_at)),
+      el("td", {}, when(task.finished_at)));
+  }
+
+  async function loadTasks(append = false) {
+    const cursor = append ? state.cursor : null;
+    const page = await api("GET", `tasks?${query(state.filters, { limit: 50, cursor })}`);
+    const body = $("tasks").tBodies[0];
+    const rows = page.tasks.map(row);
+    if (append) body.append(...rows);
+    else body.replaceChildren(...rows);
+    state.cursor = page.next_cursor;
+    if (append) state.paged = true; // live refresh leaves a longer list alone
+    $("older").hidden = !page.next_cursor;
+    $("empty").hidden = body.rows.length > 0;
+  }
+
+  function showFilters() {
+    const form = $("filters");
+    for (const name of FILTERS) {
+      const value = state.filters[name] || "";
+      form.elements[name].value = name.startsWith("created_") && value
+        ? localInput(value) : value;
+    }
+    $("retry-all").hidden = state.filters.status !== "failed";
+  }
+
+  // <input type=datetime-local> speaks local time without an offset; the API speaks RFC 3339.
+  function localInput(moment) {
+    const d = new Date(moment);
+    const pad = (n) => String(n).padStart(2, "0");
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T` +
+      `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  }
+
+  $("filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const form = event.target;
+    const filters = {};
+    for (const name of FILTERS) {
+      const value = form.elements[name].value.trim();
+      if (value) filters[name] = name.startsWith("created_") ? new Date(value).toISOString() : value;
+    }
+    location.hash = `#/?${query(filters)}`;
+  });
+
+  $("older").addEventListener("click", () => guarded(() => loadTasks(true)));
+
+  $("retry-all").addEventListener("click", () => guarded(async () => {
+    const filters = { ...state.filters, status: "failed" };
+    let total = 0;
+    let more = true;
+    while (more) {
+      const answer = await api("POST", "tasks/retry", filters);
+      total += answer.retried.length;
+      more = answer.more && answer.retried.length > 0;
+    }
+    say(`${total} failed task${total === 1 ? "" : "s"} queued again`);
+    await refresh();
+  }));
+
+  // ------------------------------------------------------------------ one task
+  async function loadTask(id) {
+    const task = await api("GET", `tasks/${encodeURIComponent(id)}`);
+    $("detail-title").replaceChildren(`${task.task} `, badge(task.status));
+    const fields = [
+      ["id", task.id], ["lane", task.lane], ["attempts", String(task.attempts)],
+      ["payload", bytes(task.payload_bytes)], ["created", when(task.created_at)],
+      ["run at", when(task.run_at)], ["started", when(task.started_at)],
+      ["finished", when(task.finished_at)], ["updated", when(task.updated_at)],
+    ];
+    if (task.workflow_id) fields.push(["workflow", task.workflow_id]);
+    $("detail-fields").replaceChildren(...fields.flatMap(([name, value]) =>
+      [el("dt", { text: name }), el("dd", { "data-field": name }, value)]));
+    $("detail-result").textContent = pretty(task.result);
+    $("detail-error").hidden = !task.error;
+    if (task.error) {
+      $("detail-error-line").textContent = `${task.error.type}: ${task.error.message}`;
+      $("detail-traceback").textContent = task.error.traceback || "(no traceback stored)";
+    }
+    $("retry").hidden = task.status !== "failed";
+    $("cancel").hidden = !CANCELLABLE.has(task.status);
+    $("detail-view").dataset.status = task.status;
+  }
+
+  $("retry").addEventListener("click", () => guarded(async () => {
+    await api("POST", `tasks/${encodeURIComponent(state.taskId)}/retry`);
+    say("queued again");
+    await loadTask(state.taskId);
+  }));
+
+  $("cancel").addEventListener("click", () => guarded(async () => {
+    const task = await api("POST", `tasks/${encodeURIComponent(state.taskId)}/cancel`);
+    say(task.status === "cancelled" ? "cancelled" : "asked to stop: it sees the request at its next check");
+    await loadTask(state.taskId);
+  }));
+
+  // ------------------------------------------------------------------ routing and refresh
+  function route() {
+    const hash = location.hash || "#/";
+    const match = hash.match(/^#\/tasks\/([^/?]+)/);
+    if (match) {
+      state.view = "task";
+      state.taskId = decodeURIComponent(match[1]);
+    } else {
+      state.view = "list";
+      const params = new URLSearchParams(hash.split("?")[1] || "");
+      state.filters = Object.fromEntries(FILTERS.filter((k) => params.get(k)).map((k) => [k, params.get(k)]));
+      state.paged = false;
+      showFilters();
+    }
+    $("list-view").hidden = state.view !== "list";
+    $("detail-view").hidden = state.view !== "task";
+    say("");
+    return refresh();
+  }
+
+  async function refresh() {
+    const work = [loadStats()];
+    if (state.view === "task") work.push(loadTask(state.taskId));
+    else if (!state.paged) work.push(loadTasks(false));
+    await guarded(() => Promise.all(work));
+    $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  }
+
+  async function guarded(action) {
+    try {
+      await action();
+    } catch (error) {
+      say(error.message, true);
+    }
+  }
+
+  function schedule() {
+    clearInterval(state.timer);
+    if ($("live").checked) state.timer = setInterval(refresh, REFRESH_MS);
+  }
+
+  $("live").addEventListener("change", schedule);
+  $("auth").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem("tasklane.token", $("token").value.trim());
+    $("token").value = "";
+    $("auth").hidden = true;
+    route();
+  });
+  $("forget").addEventListener("click", () => {
+    sessionStorage.removeItem("tasklane.token");
+    say("token forgotten");
+  });
+
+  window.addEventListener("hashchange", route);
+  route();
+  schedule();
+})();
