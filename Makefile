@@ -8,6 +8,7 @@ dev:            ## run the whole pipeline locally (Postgres, SQS, HTTP API, cons
 test:           ## run every test and check (real Postgres, moto SQS, Celery worker, SAM CLI)
 	@scripts/bootstrap --sam
 	.venv/bin/ruff check .
+	.venv/bin/bandit -q -r layers/tasklane/tasklane functions
 	.venv/bin/pytest
 
 lint:

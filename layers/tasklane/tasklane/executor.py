@@ -345,10 +345,10 @@ class Executor:
             )
         if claim.status.terminal:
             return Verdict(Outcome.DONE, f"task already {claim.status}")
-        expired = claim.expires_at is not None and claim.expires_at <= datetime.now(UTC)
-        if expired and claim.status is not Status.RUNNING:
-            assert claim.expires_at is not None
-            if self.store.expire(delivery.id, delivery.task, claim.expires_at):
+        expires_at = claim.expires_at
+        expired = expires_at is not None and expires_at <= datetime.now(UTC)
+        if expires_at is not None and expired and claim.status is not Status.RUNNING:
+            if self.store.expire(delivery.id, delivery.task, expires_at):
                 logger.warning("task expired before it ran", extra=task_fields(delivery.id))
             return Verdict(Outcome.DONE, "expired")
         if claim.run_at is not None and claim.status is not Status.RUNNING:

@@ -310,7 +310,8 @@ class Page:
 
 
 def _cursor(record: TaskRecord) -> str:
-    assert record.created_at is not None
+    if record.created_at is None:  # pages are of rows read back, which always have one
+        raise ValueError("a cursor is made from a stored task")
     raw = json.dumps([record.created_at.isoformat(), str(record.id)]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Union, cast
 
 from tasklane.errors import InvalidRequest
 
@@ -258,8 +258,7 @@ def plan(node: Node, max_tasks: int | None = None, max_links: int = MAX_LINKS) -
             return [place(child, input_) for child in children]
         for child in children:
             input_ = place(child, input_)
-        assert input_ is not None
-        return input_
+        return cast(Template, input_)  # a chain has a child (checked above): a last step
 
     output = place(node, None)
     links = sum(len(step.after) for step in steps)
