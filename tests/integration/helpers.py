@@ -17,14 +17,21 @@ def handler(function: str):
 
 
 def call_api(
-    method: str, path: str, body: Any = None, headers: dict | None = None, raw: str | None = None
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict | None = None,
+    raw: str | None = None,
+    authorizer: dict | None = None,
 ):
-    """One HTTP request through the producer function; returns (status, headers, json body)."""
+    """One HTTP request through the producer function, as ``authorizer`` (an identity from
+    :mod:`tasklane.local.events`, or none as in the local stack); returns (status, headers,
+    json body)."""
     if raw is None and body is not None:
         raw = json.dumps(body)
     hdrs = {"content-type": "application/json"} | (headers or {})
     path, _, query = path.partition("?")
-    event = http_event(method, path, headers=hdrs, query=query, body=raw)
+    event = http_event(method, path, headers=hdrs, query=query, body=raw, authorizer=authorizer)
     response = handler("producer")(event, LambdaContext(function_name="producer"))
     parsed = json.loads(response["body"]) if response.get("body") else None
     return (

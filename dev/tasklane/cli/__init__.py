@@ -97,6 +97,9 @@ def _invoke(args: argparse.Namespace, function: str, event: dict) -> Any:
         except TasklaneError:
             continue  # an AWS-only resource; the local stack's DATABASE_URL stands in
         os.environ[key] = str(resolved)
+    from tasklane.local.stack import LOCAL_ENVIRONMENT
+
+    os.environ.update({k: v for k, v in LOCAL_ENVIRONMENT.items() if k in fn.environment})
     sys.path.extend(p for p in template.layer_paths() if p not in sys.path)  # /opt/python
     handler = load_handler(fn.code_uri, fn.handler, fn.logical_id)
     context = LambdaContext(

@@ -55,8 +55,11 @@ def http_event(
     query: str = "",
     body: bytes | str | None = None,
     stage: str = "$default",
+    authorizer: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An API Gateway HTTP API payload-format-2.0 event (header names lower-cased, as AWS does)."""
+    """An API Gateway HTTP API payload-format-2.0 event (header names lower-cased, as AWS does);
+    ``authorizer``: the identity an authorizer put in ``requestContext`` (:func:`iam_identity`,
+    :func:`jwt_identity`), none as the local stack has none."""
     now = datetime.now(UTC)
     raw = body.encode() if isinstance(body, str) else body
     is_text = True
@@ -93,6 +96,8 @@ def http_event(
         },
         "isBase64Encoded": not is_text,
     }
+    if authorizer is not None:
+        event["requestContext"]["authorizer"] = authorizer
     if "cookie" in hdrs:
         event["cookies"] = [c.strip() for c in hdrs["cookie"].split(";")]
     if query:
@@ -102,6 +107,32 @@ def http_event(
     if raw is not None:
         event["body"] = text
     return event
+
+
+def iam_identity(user_arn: str) -> dict[str, Any]:
+    """``requestContext.authorizer`` as API Gateway fills it for a SigV4-signed request (IAM)."""
+    account = user_arn.split(":")[4]
+    return {
+        "iam": {
+            "accessKey": "ASIAEXAMPLE",
+            "accountId": account,
+            "callerId": "AROAEXAMPLE:session",
+            "cognitoIdentity": None,
+            "principalOrgId": None,
+            "userArn": user_arn,
+            "userId": "AROAEXAMPLE:session",
+        }
+    }
+
+
+def jwt_identity(claims: dict[str, Any], scopes: list[str] | None = None) -> dict[str, Any]:
+    """``requestContext.authorizer`` as a JWT authorizer fills it (claims as strings; a list
+    claim rendered ``"[a b]"``, as API Gateway renders it)."""
+    rendered = {
+        k: f"[{' '.join(map(str, v))}]" if isinstance(v, list) else str(v)
+        for k, v in claims.items()
+    }
+    return {"jwt": {"claims": rendered, "scopes": scopes}}
 
 
 def queue_arn(name: str, region: str = "us-east-1") -> str:

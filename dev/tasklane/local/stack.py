@@ -50,6 +50,9 @@ from tasklane.local.template import Function, Template
 from tasklane.logs import logger
 
 STATE_FILE = "stack.json"
+#: What differs locally from the template's environment: the local HTTP API has no
+#: authorizer, so its callers are one local owner who operates it (tasklane.callers.LOCAL).
+LOCAL_ENVIRONMENT = {"API_AUTHORIZATION": "NONE"}
 API_TIMEOUT_S = 30  # API Gateway's integration timeout
 API_MAX_BODY = 6 * 1024 * 1024  # Lambda's synchronous request payload limit
 QUEUE_ATTRIBUTES = (
@@ -212,6 +215,7 @@ class LocalStack:
                 resolved = ""  # an AWS-only resource (e.g. the database secret): not used locally
             env[key] = "" if resolved is None else str(resolved)
         env["DATABASE_URL"] = self.database_url
+        env |= {k: v for k, v in LOCAL_ENVIRONMENT.items() if k in env}
         env.pop("POWERTOOLS_METRICS_NAMESPACE", None)  # no metric lines in the local log stream
         return env
 

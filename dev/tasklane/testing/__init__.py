@@ -336,6 +336,9 @@ def tasklane_env(tasklane_database: str, tasklane_moto: Any) -> Iterator[dict[st
     env = FAKE_CREDENTIALS | {
         "DATABASE_URL": tasklane_database,
         "AWS_ENDPOINT_URL_SQS": tasklane_moto.endpoint,
+        # the API called in-process has no authorizer in front: one local operator, as in
+        # `tasklane dev`; a test that sets identities sets API_AUTHORIZATION itself
+        "API_AUTHORIZATION": "NONE",
     }
     if os.environ.get("TASK_MODULES"):
         env["TASK_MODULES"] = os.environ["TASK_MODULES"]

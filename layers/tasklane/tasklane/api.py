@@ -22,7 +22,8 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 
-from tasklane import service, workflows
+from tasklane import callers, service, workflows
+from tasklane.callers import Caller, NotAuthenticated
 from tasklane.config import settings
 from tasklane.errors import (
     IdempotencyConflict,
@@ -62,6 +63,7 @@ app = APIGatewayHttpResolver(enable_validation=True)
 
 STATUS_OF: dict[type[TasklaneError], int] = {
     InvalidRequest: 400,
+    NotAuthenticated: 401,
     TaskNotFound: 404,
     InvalidTransition: 409,
     PayloadTooLarge: 413,
@@ -75,6 +77,7 @@ IDEMPOTENCY_KEY_MAX = 255
 JSON = "application/json"
 ERRORS = {
     400: "Malformed JSON or a body that does not match the schema",
+    401: "No caller identity where the API requires one (a route without its authorizer)",
     404: "No such task (or workflow)",
     409: "The task's status does not allow this (retry of a task that did not fail, cancel of a "
     "finished one)",
@@ -95,6 +98,16 @@ def _described(status: int) -> dict:
     """The same, as it appears in the generated document."""
     ref = {"$ref": "#/components/schemas/ErrorResponse"}
     return {"description": ERRORS[status], "content": {JSON: {"schema": ref}}}
+
+
+def caller() -> Caller:
+    """Who makes the current request: the identity API Gateway authenticated (IAM or JWT),
+    or the local stack's one operator (:mod:`tasklane.callers`)."""
+    config = settings()
+    context = app.current_event.raw_event.get("requestContext") or {}
+    return callers.from_authorizer(
+        config.api_authorization, context.get("authorizer"), config.operators
+    )
 
 
 def _json_default(value: Any) -> str:
@@ -188,7 +201,9 @@ def submit_task(
     ] = None,
 ):
     submission = service.parse_submission(body.model_dump(), settings())
-    record, created = service.submit(submission, idempotency_key=idempotency_key)
+    record, created = service.submit(
+        submission, idempotency_key=idempotency_key, owner=caller().owner
+    )
     return _json(202 if created else 200, summary(record), {"Location": f"/tasks/{record.id}"})
 
 
@@ -205,7 +220,9 @@ def submit_task(
     },
 )
 def submit_batch(body: Annotated[BatchRequest, Body()]):
-    records = service.submit_batch(service.parse_batch(body.model_dump(), settings()))
+    records = service.submit_batch(
+        service.parse_batch(body.model_dump(), settings()), owner=caller().owner
+    )
     return _json(202, {"tasks": [summary(r) for r in records]})
 
 
@@ -239,7 +256,7 @@ def list_tasks(
     where = TaskFilter(
         Status(status) if status else None, task, lane, created_after, created_before
     )
-    page = service.list_tasks(where, limit, cursor)
+    page = service.list_tasks(where, limit, cursor, caller=caller())
     return _json(200, {"tasks": [detail(r) for r in page.tasks], "next_cursor": page.next_cursor})
 
 
@@ -252,7 +269,7 @@ def list_tasks(
     },
 )
 def get_task(task_id: Annotated[str, Path(description="The task's id")]):
-    return _json(200, detail(service.get_task(task_id)))
+    return _json(200, detail(service.get_task(task_id, caller=caller())))
 
 
 @app.post(
@@ -273,7 +290,7 @@ def retry_tasks(body: Annotated[RetryRequest, Body()]):
         body.created_after,
         body.created_before,
     )
-    records, more = service.retry_matching(where, body.limit)
+    records, more = service.retry_matching(where, body.limit, caller=caller())
     return _json(202, {"retried": [str(r.id) for r in records], "more": more})
 
 
@@ -288,7 +305,7 @@ def retry_tasks(body: Annotated[RetryRequest, Body()]):
     },
 )
 def get_stats():
-    return _json(200, service.stats())
+    return _json(200, service.stats(caller=caller()))
 
 
 @app.post(
@@ -303,7 +320,7 @@ def get_stats():
     },
 )
 def retry_task(task_id: Annotated[str, Path(description="The task's id")]):
-    record = service.retry_task(task_id)
+    record = service.retry_task(task_id, caller=caller())
     return _json(202, summary(record), {"Location": f"/tasks/{record.id}"})
 
 
@@ -320,7 +337,7 @@ def retry_task(task_id: Annotated[str, Path(description="The task's id")]):
     },
 )
 def cancel_task(task_id: Annotated[str, Path(description="The task's id")]):
-    return _json(200, detail(service.cancel_task(task_id)))
+    return _json(200, detail(service.cancel_task(task_id, caller=caller())))
 
 
 @app.post(
@@ -342,7 +359,10 @@ def submit_workflow(body: Annotated[WorkflowNode, Body()]):
     node = workflows.parse(body.model_dump(exclude_unset=True))
     config = settings()
     workflow_id, records = service.submit_workflow(
-        node, max_tasks=workflows.MAX_TASKS, max_bytes=config.max_payload_bytes
+        node,
+        max_tasks=workflows.MAX_TASKS,
+        max_bytes=config.max_payload_bytes,
+        owner=caller().owner,
     )
     created = {
         "id": str(workflow_id),
@@ -361,7 +381,7 @@ def submit_workflow(body: Annotated[WorkflowNode, Body()]):
     },
 )
 def get_workflow(workflow_id: Annotated[str, Path(description="The workflow's id")]):
-    return _json(200, workflow_view(service.get_workflow(workflow_id)))
+    return _json(200, workflow_view(service.get_workflow(workflow_id, caller=caller())))
 
 
 @app.post(
@@ -374,7 +394,7 @@ def get_workflow(workflow_id: Annotated[str, Path(description="The workflow's id
     },
 )
 def cancel_workflow(workflow_id: Annotated[str, Path(description="The workflow's id")]):
-    return _json(200, workflow_view(service.cancel_workflow(workflow_id)))
+    return _json(200, workflow_view(service.cancel_workflow(workflow_id, caller=caller())))
 
 
 @app.get("/openapi.json", include_in_schema=False)

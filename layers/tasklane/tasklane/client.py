@@ -113,23 +113,45 @@ def submit(
     connection: Connection | Session | None = None,
     countdown: float | None = None,
     eta: datetime | None = None,
+    owner: str | None = None,
 ) -> TaskHandle:
     """Submit task ``name`` with ``payload`` (any JSON value).
 
     ``connection``: a SQLAlchemy Connection or Session in the caller's open transaction, on the
     tasks' database. The task's row is written in that transaction and its message sent after
     it commits; if it rolls back, the task never existed. ``countdown`` (seconds) or ``eta``
-    (an aware datetime): not to run before then.
+    (an aware datetime): not to run before then. ``owner``: whose task it is, for the HTTP
+    API's per-caller view (an IAM ARN, or ``"{iss}#{sub}"`` of a JWT); left out, the owner of
+    the task running here (a child task is its parent's owner's), else none in particular
+    (operators see it).
     """
     submission = service.parse_submission(
         {"task": name, "payload": payload}, settings(), service.due_at(countdown, eta)
     )
-    record, _ = service.submit(submission, idempotency_key=idempotency_key, connection=connection)
+    record, _ = service.submit(
+        submission,
+        idempotency_key=idempotency_key,
+        connection=connection,
+        owner=_owner(owner),
+    )
     return TaskHandle(record.id)
 
 
+def _owner(owner: str | None) -> str:
+    """``owner``, or the running task's (its children are its owner's), or none."""
+    if owner is not None:
+        return owner
+    from tasklane.executor import current_task
+
+    running = current_task()
+    return running.owner if running is not None else ""
+
+
 def submit_many(
-    items: Iterable[tuple[str, Any]], *, connection: Connection | Session | None = None
+    items: Iterable[tuple[str, Any]],
+    *,
+    connection: Connection | Session | None = None,
+    owner: str | None = None,
 ) -> list[TaskHandle]:
     """Submit many tasks at once: one insert, then SendMessageBatch. One handle per task, in
     order. The whole batch is validated first: one bad item fails it, and nothing is stored."""
@@ -140,7 +162,8 @@ def submit_many(
     )
     if not subs:
         return []
-    return [TaskHandle(r.id) for r in service.submit_batch(subs, connection=connection)]
+    records = service.submit_batch(subs, connection=connection, owner=_owner(owner))
+    return [TaskHandle(r.id) for r in records]
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,9 +214,12 @@ class WorkflowHandle:
 
 
 def submit_workflow(
-    node: workflows.Node, *, connection: Connection | Session | None = None
+    node: workflows.Node,
+    *,
+    connection: Connection | Session | None = None,
+    owner: str | None = None,
 ) -> WorkflowHandle:
     """Submit a chain, group or chord (:mod:`tasklane.workflows`): all its tasks are stored
     at once, and its first steps sent (after the caller's commit, with ``connection``)."""
-    workflow_id, records = service.submit_workflow(node, connection=connection)
+    workflow_id, records = service.submit_workflow(node, connection=connection, owner=_owner(owner))
     return WorkflowHandle(workflow_id, tuple(r.id for r in records))

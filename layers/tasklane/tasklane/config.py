@@ -39,7 +39,11 @@ ENV_VARS = (
     "QUEUED_GRACE_SECONDS",
     "RETENTION_DAYS",
     "PAYLOAD_RETENTION_DAYS",
+    "API_AUTHORIZATION",
+    "OPERATORS",
 )
+#: How the HTTP API authenticates callers (tasklane.callers); NONE only in the local stack.
+API_AUTHORIZATIONS = ("AWS_IAM", "JWT", "NONE")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,10 @@ class Settings:
     retention_days: int = DEFAULT_RETENTION_DAYS
     #: Succeeded tasks' payloads older than this many days are dropped (results kept).
     payload_retention_days: int = DEFAULT_PAYLOAD_RETENTION_DAYS
+    #: How the HTTP API's callers are authenticated: each sees only its own tasks.
+    api_authorization: str = "AWS_IAM"
+    #: Callers who see every task: IAM ARNs (users, roles), or JWT groups or scopes.
+    operators: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -90,6 +98,12 @@ class Settings:
             return value
 
         modules = text("TASK_MODULES")
+        authorization = (text("API_AUTHORIZATION") or "AWS_IAM").upper()
+        if authorization not in API_AUTHORIZATIONS:
+            raise ConfigurationError(
+                f"API_AUTHORIZATION must be one of {', '.join(API_AUTHORIZATIONS)}, "
+                f"got {authorization!r}"
+            )
         return cls(
             database_url=text("DATABASE_URL"),
             database_secret_arn=text("DATABASE_SECRET_ARN"),
@@ -110,6 +124,8 @@ class Settings:
             queued_grace_seconds=number("QUEUED_GRACE_SECONDS", DEFAULT_QUEUED_GRACE_SECONDS),
             retention_days=number("RETENTION_DAYS", DEFAULT_RETENTION_DAYS),
             payload_retention_days=number("PAYLOAD_RETENTION_DAYS", DEFAULT_PAYLOAD_RETENTION_DAYS),
+            api_authorization=authorization,
+            operators=tuple(o.strip() for o in (text("OPERATORS") or "").split(",") if o.strip()),
         )
 
 

@@ -139,6 +139,8 @@ class Attempt:
     spec: registry.Task
     number: int
     payload_json: str
+    #: Who submitted the task (its child tasks are theirs too).
+    owner: str = ""
 
     @property
     def id(self) -> uuid.UUID:
@@ -179,6 +181,8 @@ class CurrentTask:
     name: str
     attempt: int
     store: TaskStore
+    #: Who submitted it; tasks it submits are theirs too.
+    owner: str = ""
 
     @property
     def cancel_requested(self) -> bool:
@@ -201,7 +205,9 @@ def current_task() -> CurrentTask | None:
 
 @contextlib.contextmanager
 def _running(attempt: Attempt, store: TaskStore) -> Iterator[None]:
-    token = _current.set(CurrentTask(attempt.id, attempt.spec.name, attempt.number, store))
+    token = _current.set(
+        CurrentTask(attempt.id, attempt.spec.name, attempt.number, store, attempt.owner)
+    )
     try:
         yield
     finally:
@@ -332,7 +338,7 @@ class Executor:
         self, delivery: Delivery, spec: registry.Task, claim: Claimed | NotClaimed
     ) -> Attempt | Verdict:
         if isinstance(claim, Claimed):
-            return Attempt(delivery, spec, claim.attempt, claim.payload_json)
+            return Attempt(delivery, spec, claim.attempt, claim.payload_json, claim.owner)
         return self._why_not(delivery, claim)
 
     def _why_not(self, delivery: Delivery, claim: NotClaimed) -> Verdict:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from tasklane import broker, metrics, outbox, payloads, periodic, registry, workflows
+from tasklane.callers import Caller
 from tasklane.config import Settings, settings
 from tasklane.errors import (
     IdempotencyConflict,
@@ -225,23 +226,25 @@ def submit(
     store: TaskStore | None = None,
     config: Settings | None = None,
     connection: Connection | Session | None = None,
+    owner: str = "",
 ) -> tuple[TaskRecord, bool]:
     """Store then send one task. Returns (task, created); created is False for a replayed key.
 
     The row is committed before the message is sent (the claim check must exist when a consumer
     reads the message); a send that fails leaves the task ``pending`` for the reconciler. With
     ``connection``, the row is written in the caller's open transaction and the message sent
-    once it has committed (:mod:`tasklane.outbox`).
+    once it has committed (:mod:`tasklane.outbox`). ``owner`` is who submits it
+    (:mod:`tasklane.callers`); an idempotency key is that owner's own.
     """
     store = store or default_store()
     config = config or settings()
     new = new_task(sub)
     conn = outbox.connection_of(connection) if connection is not None else None
     if idempotency_key is None:
-        (record,) = store.insert([new], broker.MAX_DELAY_S, conn)
+        (record,) = store.insert([new], broker.MAX_DELAY_S, conn, owner)
     else:
         record, request_hash, created = store.insert_idempotent(
-            new, idempotency_key, sub.request_hash, broker.MAX_DELAY_S, conn
+            new, idempotency_key, sub.request_hash, broker.MAX_DELAY_S, conn, owner
         )
         if not created:
             if request_hash != sub.request_hash:
@@ -263,13 +266,14 @@ def submit_batch(
     store: TaskStore | None = None,
     config: Settings | None = None,
     connection: Connection | Session | None = None,
+    owner: str = "",
 ) -> list[TaskRecord]:
-    """Store many tasks in one insert, then send them with SendMessageBatch (after the caller's
-    commit, with ``connection``)."""
+    """Store many tasks (``owner``'s) in one insert, then send them with SendMessageBatch
+    (after the caller's commit, with ``connection``)."""
     store = store or default_store()
     config = config or settings()
     conn = outbox.connection_of(connection) if connection is not None else None
-    records = store.insert([new_task(s) for s in subs], broker.MAX_DELAY_S, conn)
+    records = store.insert([new_task(s) for s in subs], broker.MAX_DELAY_S, conn, owner)
     if connection is not None:
         outbox.send_after_commit(connection, records)
     else:
@@ -289,12 +293,20 @@ def send_committed(
     return _send([r for r in records if r.id in present], store, config or settings())
 
 
-def get_task(task_id: str | uuid.UUID, *, store: TaskStore | None = None) -> TaskRecord:
+def get_task(
+    task_id: str | uuid.UUID, *, store: TaskStore | None = None, caller: Caller | None = None
+) -> TaskRecord:
+    """A task by id; for a ``caller`` (the HTTP API's), only one it may see: another owner's
+    task is not found, as if it did not exist. Without one (Python code that shares the
+    database), any."""
     try:
         parsed = task_id if isinstance(task_id, uuid.UUID) else uuid.UUID(str(task_id))
     except ValueError:
         raise TaskNotFound(f"no task with id {task_id}") from None
-    return (store or default_store()).get(parsed)
+    record = (store or default_store()).get(parsed)
+    if caller is not None and not caller.sees(record.owner):
+        raise TaskNotFound(f"no task with id {task_id}")
+    return record
 
 
 #: The most tasks one page of a listing holds.
@@ -336,6 +348,7 @@ def list_tasks(
     cursor: str | None = None,
     *,
     store: TaskStore | None = None,
+    caller: Caller | None = None,
 ) -> Page:
     """Tasks matching ``where``, newest first, ``limit`` (1 to 500) at a time: pass the page's
     ``next_cursor`` for the next. Pages hold still while tasks arrive (keyset pagination)."""
@@ -343,9 +356,17 @@ def list_tasks(
         raise InvalidRequest(f"limit must be 1 to {PAGE_MAX}")
     if where.lane is not None and where.lane not in {lane.value for lane in Lane}:
         raise InvalidRequest("lane must be 'lambda' or 'celery'")
+    where = _scoped(where, caller)
     found = (store or default_store()).find(where, limit + 1, _after(cursor) if cursor else None)
     page = found[:limit]
     return Page(page, _cursor(page[-1]) if len(found) > limit else None)
+
+
+def _scoped(where: TaskFilter, caller: Caller | None) -> TaskFilter:
+    """``where``, narrowed to the caller's own tasks unless it is an operator."""
+    if caller is None or caller.scope is None:
+        return where
+    return replace(where, owner=caller.scope)
 
 
 #: The most tasks one bulk retry re-queues.
@@ -358,6 +379,7 @@ def retry_matching(
     *,
     store: TaskStore | None = None,
     config: Settings | None = None,
+    caller: Caller | None = None,
 ) -> tuple[list[TaskRecord], bool]:
     """Re-queue up to ``limit`` (1 to 1,000) failed tasks matching ``where``, newest first,
     through the bulk send path; returns them and whether more remain (call again)."""
@@ -366,18 +388,24 @@ def retry_matching(
     if not 1 <= limit <= RETRY_MAX:
         raise InvalidRequest(f"limit must be 1 to {RETRY_MAX}")
     store = store or default_store()
-    records, more = store.requeue_failed_matching(where, limit)
+    records, more = store.requeue_failed_matching(_scoped(where, caller), limit)
     records = _send(records, store, config or settings()) if records else []
     logger.info("tasks retried in bulk", extra={"count": len(records), "more": more})
     return records, more
 
 
-def stats(*, store: TaskStore | None = None, config: Settings | None = None) -> dict[str, Any]:
+def stats(
+    *, store: TaskStore | None = None, config: Settings | None = None, caller: Caller | None = None
+) -> dict[str, Any]:
     """What an operator looks at first: counts by status and lane, the oldest queued task's
     age per lane, completions per minute over 15 minutes, and each queue's depth (where SQS
-    answers; null where it does not)."""
+    answers; null where it does not). A caller who is not an operator gets the figures of its
+    own tasks, and no queue depths (they count everyone's)."""
     config = config or settings()
-    figures = (store or default_store()).stats()
+    scope = caller.scope if caller is not None else None
+    figures = (store or default_store()).stats(scope)
+    if scope is not None:
+        return figures | {"queue_depths": {}}
     urls: dict[str, str | None] = {}
     for lane in Lane:
         urls[lane.value] = (
@@ -394,11 +422,13 @@ def stats(*, store: TaskStore | None = None, config: Settings | None = None) -> 
     return figures | {"queue_depths": depths}
 
 
-def cancel_task(task_id: str | uuid.UUID, *, store: TaskStore | None = None) -> TaskRecord:
+def cancel_task(
+    task_id: str | uuid.UUID, *, store: TaskStore | None = None, caller: Caller | None = None
+) -> TaskRecord:
     """Cancel a task: now if it waits to run, when it stops if it runs (it is asked). A step
     of a workflow cancels what has not run of its workflow: it cannot go on without it."""
     store = store or default_store()
-    record = store.cancel(get_task(task_id, store=store).id)
+    record = store.cancel(get_task(task_id, store=store, caller=caller).id)
     logger.info("task cancelled", extra=task_fields(record.id, record.task, status=record.status))
     if record.workflow_id is not None:
         store.cancel_workflow(record.workflow_id)
@@ -428,6 +458,7 @@ def submit_workflow(
     store: TaskStore | None = None,
     config: Settings | None = None,
     connection: Connection | Session | None = None,
+    owner: str = "",
 ) -> tuple[uuid.UUID, list[TaskRecord]]:
     """Store a workflow whole (all its tasks, in one transaction), then send its first steps
     through the bulk path; the others wait for their predecessors. Each task is validated as
@@ -449,7 +480,7 @@ def submit_workflow(
         )
     conn = outbox.connection_of(connection) if connection is not None else None
     records = store.insert_workflow(
-        planned.id, planned.output, new, [s.step_json() for s in planned.steps], conn
+        planned.id, planned.output, new, [s.step_json() for s in planned.steps], conn, owner
     )
     first = [r for r in records if r.status is Status.PENDING]
     if connection is not None:
@@ -468,8 +499,12 @@ def _workflow_id(workflow_id: str | uuid.UUID) -> uuid.UUID:
         raise TaskNotFound(f"no workflow with id {workflow_id}") from None
 
 
-def get_workflow(workflow_id: str | uuid.UUID, *, store: TaskStore | None = None) -> WorkflowView:
+def get_workflow(
+    workflow_id: str | uuid.UUID, *, store: TaskStore | None = None, caller: Caller | None = None
+) -> WorkflowView:
     row, records = (store or default_store()).workflow(_workflow_id(workflow_id))
+    if caller is not None and not caller.sees(row.owner):
+        raise TaskNotFound(f"no workflow with id {workflow_id}")
     status = workflows.status_of([r.status.value for r in records])
     failed = next((r for r in records if r.status is Status.FAILED), None)
     error = None
@@ -488,21 +523,26 @@ def get_workflow(workflow_id: str | uuid.UUID, *, store: TaskStore | None = None
 
 
 def cancel_workflow(
-    workflow_id: str | uuid.UUID, *, store: TaskStore | None = None
+    workflow_id: str | uuid.UUID, *, store: TaskStore | None = None, caller: Caller | None = None
 ) -> WorkflowView:
     """Cancel what has not run: waiting tasks now, running ones asked to stop."""
     store = store or default_store()
+    get_workflow(workflow_id, store=store, caller=caller)  # one the caller may see
     count = store.cancel_workflow(_workflow_id(workflow_id))
     logger.info("workflow cancelled", extra={"workflow_id": str(workflow_id), "count": count})
     return get_workflow(workflow_id, store=store)
 
 
 def retry_task(
-    task_id: str | uuid.UUID, *, store: TaskStore | None = None, config: Settings | None = None
+    task_id: str | uuid.UUID,
+    *,
+    store: TaskStore | None = None,
+    config: Settings | None = None,
+    caller: Caller | None = None,
 ) -> TaskRecord:
     """Re-queue a ``failed`` task from Postgres (its payload never left the database)."""
     store = store or default_store()
-    record = store.requeue_failed(get_task(task_id, store=store).id)
+    record = store.requeue_failed(get_task(task_id, store=store, caller=caller).id)
     (record,) = _send([record], store, config or settings())
     logger.info("task retried", extra=task_fields(record.id, record.task))
     return record

@@ -69,7 +69,11 @@ tasks = Table(
     Column("error", JSONB(none_as_null=True)),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("max_attempts", Integer),
-    Column("idempotency_key", String(255), unique=True),
+    #: Who submitted it (:mod:`tasklane.callers`); callers see only their own. '' : no one
+    #: in particular (the Python API without an owner), seen by operators only.
+    Column("owner", Text, nullable=False, server_default=""),
+    #: Unique per owner (ix_tasks_owner_idempotency_key).
+    Column("idempotency_key", String(255)),
     Column("request_hash", String(64)),
     Column("lease_until", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
@@ -102,6 +106,9 @@ tasks = Table(
 )
 # Listing newest first (keyset pages on created_at, id), alone or by status or task name.
 Index("ix_tasks_created_id", tasks.c.created_at.desc(), tasks.c.id.desc())
+# A caller's own tasks (every read of a caller who is not an operator), and its keys.
+Index("ix_tasks_owner_created_id", tasks.c.owner, tasks.c.created_at.desc(), tasks.c.id.desc())
+Index("ix_tasks_owner_idempotency_key", tasks.c.owner, tasks.c.idempotency_key, unique=True)
 Index("ix_tasks_status_created_id", tasks.c.status, tasks.c.created_at.desc(), tasks.c.id.desc())
 Index("ix_tasks_task_created_id", tasks.c.task, tasks.c.created_at.desc(), tasks.c.id.desc())
 Index(
@@ -119,6 +126,7 @@ workflows = Table(
     #: Where its result comes from: a task id, or a list of them, nested as the description.
     Column("output", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("owner", Text, nullable=False, server_default=""),
 )
 
 schedules = Table(
@@ -145,6 +153,7 @@ _PUBLIC = (
     tasks.c.workflow_id,
     tasks.c.started_at,
     tasks.c.finished_at,
+    tasks.c.owner,
     # the stored (compressed) size: read from the value's header, never the payload itself
     func.pg_column_size(tasks.c.payload).label("payload_bytes"),
 )
@@ -174,6 +183,8 @@ _LANES = cast(bindparam("lanes"), ARRAY(Text))
 _MAX_ATTEMPTS = cast(bindparam("max_attempts"), ARRAY(Integer))
 _RUN_ATS = cast(bindparam("run_ats"), ARRAY(DateTime(timezone=True)))
 _STATUSES = cast(bindparam("statuses"), ARRAY(Text))
+#: Who submits a batch (one caller a statement).
+_OWNER = bindparam("owner", type_=Text)
 #: A task due later than this (SQS's longest message delay) is stored ``scheduled``.
 _NEAR = bindparam("near", type_=Interval)
 
@@ -216,10 +227,13 @@ def _insert_statement() -> Any:
         payloads.c.value,
         columns.c.max_attempts,
         columns.c.run_at,
+        _OWNER,
     ).select_from(columns.join(payloads, columns.c.n == payloads.c.n))
     inserted = (
         insert(tasks)
-        .from_select(["id", "task", "lane", "status", "payload", "max_attempts", "run_at"], rows)
+        .from_select(
+            ["id", "task", "lane", "status", "payload", "max_attempts", "run_at", "owner"], rows
+        )
         .returning(tasks.c.created_at)
         .cte("inserted")
     )
@@ -256,13 +270,17 @@ def _insert_steps_statement() -> Any:
         columns.c.max_attempts,
         bindparam("workflow", type_=UUID(as_uuid=True)),
         steps.c.value,
+        _OWNER,
     ).select_from(
         columns.join(payloads, columns.c.n == payloads.c.n).join(steps, columns.c.n == steps.c.n)
     )
     inserted = (
         insert(tasks)
         .from_select(
-            ["id", "task", "lane", "status", "payload", "max_attempts", "workflow_id", "step"],
+            [
+                *("id", "task", "lane", "status", "payload", "max_attempts"),
+                *("workflow_id", "step", "owner"),
+            ],
             rows,
         )
         .returning(tasks.c.created_at)
@@ -296,6 +314,8 @@ class TaskRecord:
     finished_at: datetime | None = None
     #: The payload's size as stored in Postgres (compressed); None once pruned.
     payload_bytes: int | None = None
+    #: Who submitted it ('' : no one in particular).
+    owner: str = ""
 
     @classmethod
     def from_row(cls, row: Any) -> TaskRecord:
@@ -312,9 +332,13 @@ class TaskFilter:
     lane: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    #: Only this caller's tasks (None: everyone's, for operators).
+    owner: str | None = None
 
     def conditions(self) -> list[Any]:
         found = []
+        if self.owner is not None:
+            found.append(tasks.c.owner == self.owner)
         if self.status is not None:
             found.append(tasks.c.status == self.status.value)
         if self.task is not None:
@@ -361,6 +385,8 @@ class Claimed:
     id: uuid.UUID
     attempt: int
     payload_json: str
+    #: Who submitted it: the tasks it submits are that owner's too.
+    owner: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,10 +490,11 @@ class TaskStore:
         new: Sequence[NewTask],
         near_seconds: float = 0,
         connection: Connection | None = None,
+        owner: str = "",
     ) -> list[TaskRecord]:
-        """Store new tasks in one statement whose text does not grow with the batch: ``pending``,
-        or ``scheduled`` when due more than ``near_seconds`` from now. With ``connection``, in
-        the caller's transaction.
+        """Store new tasks (submitted by ``owner``) in one statement whose text does not grow
+        with the batch: ``pending``, or ``scheduled`` when due more than ``near_seconds`` from
+        now. With ``connection``, in the caller's transaction.
 
         The columns travel as arrays (``unnest``) and the payloads as one JSON array, split in
         SQL; one row comes back (the count and the shared ``now()``), not one per task. A
@@ -483,6 +510,7 @@ class TaskStore:
             "max_attempts": [t.max_attempts for t in new],
             "run_ats": [t.run_at for t in new],
             "near": timedelta(seconds=near_seconds),
+            "owner": owner,
             # already-serialized JSON, joined: no payload is parsed or re-encoded in Python
             "payloads": f"[{','.join(t.payload_json for t in new)}]",
         }
@@ -509,6 +537,7 @@ class TaskStore:
                 created_at=created_at,
                 updated_at=created_at,  # both default to the transaction's now()
                 run_at=t.run_at,
+                owner=owner,
             )
             for t in new
         ]
@@ -520,8 +549,10 @@ class TaskStore:
         request_hash: str,
         near_seconds: float = 0,
         connection: Connection | None = None,
+        owner: str = "",
     ) -> tuple[TaskRecord, str | None, bool]:
-        """Insert unless ``key`` was used before. Returns (task, its request hash, created)."""
+        """Insert unless ``owner`` used ``key`` before (keys are each owner's own). Returns
+        (task, its request hash, created)."""
         stmt = (
             pg_insert(tasks)
             .values(
@@ -534,8 +565,9 @@ class TaskStore:
                 run_at=new.run_at,
                 idempotency_key=key,
                 request_hash=request_hash,
+                owner=owner,
             )
-            .on_conflict_do_nothing(index_elements=[tasks.c.idempotency_key])
+            .on_conflict_do_nothing(index_elements=[tasks.c.owner, tasks.c.idempotency_key])
             .returning(*_PUBLIC, tasks.c.request_hash)
         )
         near = {"near": timedelta(seconds=near_seconds)}
@@ -545,7 +577,9 @@ class TaskStore:
             created = row is not None
             if row is None:
                 row = conn.execute(
-                    select(*_PUBLIC, tasks.c.request_hash).where(tasks.c.idempotency_key == key)
+                    select(*_PUBLIC, tasks.c.request_hash).where(
+                        tasks.c.owner == owner, tasks.c.idempotency_key == key
+                    )
                 ).one()
         return TaskRecord.from_row(row), row.request_hash, created
 
@@ -670,10 +704,11 @@ class TaskStore:
         new: Sequence[NewTask],
         steps: Sequence[dict],
         connection: Connection | None = None,
+        owner: str = "",
     ) -> list[TaskRecord]:
-        """Store a workflow and all its tasks in one transaction: the first steps ``pending``
-        (the caller sends them), the others ``waiting``. ``steps[i]`` is ``new[i]``'s place in
-        the workflow (:meth:`tasklane.workflows.Step.step_json`)."""
+        """Store a workflow and all its tasks (``owner``'s) in one transaction: the first steps
+        ``pending`` (the caller sends them), the others ``waiting``. ``steps[i]`` is
+        ``new[i]``'s place in the workflow (:meth:`tasklane.workflows.Step.step_json`)."""
         statuses = [
             Status.WAITING.value if step["after"] else Status.PENDING.value for step in steps
         ]
@@ -686,9 +721,10 @@ class TaskStore:
             "workflow": workflow_id,
             "payloads": f"[{','.join(t.payload_json for t in new)}]",
             "steps": _json_text(list(steps)),
+            "owner": owner,
         }
         workflow_row = insert(workflows).values(
-            id=workflow_id, members=[t.id for t in new], output=literal(output, JSONB)
+            id=workflow_id, members=[t.id for t in new], output=literal(output, JSONB), owner=owner
         )
         with (
             _unavailable_as_error(),
@@ -709,6 +745,7 @@ class TaskStore:
                 created_at=created_at,
                 updated_at=created_at,
                 workflow_id=workflow_id,
+                owner=owner,
             )
             for t, status in zip(new, statuses, strict=True)
         ]
@@ -1193,15 +1230,19 @@ class TaskStore:
             remaining = conn.execute(more).first() is not None
         return records, remaining
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, owner: str | None = None) -> dict[str, Any]:
         """Counts by status and lane, the oldest queued task's age per lane (seconds), and
-        tasks finished per minute over the last 15 minutes (oldest minute first)."""
-        counts = select(tasks.c.status, tasks.c.lane, func.count()).group_by(
-            tasks.c.status, tasks.c.lane
+        tasks finished per minute over the last 15 minutes (oldest minute first): of
+        ``owner``'s tasks, or of all (None)."""
+        mine = [] if owner is None else [tasks.c.owner == owner]
+        counts = (
+            select(tasks.c.status, tasks.c.lane, func.count())
+            .where(*mine)
+            .group_by(tasks.c.status, tasks.c.lane)
         )
         oldest = (
             select(tasks.c.lane, func.extract("epoch", func.now() - func.min(tasks.c.created_at)))
-            .where(tasks.c.status == Status.QUEUED.value)
+            .where(tasks.c.status == Status.QUEUED.value, *mine)
             .group_by(tasks.c.lane)
         )
         minute = func.date_trunc(literal_column("'minute'"), tasks.c.finished_at)
@@ -1210,6 +1251,7 @@ class TaskStore:
             .where(
                 tasks.c.finished_at > func.now() - literal(timedelta(minutes=15), Interval),
                 tasks.c.finished_at.is_not(None),
+                *mine,
             )
             .group_by(minute, tasks.c.status)
         )
@@ -1462,7 +1504,12 @@ def select_claim(claim: Claim, lease_seconds: float, *riders: Any) -> Any:
             started_at=func.coalesce(tasks.c.started_at, func.now()),
             updated_at=func.now(),
         )
-        .returning(tasks.c.id, tasks.c.attempts, cast(tasks.c.payload, Text).label("payload"))
+        .returning(
+            tasks.c.id,
+            tasks.c.attempts,
+            cast(tasks.c.payload, Text).label("payload"),
+            tasks.c.owner,
+        )
         .cte("claimed")
     )
     asked = select(literal(claim.id, UUID(as_uuid=True)).label("id")).subquery("asked")
@@ -1470,6 +1517,7 @@ def select_claim(claim: Claim, lease_seconds: float, *riders: Any) -> Any:
     columns = [
         claimed.c.attempts,
         claimed.c.payload,
+        claimed.c.owner,
         before.c.status,
         before.c.task,
         before.c.run_at,
@@ -1484,7 +1532,7 @@ def select_claim(claim: Claim, lease_seconds: float, *riders: Any) -> Any:
 
 def _claim_of(task_id: uuid.UUID, row: Any) -> Claimed | NotClaimed:
     if row.attempts is not None:
-        return Claimed(task_id, row.attempts, row.payload)
+        return Claimed(task_id, row.attempts, row.payload, row.owner)
     return NotClaimed(
         task_id, Status(row.status) if row.status else None, row.task, row.run_at, row.expires_at
     )
