@@ -20,6 +20,8 @@ LOCAL_ONLY = {"DATABASE_URL"}  # AWS uses DATABASE_SECRET_ARN instead
 TUNABLE_DEFAULTS = {"LEASE_SECONDS", "PENDING_GRACE_SECONDS", "QUEUED_GRACE_SECONDS"}
 #: Read only by the reconciler's prune, and set there from the template's parameters.
 RECONCILER_ONLY = {"RETENTION_DAYS", "PAYLOAD_RETENTION_DAYS"}
+#: Read only by the HTTP API: whose tasks a caller sees.
+PRODUCER_ONLY = {"API_AUTHORIZATION", "OPERATORS"}
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +55,19 @@ def test_every_function_handler_exists_and_imports(template, jwt_template, base_
         assert callable(handler), fn.logical_id
 
 
-def test_every_variable_the_code_reads_is_set_for_functions_and_workers(template):
+def test_every_variable_the_code_reads_is_set_for_functions_and_workers(template, jwt_template):
     globals_env = template.body["Globals"]["Function"]["Environment"]["Variables"]
-    wanted = set(ENV_VARS) - LOCAL_ONLY - TUNABLE_DEFAULTS - RECONCILER_ONLY
+    wanted = set(ENV_VARS) - LOCAL_ONLY - TUNABLE_DEFAULTS - RECONCILER_ONLY - PRODUCER_ONLY
     assert wanted <= set(globals_env), wanted - set(globals_env)
     reconciler = template.function("ReconcilerFunction").environment
     assert set(reconciler) >= RECONCILER_ONLY
+    for t, fn, mode in (
+        (template, "ProducerFunction", "AWS_IAM"),
+        (jwt_template, "ProducerJwtFunction", "JWT"),
+    ):
+        producer = t.function(fn).environment
+        assert t.resolve(producer["API_AUTHORIZATION"], {}) == mode
+        assert t.resolve(producer["OPERATORS"], {}) == ""
     container = template.resources["WorkerTaskDefinition"]["Properties"]["ContainerDefinitions"][0]
     worker_env = {e["Name"] for e in container["Environment"]}
     assert wanted <= worker_env, wanted - worker_env

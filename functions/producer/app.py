@@ -2,8 +2,10 @@
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from tasklane import api
+from tasklane import api, snapstart
 from tasklane.logs import logger
+
+snapstart.register()  # with SnapStart: warm up before the snapshot, fresh clients after restore
 
 
 @logger.inject_lambda_context(
