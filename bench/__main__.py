@@ -30,6 +30,7 @@ MEASUREMENTS = [
     "payload_size",
     "eta_lateness",
     "workflows",
+    "scale",
 ]
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -74,3 +74,64 @@ def test_every_page_of_the_listing_is_an_index_range_scan(million, where):
     for shown in (first, deep):
         assert "Index Scan" in shown or "Index Only Scan" in shown, shown
         assert "Seq Scan" not in shown and "Sort" not in shown.split("->")[0], shown
+
+
+def executed(engine, call) -> list[tuple[str, object]]:
+    """The statements ``call`` sends through ``engine``, with their parameters."""
+    from sqlalchemy import event
+
+    statements: list[tuple[str, object]] = []
+
+    def grab(conn, cursor, statement, parameters, context, executemany):
+        statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", grab)
+    try:
+        call()
+    finally:
+        event.remove(engine, "before_cursor_execute", grab)
+    return statements
+
+
+def explain(engine, statement: str, parameters) -> str:
+    with engine.connect() as conn:
+        cursor = conn.connection.driver_connection.cursor()
+        cursor.execute("EXPLAIN " + statement, parameters)
+        shown = "\n".join(row[0] for row in cursor.fetchall())
+        conn.rollback()
+    return shown
+
+
+@pytest.mark.slow
+def test_the_hot_paths_read_through_their_indexes(million):
+    """What every task costs (claim, outcome, read), the reconciler's scans, the prune and one
+    owner's listing: each through an index, never a scan of the whole table."""
+    from datetime import UTC, datetime, timedelta
+
+    from tasklane.store import Claim, TaskStore
+
+    store = TaskStore(million)
+    with million.connect() as conn:
+        task_id, name = conn.execute(
+            text("SELECT id, task FROM tasks WHERE status = 'queued' LIMIT 1")
+        ).one()
+    long_ago = datetime.now(UTC) - timedelta(days=365)
+    hot = {
+        "read": (lambda: store.get(task_id), "tasks_pkey"),
+        "claim": (lambda: store.claim(Claim(task_id, name, "plan#1"), 900), "tasks_pkey"),
+        "outcome": (lambda: store.settle(task_id, "plan#1", '{"ok": 1}'), "tasks_pkey"),
+        "missing messages": (
+            lambda: store.claim_stale(60, 900, quiet_lanes=("lambda", "celery"), limit=1),
+            "ix_tasks_status",
+        ),
+        "due tasks": (lambda: store.claim_due(900), "ix_tasks_status"),
+        "prune": (lambda: store.prune(long_ago, long_ago, dry_run=True), "ix_tasks_finished_at"),
+    }
+    for what, (call, index) in hot.items():
+        plans = [explain(million, s, p) for s, p in executed(million, call)]
+        assert plans, what
+        assert any(index in shown for shown in plans), (what, plans)
+        for shown in plans:
+            assert "Seq Scan on tasks" not in shown, (what, shown)
+    owner_page = plan(million, find_statement(TaskFilter(owner="arn:aws:iam::1:user/x"), 51))
+    assert "ix_tasks_owner_created_id" in owner_page, owner_page

@@ -30,6 +30,7 @@ from tasklane.errors import (
     TaskNotFound,
     UnknownTask,
 )
+from tasklane.ids import new_id
 from tasklane.lanes import Lane, dead_letter_url, queue_url
 from tasklane.lifecycle import Status
 from tasklane.logs import logger, task_fields
@@ -148,7 +149,7 @@ def new_task(sub: Submission) -> NewTask:
     """The row for a submission: a fresh id, the task's lane and attempt limit."""
     spec = registry.get(sub.task)
     return NewTask(
-        uuid.uuid4(), spec.name, spec.lane.value, sub.payload_json, spec.max_attempts, sub.run_at
+        new_id(), spec.name, spec.lane.value, sub.payload_json, spec.max_attempts, sub.run_at
     )
 
 

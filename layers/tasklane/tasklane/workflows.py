@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union, cast
 
 from tasklane.errors import InvalidRequest
+from tasklane.ids import new_id
 
 #: The most tasks one workflow submitted over HTTP may hold (the Python API sets no limit).
 MAX_TASKS = 1000
@@ -246,7 +247,7 @@ def plan(node: Node, max_tasks: int | None = None, max_links: int = MAX_LINKS) -
                 )
             if max_tasks is not None and len(steps) >= max_tasks:
                 raise InvalidRequest(f"a workflow holds at most {max_tasks} tasks")
-            step = Step(uuid.uuid4(), node.task, node.payload, input_)
+            step = Step(new_id(), node.task, node.payload, input_)
             steps.append(step)
             return str(step.id)
         if isinstance(node, Chord):
@@ -271,7 +272,7 @@ def plan(node: Node, max_tasks: int | None = None, max_links: int = MAX_LINKS) -
     for step in steps:
         for before in step.after:
             by_id[before].then.append(str(step.id))
-    return Plan(uuid.uuid4(), steps, output)
+    return Plan(new_id(), steps, output)
 
 
 def flatten(template: Template) -> list[str]:
