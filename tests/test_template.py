@@ -381,3 +381,15 @@ def test_database_and_network_variants(overrides, own_vpc, database, subnets):
         assert t.resolve(group, refs) == subnets
         sg_vpc = t.resources["AppSecurityGroup"]["Properties"]["VpcId"]
         assert t.resolve(sg_vpc, refs | {"Vpc": "Vpc"}) == ("Vpc" if own_vpc else "vpc-1")
+
+
+def test_code_updates_after_its_schema(template):
+    """Each release's functions and workers run on its schema: they update once the
+    migration has run (SchemaMigration), never alongside it."""
+    for logical_id, resource in template.resources.items():
+        if resource["Type"] in ("AWS::Serverless::Function", "AWS::ECS::Service"):
+            if logical_id == "MigratorFunction":
+                assert "DependsOn" not in resource  # SchemaMigration runs it
+                continue
+            depends = resource.get("DependsOn")
+            assert "SchemaMigration" in ([depends] if isinstance(depends, str) else depends or [])

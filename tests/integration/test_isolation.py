@@ -6,13 +6,15 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 from tasklane import database
-from tasklane.local.events import iam_identity, jwt_identity
+from tasklane.local.events import LambdaContext, http_event, iam_identity, jwt_identity
 from tasklane.testing import refresh
 
-from tests.integration.helpers import call_api, consumer_source
+from tests.integration.helpers import call_api, consumer_source, handler
 
 ACCOUNT = "123456789012"
 ALICE = iam_identity(f"arn:aws:sts::{ACCOUNT}:assumed-role/AppRole/alice")
+#: Every session of a role is the role.
+APP_ROLE = f"arn:aws:iam::{ACCOUNT}:role/AppRole"
 BOB = iam_identity(f"arn:aws:iam::{ACCOUNT}:user/bob")
 #: A session of the operators' role, named by its role ARN in OPERATORS.
 OPS = iam_identity(f"arn:aws:sts::{ACCOUNT}:assumed-role/OpsRole/carol")
@@ -83,7 +85,7 @@ def test_another_callers_task_is_not_found_and_cannot_be_touched(request, mode):
 
 def test_the_owner_is_the_authenticated_identity(iam):
     alice = submit_as(ALICE)
-    assert owner_of(alice) == ALICE["iam"]["userArn"]
+    assert owner_of(alice) == APP_ROLE
     status, _, body = call_api(
         "POST", "/tasks/batch", {"tasks": [{"task": "test.echo", "payload": 2}]}, authorizer=BOB
     )
@@ -127,6 +129,18 @@ def test_listing_bulk_retry_and_stats_are_scoped(iam):
         assert call_api("GET", f"/tasks/{task_id}", authorizer=ALICE)[2]["status"] == "failed"
 
 
+def test_the_replicas_of_one_service_are_one_owner(iam):
+    """Each ECS task (or instance) of a service signs as its own session of the service's role:
+    they see each other's tasks, and a key retried through another replica replays."""
+    one = iam_identity(f"arn:aws:sts::{ACCOUNT}:assumed-role/WebRole/4f1a9c0e8d7b4e2a")
+    two = iam_identity(f"arn:aws:sts::{ACCOUNT}:assumed-role/WebRole/9b3e77d2c1a04f55")
+    key = {"idempotency-key": "order-42"}
+    first = submit_as(one, payload={"order": 42}, headers=key)
+    assert submit_as(two, payload={"order": 42}, headers=key) == first
+    assert call_api("GET", f"/tasks/{first}", authorizer=two)[0] == 200
+    assert call_api("GET", f"/tasks/{first}", authorizer=ALICE)[0] == 404  # another role
+
+
 def test_idempotency_keys_are_each_owners_own(iam):
     key = {"idempotency-key": "order-42"}
     alice = submit_as(ALICE, payload={"who": "alice"}, headers=key)
@@ -155,7 +169,7 @@ def test_workflows_are_their_submitters(iam):
     status, _, created = call_api("POST", "/workflows", body, authorizer=ALICE)
     assert status == 202
     workflow = created["id"]
-    assert all(owner_of(t["id"]) == ALICE["iam"]["userArn"] for t in created["tasks"])
+    assert all(owner_of(t["id"]) == APP_ROLE for t in created["tasks"])
     assert call_api("GET", f"/workflows/{workflow}", authorizer=BOB)[0] == 404
     assert call_api("POST", f"/workflows/{workflow}/cancel", authorizer=BOB)[0] == 404
     assert call_api("GET", f"/workflows/{workflow}", authorizer=ALICE)[2]["status"] == "running"
@@ -165,12 +179,17 @@ def test_workflows_are_their_submitters(iam):
 
 
 def test_a_request_without_an_identity_is_refused_and_stores_nothing(iam):
-    """A route left without its authorizer must not serve anyone as anyone."""
+    """A route left without its authorizer must not serve anyone as anyone, nor tell it
+    anything: 401 before any validation (an unknown task name is no 422)."""
     with database.engine().connect() as conn:
         before = conn.execute(text("SELECT count(*) FROM tasks")).scalar_one()
     status, _, body = call_api("POST", "/tasks", {"task": "test.echo", "payload": 1})
     assert status == 401 and body["error"]["code"] == "not_authenticated"
     assert call_api("GET", "/tasks")[0] == 401
+    assert call_api("POST", "/tasks", {"task": "no.such.task", "payload": 1})[0] == 401
+    assert call_api("POST", "/tasks", {"task": ""})[0] == 401  # nor a 400
+    page = handler("producer")(http_event("GET", "/console"), LambdaContext("producer"))
+    assert page["statusCode"] == 200  # the console's static page needs none
     with database.engine().connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM tasks")).scalar_one() == before
 
@@ -184,12 +203,22 @@ def test_a_task_started_by_a_task_belongs_to_the_same_owner(iam, stack):
             .scalars()
             .all()
         )
-    assert owners == [ALICE["iam"]["userArn"]] * 2
+    assert owners == [APP_ROLE] * 2
 
 
-def test_the_python_api_records_an_owner_when_given_one(stack):
+def test_the_python_api_records_an_owner_when_given_one(stack, monkeypatch):
     import tasklane
+    from tasklane import registry
+    from tasklane.config import settings
 
     handle = tasklane.submit("test.echo", 1, owner="billing-service")
     assert owner_of(str(handle.id)) == "billing-service"
     assert owner_of(str(tasklane.submit("test.echo", 2).id)) == ""
+    # and through Celery's own apply_async, for existing Celery tasks
+    monkeypatch.setenv("TASK_MODULES", f"{stack.env['TASK_MODULES']},tests.celery_app.tasks")
+    settings.cache_clear()
+    registry.load_configured()
+    from tests.celery_app import tasks as project
+
+    result = project.add.apply_async((2, 3), owner="billing-service")
+    assert owner_of(result.id) == "billing-service"

@@ -3,8 +3,10 @@ table definitions say."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -64,3 +66,100 @@ def test_migrating_again_changes_nothing_and_matches_the_code(fresh_database):
     with fresh.connect() as conn:
         assert MigrationContext.configure(conn).get_current_revision() == revisions()[-1]
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+
+
+def _autocommit(engine):
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def _old_snapshot(engine):
+    """A transaction holding a snapshot (a long read, a claim in progress): CREATE INDEX
+    CONCURRENTLY waits for it before it can finish."""
+    conn = engine.connect().execution_options(isolation_level="REPEATABLE READ")
+    conn.execute(text("SELECT 1"))
+    return conn
+
+
+def _cancel_when_waiting(engine, fragment: str, timeout: float = 30) -> None:
+    """Cancel the statement containing ``fragment`` once it waits on a lock (as a timeout
+    would)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with _autocommit(engine).connect() as conn:
+            pid = conn.execute(
+                text(
+                    "SELECT pid FROM pg_stat_activity WHERE query LIKE :q "
+                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                ),
+                {"q": f"%{fragment}%"},
+            ).scalar()
+            if pid:
+                conn.execute(text("SELECT pg_cancel_backend(:p)"), {"p": pid})
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"no statement with {fragment!r} waited")
+
+
+def _invalid_indexes(engine) -> list[str]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                text(
+                    "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                    "WHERE NOT i.indisvalid"
+                )
+            ).scalars()
+        )
+
+
+@pytest.mark.parametrize(
+    "interrupted", ["ix_tasks_owner_created_id", "ix_tasks_owner_idempotency_key"]
+)
+def test_0008_interrupted_during_an_index_build_runs_again_to_a_valid_schema(
+    fresh_database, interrupted
+):
+    """The builds wait for every older transaction; interrupted there (the migrator timing
+    out), the next deploy's run must finish the job: the columns already there, the INVALID
+    index built again, and per-owner keys enforced before the old constraint goes."""
+    import threading
+    import uuid
+
+    from tasklane.store import NewTask, TaskStore
+
+    migrate.upgrade(fresh_database, "0007")
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            migrate.upgrade(fresh_database)
+        except Exception as exc:
+            failures.append(exc)
+
+    if interrupted == "ix_tasks_owner_idempotency_key":  # the first build done before
+        with _autocommit(fresh_database).connect() as conn:
+            for table in ("tasks", "workflows"):
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN owner text NOT NULL DEFAULT ''"))
+            conn.execute(
+                text(
+                    "CREATE INDEX ix_tasks_owner_created_id "
+                    "ON tasks (owner, created_at DESC, id DESC)"
+                )
+            )
+    blocker = _old_snapshot(fresh_database)
+    worker = threading.Thread(target=run)
+    worker.start()
+    _cancel_when_waiting(fresh_database, interrupted)
+    worker.join(30)
+    blocker.close()
+    assert failures and "canceling statement" in str(failures[0])
+    assert interrupted in _invalid_indexes(fresh_database)
+    fresh_database.dispose()
+
+    migrate.upgrade(fresh_database)  # the next deploy
+    assert _invalid_indexes(fresh_database) == []
+    store = TaskStore(fresh_database)
+    first = store.insert_idempotent(NewTask(uuid.uuid4(), "t", "lambda", "1"), "k", "h", owner="a")
+    again = store.insert_idempotent(NewTask(uuid.uuid4(), "t", "lambda", "1"), "k", "h", owner="a")
+    other = store.insert_idempotent(NewTask(uuid.uuid4(), "t", "lambda", "1"), "k", "h", owner="b")
+    assert again[0].id == first[0].id and not again[2]
+    assert other[2] and other[0].id != first[0].id

@@ -197,3 +197,35 @@ def test_the_console_proxy_signs_each_request_with_sigv4(upstream, monkeypatch):
     method, path, received, body = seen[0]
     assert verify(method, url + path, body or None, received)
     assert received["X-Amz-Security-Token"] == "session-1"
+
+
+def test_the_console_proxy_serves_only_its_own_page(upstream):
+    """DNS rebinding (another Host) and cross-site requests (another Origin) are refused
+    before anything is signed or sent."""
+    import urllib.error
+    import urllib.request
+
+    from tasklane.cli.proxy import serve
+
+    url, seen = upstream
+    proxy = serve(Api.to(url, token="t0ken"))
+    port = proxy.server_address[1]
+
+    def status(headers: dict[str, str], method: str = "POST") -> int:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/tasks/1/cancel", data=b"", method=method, headers=headers
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        assert status({"host": "evil.example:80"}) == 403
+        assert status({"host": f"127.0.0.1:{port}", "origin": "https://evil.example"}) == 403
+        assert seen == []  # nothing reached the API
+        assert status({"host": f"localhost:{port}", "origin": f"http://localhost:{port}"}) == 409
+        assert len(seen) == 1
+    finally:
+        proxy.shutdown()

@@ -33,7 +33,21 @@ def serve(api: Api, port: int = 0) -> http.server.ThreadingHTTPServer:
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
+        def _ours(self) -> bool:
+            """Only the console's own page may use the proxy: a request naming another host
+            (a page whose domain was rebound to 127.0.0.1) or sent by another origin (a
+            cross-site form or fetch) never gets the operator's credentials."""
+            port = self.server.server_address[1]
+            mine = {f"127.0.0.1:{port}", f"localhost:{port}"}
+            origin = self.headers.get("origin")
+            return self.headers.get("host") in mine and (
+                origin is None or origin in {f"http://{h}" for h in mine}
+            )
+
         def _forward(self) -> None:
+            if not self._ours():
+                self.send_error(403, explain="only the console served here may use this proxy")
+                return
             length = int(self.headers.get("content-length") or 0)
             if length > MAX_BODY:
                 self.send_error(413)

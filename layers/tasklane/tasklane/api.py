@@ -570,6 +570,23 @@ def _json_only(event: dict) -> dict | None:
     return None
 
 
+def _anonymous(event: dict) -> dict | None:
+    """401 before anything else for a request without the identity the API requires: no
+    validation, no lookup, so nothing (not even which task names exist) is told to it. Only the
+    console's static files are served to anyone (routeKey is the route API Gateway matched,
+    not the path the client sent)."""
+    route = str(event.get("routeKey") or "").partition(" ")[2]
+    if route == "/console" or route.startswith("/console/"):
+        return None
+    config = settings()
+    authorizer = (event.get("requestContext") or {}).get("authorizer")
+    try:
+        callers.from_authorizer(config.api_authorization, authorizer, config.operators)
+    except NotAuthenticated as exc:
+        return _raw_error(401, exc.code, str(exc))
+    return None
+
+
 def handle(event: dict, context: Any) -> dict:
     """Resolve one HTTP API event; the producer function's whole job."""
-    return _json_only(event) or app.resolve(event, context)
+    return _anonymous(event) or _json_only(event) or app.resolve(event, context)

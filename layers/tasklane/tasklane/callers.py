@@ -1,11 +1,21 @@
 """Who is calling: each caller sees and acts on only the tasks it submitted; operators on all.
 
 A task records its submitter as its ``owner``. Through the HTTP API the owner is the identity
-API Gateway has already authenticated: the IAM principal's ARN (``userArn``, for a role the
-session: ``arn:aws:sts::…:assumed-role/ROLE/SESSION``), or a JWT's issuer and subject. Another
-owner's task is answered as if it did not exist (404), so ids cannot be probed. Operators
-(``OPERATORS``: IAM ARNs, or JWT groups or scopes) see everything: the console and bulk retry
-are theirs. Idempotency keys are each owner's own.
+API Gateway has already authenticated:
+
+- IAM: the principal. An IAM user is its ARN; a role's sessions are the role
+  (``arn:aws:iam::ACCOUNT:role/NAME``): the session name is the caller's own choice (or an ECS
+  task's, an instance's id), so it cannot tell callers apart, and the replicas of one service
+  are one owner. A Cognito identity pool's users all sign as one role: each is its identity
+  (``cognito-identity:ID``).
+- JWT: the token's issuer and subject, ``"{iss}#{sub}"``.
+
+Another owner's task is answered as if it did not exist (404), so ids cannot be probed.
+Operators (``OPERATORS``) see everything: IAM user or role ARNs (a role's path may be given or
+not), or, with JWT, OAuth scopes (granted by the authorizer, or in the token's ``scope``) or
+Cognito groups (``cognito:groups``). Other IdPs' group claims count only when they arrive as a
+real list: API Gateway renders a list claim as ``"[a b]"``, which cannot be split safely when a
+group's name may hold a space (Cognito's cannot). Idempotency keys are each owner's own.
 
 Python code that shares the database is trusted as the database is: it reads any task, and
 records an owner only when it passes one (``''`` otherwise: no one in particular, seen by
@@ -21,8 +31,10 @@ from typing import Any
 
 from tasklane.errors import TasklaneError
 
-#: An assumed-role session's ARN, and the role's own ARN that an operator list may name.
+#: An assumed-role session's ARN: its partition, account and role name.
 _SESSION = re.compile(r"^arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([^/]+)/[^/]+$")
+#: A role's ARN, with or without a path.
+_ROLE = re.compile(r"^arn:(aws[a-z-]*):iam::(\d{12}):role/(?:.*/)?([^/]+)$")
 
 
 class NotAuthenticated(TasklaneError):
@@ -52,22 +64,38 @@ class Caller:
 LOCAL = Caller("local", operator=True)
 
 
-def _names(value: Any) -> set[str]:
-    """A claim's values: a list, or API Gateway's rendering of one (``"[a b]"``), or a
-    space- or comma-separated string."""
-    if isinstance(value, list | tuple):
-        return {str(v) for v in value}
-    if isinstance(value, str):
-        return {v for v in re.split(r"[\s,]+", value.strip("[]")) if v}
-    return set()
+def _principal(arn: str) -> str:
+    """The principal an ARN names: a role (without its path) for a role or a role's session,
+    else the ARN itself (an IAM user, the account root)."""
+    for pattern in (_SESSION, _ROLE):
+        match = pattern.match(arn)
+        if match is not None:
+            partition, account, role = match.groups()
+            return f"arn:{partition}:iam::{account}:role/{role}"
+    return arn
 
 
-def _role_of(arn: str) -> str | None:
-    match = _SESSION.match(arn)
-    if match is None:
-        return None
-    partition, account, role = match.groups()
-    return f"arn:{partition}:iam::{account}:role/{role}"
+def _groups(claims: Mapping[str, Any]) -> set[str]:
+    """Cognito's groups, whose names hold no whitespace, so that API Gateway's ``"[a b]"``
+    rendering splits safely; another IdP's ``groups`` only as a real list."""
+    found: set[str] = set()
+    cognito = claims.get("cognito:groups")
+    if isinstance(cognito, list | tuple):
+        found |= {str(g) for g in cognito}
+    elif isinstance(cognito, str):
+        found |= set(cognito.strip("[]").split())
+    other = claims.get("groups")
+    if isinstance(other, list | tuple):
+        found |= {str(g) for g in other}
+    return found
+
+
+def _scopes(jwt: Mapping[str, Any]) -> set[str]:
+    """OAuth scopes: the authorizer's list, and the token's ``scope`` (space-separated; a
+    scope holds no space)."""
+    granted = {str(s) for s in jwt.get("scopes") or []}
+    scope = (jwt.get("claims") or {}).get("scope")
+    return granted | (set(scope.split()) if isinstance(scope, str) else set())
 
 
 def from_authorizer(
@@ -81,20 +109,20 @@ def from_authorizer(
     if authorization == "NONE":
         return LOCAL
     if authorization == "AWS_IAM":
-        arn = (authorizer.get("iam") or {}).get("userArn")
+        iam = authorizer.get("iam") or {}
+        arn = iam.get("userArn")
         if not arn:
             raise NotAuthenticated("this request carries no IAM identity")
-        return Caller(arn, operator=arn in operators or _role_of(arn) in operators)
+        principal = _principal(arn)
+        operator = principal in {_principal(o) for o in operators}
+        identity = (iam.get("cognitoIdentity") or {}).get("identityId")
+        owner = f"cognito-identity:{identity}" if identity else principal
+        return Caller(owner, operator=operator)
     if authorization == "JWT":
         jwt = authorizer.get("jwt") or {}
         claims = jwt.get("claims") or {}
         if not claims.get("sub") or not claims.get("iss"):
             raise NotAuthenticated("this request carries no token subject")
-        granted = (
-            _names(claims.get("cognito:groups"))
-            | _names(claims.get("groups"))
-            | _names(claims.get("scope"))
-            | _names(jwt.get("scopes"))
-        )
+        granted = _groups(claims) | _scopes(jwt)
         return Caller(f"{claims['iss']}#{claims['sub']}", operator=bool(granted & operators))
     raise NotAuthenticated(f"unknown API_AUTHORIZATION {authorization!r}")

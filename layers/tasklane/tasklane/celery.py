@@ -107,8 +107,9 @@ class ClaimCheckTask(Task):
     ) -> Any:
         """Store the arguments and send the claim check; returns Celery's ``AsyncResult``.
 
-        ``connection=`` (a SQLAlchemy Connection or Session: sent after its commit) and
-        ``idempotency_key=`` are tasklane's own options. Celery's routing options are not
+        ``connection=`` (a SQLAlchemy Connection or Session: sent after its commit),
+        ``idempotency_key=`` and ``owner=`` (:func:`tasklane.submit`) are tasklane's own
+        options. Celery's routing options are not
         needed: the task's lane names its queue."""
         from tasklane.client import submit
 
@@ -121,6 +122,7 @@ class ClaimCheckTask(Task):
             connection=options.get("connection"),
             countdown=countdown,
             eta=eta,
+            owner=options.get("owner"),
         )
         return self.AsyncResult(str(handle.id))
 

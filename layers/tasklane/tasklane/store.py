@@ -108,7 +108,13 @@ tasks = Table(
 Index("ix_tasks_created_id", tasks.c.created_at.desc(), tasks.c.id.desc())
 # A caller's own tasks (every read of a caller who is not an operator), and its keys.
 Index("ix_tasks_owner_created_id", tasks.c.owner, tasks.c.created_at.desc(), tasks.c.id.desc())
-Index("ix_tasks_owner_idempotency_key", tasks.c.owner, tasks.c.idempotency_key, unique=True)
+Index(
+    "ix_tasks_owner_idempotency_key",
+    tasks.c.owner,
+    tasks.c.idempotency_key,
+    unique=True,
+    postgresql_where=tasks.c.idempotency_key.is_not(None),
+)
 Index("ix_tasks_status_created_id", tasks.c.status, tasks.c.created_at.desc(), tasks.c.id.desc())
 Index("ix_tasks_task_created_id", tasks.c.task, tasks.c.created_at.desc(), tasks.c.id.desc())
 Index(
@@ -567,7 +573,10 @@ class TaskStore:
                 request_hash=request_hash,
                 owner=owner,
             )
-            .on_conflict_do_nothing(index_elements=[tasks.c.owner, tasks.c.idempotency_key])
+            .on_conflict_do_nothing(
+                index_elements=[tasks.c.owner, tasks.c.idempotency_key],
+                index_where=tasks.c.idempotency_key.is_not(None),
+            )
             .returning(*_PUBLIC, tasks.c.request_hash)
         )
         near = {"near": timedelta(seconds=near_seconds)}

@@ -2,37 +2,58 @@
 keys become each owner's own.
 
 Online-safe: the columns are ``NOT NULL DEFAULT ''``, which PostgreSQL records in the catalog
-without rewriting the table (11 and later); the indexes are built ``CONCURRENTLY`` and
-``IF NOT EXISTS`` (writes go on; an interrupted run can be run again); the per-owner unique
-index exists before the old global one is dropped, so keys stay unique throughout.
+without rewriting the table (11 and later); the indexes are built ``CONCURRENTLY`` (writes go
+on), and the per-owner unique index is checked valid before the old global one is dropped, so
+keys stay unique throughout. The unique index holds only the tasks that have a key: most have
+none, and every index on the table is written by every insert.
+
+Safe to run again after an interruption (a build waits for every older transaction, and the
+migrator may time out first): columns are added only if missing, and an index an interrupted
+``CREATE INDEX CONCURRENTLY`` left behind INVALID is dropped and built again.
+
+Deploying it: the functions update after the migration (``DependsOn: SchemaMigration``), but
+functions of the previous release still running at that moment cannot submit with an
+Idempotency-Key (their ``ON CONFLICT`` names the dropped constraint), nor can they after a
+rollback past this migration: roll forward.
 
 Revision ID: 0008
 Revises: 0007
 Create Date: 2026-11-29
 """
 
-import sqlalchemy as sa
 from alembic import op
+from sqlalchemy import text
 
 revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None
 
+INDEXES = {
+    "ix_tasks_owner_created_id": "CREATE INDEX CONCURRENTLY IF NOT EXISTS "
+    "ix_tasks_owner_created_id ON tasks (owner, created_at DESC, id DESC)",
+    "ix_tasks_owner_idempotency_key": "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "
+    "ix_tasks_owner_idempotency_key ON tasks (owner, idempotency_key) "
+    "WHERE idempotency_key IS NOT NULL",
+}
+_VALID = text(
+    "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+    "WHERE c.relname = :name"
+)
+
 
 def upgrade() -> None:
     for table in ("tasks", "workflows"):
-        op.add_column(table, sa.Column("owner", sa.Text(), nullable=False, server_default=""))
+        op.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS owner text NOT NULL DEFAULT ''")
     with op.get_context().autocommit_block():
         op.execute("COMMIT")  # see 0007: pg8000 opened a transaction reading the isolation level
-        op.execute(
-            "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_tasks_owner_created_id "
-            "ON tasks (owner, created_at DESC, id DESC)"
-        )
-        op.execute(
-            "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS ix_tasks_owner_idempotency_key "
-            "ON tasks (owner, idempotency_key)"
-        )
+        bind = op.get_bind()
+        for name, create in INDEXES.items():
+            if bind.execute(_VALID, {"name": name}).scalar() is False:  # left INVALID
+                op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+            op.execute(create)
+        if bind.execute(_VALID, {"name": "ix_tasks_owner_idempotency_key"}).scalar() is not True:
+            raise RuntimeError("ix_tasks_owner_idempotency_key is not valid: run again")
         op.execute("ALTER TABLE tasks DROP CONSTRAINT IF EXISTS tasks_idempotency_key_key")
 
 
