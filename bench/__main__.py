@@ -31,6 +31,7 @@ MEASUREMENTS = [
     "eta_lateness",
     "workflows",
     "scale",
+    "concurrency",
 ]
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -12,14 +12,16 @@ page. Each figure at the largest size is compared with the same figure at 10k (t
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
-import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, make_url, text
 from tasklane import migrate
+from tasklane.ids import new_id
 from tasklane.lifecycle import Status
 from tasklane.store import Claim, NewTask, TaskFilter, TaskStore
 
@@ -76,74 +78,129 @@ def _database(bench: BenchEnv, rows: int) -> Any:
         # the same live tasks at every size, just written (as in a healthy system: the
         # reconciler's scans find nothing to resend, and cost what finding nothing costs)
         conn.execute(text(FILL), {"rows": rows, "live": min(LIVE, rows // 2)})
+    with engine.begin() as conn:  # a fill of minutes is older than the reconciler's grace
+        conn.execute(
+            text(
+                "UPDATE tasks SET updated_at = now() "
+                "WHERE status IN ('pending', 'scheduled', 'queued', 'running')"
+            )
+        )
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE tasks"))
+        # the fill's dirty pages written now, not by a checkpoint during the measurements
+        conn.execute(text("CHECKPOINT"))
     return engine
 
 
-def _timed(fn: Callable[[], Any], reps: int) -> float:
-    """Median milliseconds of ``fn`` over ``reps`` runs (after one unmeasured run)."""
+def _ms(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
     fn()
-    samples = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1000)
-    return median(samples)
+    return (time.perf_counter() - start) * 1000
 
 
-def _measure(engine: Any, rows: int, reps: int) -> dict[str, float]:
+def _operations(engine: Any, rows: int, reps: int) -> Callable[[], dict[str, float]]:
+    """One round of every measured operation on this table: milliseconds by name."""
     store = TaskStore(engine)
     with engine.connect() as conn:
+        share = min(100.0, 100 * 2_000 / rows)  # about 2,000 tasks, from all over the table
         ids = list(
-            conn.execute(text("SELECT id FROM tasks TABLESAMPLE SYSTEM (1) LIMIT 500")).scalars()
+            conn.execute(
+                text("SELECT id FROM tasks TABLESAMPLE BERNOULLI (:share) LIMIT 2000"),
+                {"share": share},
+            ).scalars()
         )
         middle = conn.execute(
             text("SELECT created_at, id FROM tasks ORDER BY created_at DESC, id DESC OFFSET :n"),
             {"n": rows // 2},
         ).first()
-    picks = iter(ids * (1 + (reps + 1) // max(1, len(ids))))
+    picks = itertools.cycle(ids)
 
     def submit() -> None:
-        store.insert([NewTask(uuid.uuid4(), "app.task1", "lambda", '{"n": 1}') for _ in range(100)])
+        store.insert([NewTask(new_id(), "app.task1", "lambda", '{"n": 1}') for _ in range(100)])
 
-    figures = {"bulk submit of 100 ms": _timed(submit, reps)}
-    # a consumer's batch: ten claims, then ten outcomes (each batch inserted and queued
-    # outside the timing)
-    claim_times, outcome_times = [], []
-    for _ in range(reps + 1):
-        new = [NewTask(uuid.uuid4(), "app.task1", "lambda", '{"n": 1}') for _ in range(10)]
+    def one_round() -> dict[str, float]:
+        timings = {"bulk submit of 100 ms": _ms(submit)}
+        # a consumer's batch: ten claims, then ten outcomes (inserted and queued untimed)
+        new = [NewTask(new_id(), "app.task1", "lambda", '{"n": 1}') for _ in range(10)]
         store.insert(new)
         store.mark_queued([t.id for t in new])
-        start = time.perf_counter()
-        tokens = []
+        tokens = [(t.id, t.task, f"bench#{t.id.hex[:8]}") for t in new]
+        timings["claim a batch of 10 ms"] = _ms(
+            lambda: [store.claim(Claim(i, name, token), 900) for i, name, token in tokens]
+        )
+        timings["outcomes of 10 ms"] = _ms(
+            lambda: [store.settle(i, token, '{"ok": true}') for i, _, token in tokens]
+        )
+        timings["read one task ms"] = _ms(lambda: store.get(next(picks)))
+        timings["reconciler scan ms"] = _ms(
+            lambda: store.claim_stale(60, 900, quiet_lanes=("lambda", "celery"))
+        )
+        timings["due-task scan ms"] = _ms(lambda: store.claim_due(900))
+        timings["list first page ms"] = _ms(lambda: store.find(TaskFilter(), 50))
+        timings["list half-way page ms"] = _ms(
+            lambda: store.find(TaskFilter(), 50, (middle.created_at, middle.id))
+        )
+        timings["list one owner's first page ms"] = _ms(
+            lambda: store.find(TaskFilter(owner="owner-7"), 50)
+        )
+        timings["list failed, first page ms"] = _ms(
+            lambda: store.find(TaskFilter(status=Status.FAILED), 50)
+        )
+        return timings
+
+    return one_round
+
+
+def _cluster_cpu_seconds(postmaster: int) -> float:
+    """CPU seconds the Postgres server has used: the postmaster, its live children (backends,
+    writers), and its children that have exited."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def fields(pid: int) -> list[str]:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2 :].split()
+
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            values = fields(int(entry.name))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(entry.name) == postmaster:
+            total += sum(int(v) for v in values[11:15])  # utime stime cutime cstime
+        elif int(values[1]) == postmaster:
+            total += int(values[11]) + int(values[12])
+    return total / tick
+
+
+def _postgres_cpu_per_task(engine: Any, tasks: int = 2_000) -> dict[str, float]:
+    """Postgres' own CPU for the life of ``tasks`` tasks as the lambda lane lives it: submitted
+    100 to a statement, queued, then each claimed and its outcome written (one statement each,
+    as the consumer chains an outcome with the next claim)."""
+    with engine.connect() as conn:
+        backend = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    stat = Path(f"/proc/{backend}/stat").read_text()
+    postmaster = int(stat[stat.rindex(")") + 2 :].split()[1])
+    store = TaskStore(engine)
+    before = _cluster_cpu_seconds(postmaster)
+    statements = 0
+    for _ in range(tasks // 100):
+        new = [NewTask(new_id(), "app.task1", "lambda", '{"n": 1}') for _ in range(100)]
+        store.insert(new)
+        store.mark_queued([t.id for t in new])
+        statements += 2
         for t in new:
-            token = f"bench#{t.id.hex[:8]}"
+            token = f"cpu#{t.id.hex[:8]}"
             store.claim(Claim(t.id, t.task, token), 900)
-            tokens.append((t.id, token))
-        claim_times.append((time.perf_counter() - start) * 1000)
-        start = time.perf_counter()
-        for task_id, token in tokens:
-            store.settle(task_id, token, '{"ok": true}')
-        outcome_times.append((time.perf_counter() - start) * 1000)
-    figures["claim a batch of 10 ms"] = median(claim_times[1:])
-    figures["outcomes of 10 ms"] = median(outcome_times[1:])
-    figures["read one task ms"] = _timed(lambda: store.get(next(picks)), reps)
-    figures["reconciler scan ms"] = _timed(
-        lambda: store.claim_stale(60, 900, quiet_lanes=("lambda", "celery")), reps
-    )
-    figures["due-task scan ms"] = _timed(lambda: store.claim_due(900), reps)
-    figures["list first page ms"] = _timed(lambda: store.find(TaskFilter(), 50), reps)
-    figures["list half-way page ms"] = _timed(
-        lambda: store.find(TaskFilter(), 50, (middle.created_at, middle.id)), reps
-    )
-    figures["list one owner's first page ms"] = _timed(
-        lambda: store.find(TaskFilter(owner="owner-7"), 50), reps
-    )
-    figures["list failed, first page ms"] = _timed(
-        lambda: store.find(TaskFilter(status=Status.FAILED), 50), reps
-    )
-    return figures
+            store.settle(t.id, token, '{"ok": true}')
+            statements += 2
+    used = _cluster_cpu_seconds(postmaster) - before
+    return {
+        "Postgres CPU ms per task": used * 1000 / tasks,
+        "statements per task (this measure)": statements / tasks,
+    }
 
 
 def _sizes_of(engine: Any, rows: int) -> dict[str, float]:
@@ -165,15 +222,26 @@ def _sizes_of(engine: Any, rows: int) -> dict[str, float]:
 def run(bench: BenchEnv) -> dict:
     sizes = [1_000, 20_000] if bench.quick else _sizes()
     reps = bench.n(30, 3)
-    per_size: dict[int, dict[str, float]] = {}
-    sizes_report: dict[str, float] = {}
-    for rows in sizes:
-        engine = _database(bench, rows)
-        try:
-            per_size[rows] = _measure(engine, rows, reps)
-            if rows == sizes[-1]:
-                sizes_report = _sizes_of(engine, rows)
-        finally:
+    engines = {rows: _database(bench, rows) for rows in sizes}
+    try:
+        rounds = {rows: _operations(engine, rows, reps) for rows, engine in engines.items()}
+        samples: dict[int, dict[str, list[float]]] = {rows: {} for rows in sizes}
+        for rep in range(reps + 1):  # the tables take turns: a slow spell hits them alike
+            for rows in sizes:
+                timings = rounds[rows]()
+                if rep:  # the first round warms the caches
+                    for name, ms in timings.items():
+                        samples[rows].setdefault(name, []).append(ms)
+        per_size = {
+            rows: {name: median(values) for name, values in by_name.items()}
+            for rows, by_name in samples.items()
+        }
+        largest_engine = engines[sizes[-1]]
+        sizes_report = _sizes_of(largest_engine, sizes[-1]) | _postgres_cpu_per_task(
+            largest_engine, bench.n(2_000, 200)
+        )
+    finally:
+        for engine in engines.values():
             engine.dispose()
     smallest, largest = sizes[0], sizes[-1]
     label = {10_000: "10k", 1_000_000: "1M", 10_000_000: "10M"}

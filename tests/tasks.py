@@ -49,6 +49,9 @@ def ledger(payload):
     return {"n": payload["n"]}
 
 
+task(name="test.ledger_celery", lane="celery")(ledger.fn)
+
+
 @task(name="test.sleep", lane="lambda")
 def sleep(payload):
     time.sleep(payload["seconds"])

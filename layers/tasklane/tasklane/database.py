@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import socket
 from typing import Any
 
@@ -60,7 +61,9 @@ def engine() -> Engine:
     """The process's engine. Credentials are read here once, not per request."""
     config = settings()
     url = database_url(config)
-    connect_args: dict = {"timeout": 10}
+    # who holds each connection, in pg_stat_activity: the function (or process) and its pid
+    who = os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or "app"
+    connect_args: dict = {"timeout": 10, "application_name": f"tasklane {who} {os.getpid()}"}
     if config.database_secret_arn and not config.database_url:
         connect_args["ssl_context"] = True  # RDS and RDS Proxy speak TLS
     created = create_engine(

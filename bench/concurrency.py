@@ -1,0 +1,74 @@
+"""11. Many consumers: one backlog of trivial lambda-lane tasks drained by 1, 2, 4 and 8
+consumer processes (each the consumer function behind its own event source, as Lambda runs
+containers: tests/drain.py), against one Postgres. Throughput is the backlog over the time from
+the first record handled to the last; it must not collapse as consumers are added (8 against
+the best of the others, at least 0.8). The connections each consumer held at most are sampled
+from pg_stat_activity (the budget: one per container)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from sqlalchemy import text
+from tasklane import database, submit_many
+
+from bench.env import ROOT, BenchEnv
+from tests.drain import Connections
+
+COUNTS = (1, 2, 4, 8)
+
+
+def _drain(bench: BenchEnv, consumers: int, backlog: int) -> tuple[float, int]:
+    bench.reset_queues()
+    submit_many([("bench.noop", n) for n in range(backlog)])
+    env = os.environ | bench.env | {"PYTHONPATH": str(ROOT)}
+    with Connections(bench.env["DATABASE_URL"]) as connections:
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-m", "tests.drain", bench.urls["LambdaQueue"], "--idle", "2"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(consumers)
+        ]
+        reports = [
+            json.loads(p.communicate(timeout=600)[0].strip().splitlines()[-1]) for p in processes
+        ]
+    handled = sum(r["records"] for r in reports)
+    with database.engine().connect() as conn:
+        done = conn.execute(
+            text("SELECT count(*) FROM tasks WHERE status = 'succeeded' AND attempts = 1")
+        ).scalar_one()
+    if done != backlog:  # a record delivered twice (SQS is at least once) is acked, not run
+        raise RuntimeError(f"{consumers} consumers: {done} of {backlog} ran once ({handled})")
+    started = min(r["first"] for r in reports if r["first"])
+    ended = max(r["last"] for r in reports if r["last"])
+    most = max((v for k, v in connections.most.items() if "ConsumerFunction" in k), default=0)
+    return backlog / (ended - started), most
+
+
+def run(bench: BenchEnv) -> dict:
+    backlog = bench.n(2_000, 100)
+    figures: dict[str, float] = {}
+    most = 0
+    for consumers in COUNTS if not bench.quick else (1, 2):
+        rate, held = _drain(bench, consumers, backlog)
+        figures[f"tasks/s with {consumers} consumer{'s' if consumers > 1 else ''}"] = rate
+        most = max(most, held)
+    rates = list(figures.values())
+    figures["last vs best of the others"] = rates[-1] / max(rates[:-1])
+    figures["most connections held by one consumer"] = float(most)
+    return {
+        "name": "many consumers",
+        "workload": f"a backlog of {backlog:,} trivial tasks, consumer processes on one Postgres",
+        "figures": figures,
+        "targets": {
+            "last vs best of the others": (">=", 0.8),
+            "most connections held by one consumer": ("<=", 1.0),
+        },
+    }

@@ -1,0 +1,88 @@
+"""One lambda-lane consumer "container" as a process of its own: the consumer function's
+handler behind an emulated event source, polling until its queue has stayed empty for a while.
+Prints one JSON line: the records it handled and when it handled its first and last.
+
+python -m tests.drain QUEUE_URL [--idle SECONDS]   (tests/integration/test_concurrency.py,
+bench/concurrency.py)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Connections:
+    """Samples pg_stat_activity: the most connections each process held at once."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = create_engine(url, pool_size=1)
+        self.most: dict[str, int] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        query = text(
+            "SELECT application_name, count(*) FROM pg_stat_activity "
+            "WHERE application_name LIKE 'tasklane %' GROUP BY application_name"
+        )
+        while not self.stop.is_set():
+            with self.engine.connect() as conn:
+                for name, count in conn.execute(query):
+                    self.most[name] = max(self.most.get(name, 0), count)
+            self.stop.wait(0.02)
+
+    def __enter__(self) -> Connections:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("queue_url")
+    parser.add_argument("--idle", type=float, default=3.0)
+    args = parser.parse_args()
+    os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "ConsumerFunction"  # its connections' name
+    sys.path.insert(0, str(ROOT / "functions" / "consumer"))
+    import app  # the consumer function's module, as Lambda loads it
+    from tasklane import broker
+    from tasklane.local.events import queue_arn
+    from tasklane.local.eventsource import SqsEventSource
+
+    source = SqsEventSource(
+        broker.sqs(),
+        args.queue_url,
+        queue_arn(args.queue_url.rsplit("/", 1)[-1]),
+        app.lambda_handler,
+        function_name="ConsumerFunction",
+        report_batch_item_failures=True,
+        timeout=30,
+    )
+    handled, first, last, quiet_since = 0, None, None, time.monotonic()
+    while time.monotonic() - quiet_since < args.idle:
+        result = source.poll_once()
+        if result is not None and result.records:
+            now = time.time()
+            first = first or now
+            last = now
+            handled += result.records
+            quiet_since = time.monotonic()
+    print(json.dumps({"pid": os.getpid(), "records": handled, "first": first, "last": last}))
+
+
+if __name__ == "__main__":
+    main()
