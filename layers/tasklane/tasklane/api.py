@@ -572,11 +572,12 @@ def _json_only(event: dict) -> dict | None:
 
 def _anonymous(event: dict) -> dict | None:
     """401 before anything else for a request without the identity the API requires: no
-    validation, no lookup, so nothing (not even which task names exist) is told to it. Only the
-    console's static files are served to anyone (routeKey is the route API Gateway matched,
-    not the path the client sent)."""
+    validation, no lookup, so nothing (not even which task names exist) is told to it. Only
+    what holds no task data is served without one: the console's static files and the API's
+    own description (routeKey is the route API Gateway matched, not the path the client sent;
+    in AWS the authorizer still guards the description)."""
     route = str(event.get("routeKey") or "").partition(" ")[2]
-    if route == "/console" or route.startswith("/console/"):
+    if route in ("/console", "/openapi.json", "/docs") or route.startswith("/console/"):
         return None
     config = settings()
     authorizer = (event.get("requestContext") or {}).get("authorizer")
