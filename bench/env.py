@@ -103,6 +103,7 @@ def standalone(quick: bool = False, stock_moto: bool = False) -> Iterator[BenchE
         "AWS_ENDPOINT_URL_SQS": moto.endpoint,
         "TASK_MODULES": TASK_MODULES,
         "PYTHONPATH": str(ROOT),
+        "API_AUTHORIZATION": "NONE",  # the API called in-process, as the local stack has it
     }
     os.environ.update(env)
     settings.cache_clear()

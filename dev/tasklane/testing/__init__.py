@@ -307,7 +307,9 @@ def tasklane_database(request: pytest.FixtureRequest, tasklane_postgres: str) ->
     from tasklane.local.sqs import FAKE_CREDENTIALS
 
     modules = request.config.getini("tasklane_task_modules") or os.environ.get("TASK_MODULES")
-    env = FAKE_CREDENTIALS | {"DATABASE_URL": tasklane_postgres}
+    # the API called in-process has no authorizer in front: one local operator, as in
+    # `tasklane dev`, for the whole session (a test that sets identities sets it itself)
+    env = FAKE_CREDENTIALS | {"DATABASE_URL": tasklane_postgres, "API_AUTHORIZATION": "NONE"}
     if modules:
         env["TASK_MODULES"] = modules
     saved = {k: os.environ.get(k) for k in env}
