@@ -72,7 +72,8 @@ def test_eight_consumers_and_two_workers_drain_one_backlog_each_task_once(stack,
     with create_engine(stack.env["DATABASE_URL"]).connect() as conn:
         attempts = conn.execute(text("SELECT DISTINCT attempts FROM tasks")).scalars().all()
     assert attempts == [1]  # no task was claimed twice
-    assert sum(r["records"] for r in reports) == LAMBDA_TASKS
+    # SQS delivers at least once: a record delivered twice is acknowledged, not run again
+    assert sum(r["records"] for r in reports) >= LAMBDA_TASKS
     consumer_conns = {k: v for k, v in connections.most.items() if "ConsumerFunction" in k}
     assert consumer_conns and max(consumer_conns.values()) == 1, connections.most
     mine = f"tasklane app {os.getpid()}"  # this test's own submissions and checks

@@ -144,8 +144,9 @@ def test_reconcile_sends_the_running_stacks_due_tasks(local_stack):
     engine.dispose()
     result = local_stack.cli("reconcile")
     assert result.returncode == 0, result.stdout + result.stderr
-    # the stack's own reconciler (every minute) may have taken it first: then this one found none
-    assert re.search(r"sent (\d) of \1 ", result.stdout), result.stdout
+    # the stack's own reconciler (every minute) may have taken it first, and a consumer may
+    # claim the sent task before it is marked queued: what counts is that it runs
+    assert re.search(r"sent \d of \d ", result.stdout), result.stdout
     assert final(local_stack, body["id"])["result"] == {"echo": "later"}
 
 
