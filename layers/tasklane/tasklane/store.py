@@ -117,6 +117,12 @@ Index(
 )
 Index("ix_tasks_status_created_id", tasks.c.status, tasks.c.created_at.desc(), tasks.c.id.desc())
 Index("ix_tasks_task_created_id", tasks.c.task, tasks.c.created_at.desc(), tasks.c.id.desc())
+# Runs whose consumer may have died (the reconciler): the running tasks only, by lease end.
+Index(
+    "ix_tasks_running_lease",
+    tasks.c.lease_until,
+    postgresql_where=tasks.c.status == "running",
+)
 Index(
     "ix_tasks_finished_at",
     tasks.c.finished_at,

@@ -22,7 +22,7 @@ Create Date: 2026-11-29
 """
 
 from alembic import op
-from sqlalchemy import text
+from tasklane.migrations.online import create_indexes, is_valid
 
 revision = "0008"
 down_revision = "0007"
@@ -36,10 +36,6 @@ INDEXES = {
     "ix_tasks_owner_idempotency_key ON tasks (owner, idempotency_key) "
     "WHERE idempotency_key IS NOT NULL",
 }
-_VALID = text(
-    "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-    "WHERE c.relname = :name"
-)
 
 
 def upgrade() -> None:
@@ -47,12 +43,8 @@ def upgrade() -> None:
         op.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS owner text NOT NULL DEFAULT ''")
     with op.get_context().autocommit_block():
         op.execute("COMMIT")  # see 0007: pg8000 opened a transaction reading the isolation level
-        bind = op.get_bind()
-        for name, create in INDEXES.items():
-            if bind.execute(_VALID, {"name": name}).scalar() is False:  # left INVALID
-                op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
-            op.execute(create)
-        if bind.execute(_VALID, {"name": "ix_tasks_owner_idempotency_key"}).scalar() is not True:
+        create_indexes(INDEXES)
+        if is_valid("ix_tasks_owner_idempotency_key") is not True:
             raise RuntimeError("ix_tasks_owner_idempotency_key is not valid: run again")
         op.execute("ALTER TABLE tasks DROP CONSTRAINT IF EXISTS tasks_idempotency_key_key")
 
