@@ -7,16 +7,16 @@ from pg_stat_activity (the budget: one per container)."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
+import shutil
+import tempfile
+from pathlib import Path
 
 from sqlalchemy import text
 from tasklane import database, submit_many
 
 from bench.env import ROOT, BenchEnv
-from tests.drain import Connections
+from tests.drain import Connections, spawn
 
 COUNTS = (1, 2, 4, 8)
 
@@ -25,20 +25,10 @@ def _drain(bench: BenchEnv, consumers: int, backlog: int) -> tuple[float, int, i
     bench.reset_queues()
     submit_many([("bench.noop", n) for n in range(backlog)])
     env = os.environ | bench.env | {"PYTHONPATH": str(ROOT)}
+    workdir = Path(tempfile.mkdtemp(prefix=f"tasklane-bench-{consumers}-consumers-"))
     with Connections(bench.env["DATABASE_URL"]) as connections:
-        processes = [
-            subprocess.Popen(
-                [sys.executable, "-m", "tests.drain", bench.urls["LambdaQueue"], "--idle", "5"],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(consumers)
-        ]
-        reports = [
-            json.loads(p.communicate(timeout=600)[0].strip().splitlines()[-1]) for p in processes
-        ]
+        drains = [spawn(bench.urls["LambdaQueue"], env, workdir, idle=5) for _ in range(consumers)]
+        reports = [drain.report(timeout=600) for drain in drains]
     handled = sum(r["records"] for r in reports)
     with database.engine().connect() as conn:
         states = conn.execute(
@@ -46,9 +36,13 @@ def _drain(bench: BenchEnv, consumers: int, backlog: int) -> tuple[float, int, i
         ).all()
     unfinished = sum(n for status, _, n in states if status != "succeeded")
     if unfinished:
-        raise RuntimeError(f"{consumers} consumers, {handled} records: {states}")
+        raise RuntimeError(f"{consumers} consumers, {handled} records: {states}; logs: {workdir}")
     # a record delivered twice (SQS is at least once) is acknowledged, not claimed again
     twice = sum(n for _, attempts, n in states if attempts > 1)
+    if twice:
+        print(f"tasks claimed more than once: the consumers' logs are in {workdir}")
+    else:
+        shutil.rmtree(workdir)
     started = min(r["first"] for r in reports if r["first"])
     ended = max(r["last"] for r in reports if r["last"])
     most = max((v for k, v in connections.most.items() if "ConsumerFunction" in k), default=0)

@@ -1,9 +1,12 @@
 """One lambda-lane consumer "container" as a process of its own: the consumer function's
 handler behind an emulated event source, polling until its queue has stayed empty for a while.
-Prints one JSON line: the records it handled and when it handled its first and last.
+Writes its report, one JSON object, to the ``--report`` file: the records it handled and when
+it handled its first and last. Its logs go to stdout, which :func:`spawn` sends to a file: a
+pipe nobody reads while the process runs fills (64 KiB of log lines) and stops the consumer in
+the middle of a task, holding its claim, as a frozen container would.
 
-python -m tests.drain QUEUE_URL [--idle SECONDS]   (tests/integration/test_concurrency.py,
-bench/concurrency.py)
+python -m tests.drain QUEUE_URL --report FILE [--idle SECONDS]
+(tests/integration/test_concurrency.py, bench/concurrency.py, through :func:`spawn`)
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -51,9 +56,51 @@ class Connections:
         self.engine.dispose()
 
 
+@dataclass
+class Drain:
+    """A consumer process started by :func:`spawn`."""
+
+    process: subprocess.Popen
+    report_path: Path
+    log_path: Path
+
+    def report(self, timeout: float) -> dict:
+        """Wait for the process to finish; its report."""
+        code = self.process.wait(timeout)
+        if code != 0:
+            raise RuntimeError(f"consumer exited {code}; its log: {self.log_path}")
+        return json.loads(self.report_path.read_text())
+
+
+def spawn(queue_url: str, env: dict[str, str], workdir: Path, idle: float = 3.0) -> Drain:
+    """Start one consumer process on ``queue_url``; its log and report files in ``workdir``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    name = f"drain-{time.monotonic_ns()}"
+    report_path, log_path = workdir / f"{name}.json", workdir / f"{name}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.drain",
+                queue_url,
+                "--idle",
+                str(idle),
+                "--report",
+                str(report_path),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return Drain(process, report_path, log_path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("queue_url")
+    parser.add_argument("--report", type=Path, required=True)
     parser.add_argument("--idle", type=float, default=3.0)
     args = parser.parse_args()
     os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "ConsumerFunction"  # its connections' name
@@ -81,7 +128,8 @@ def main() -> None:
             last = now
             handled += result.records
             quiet_since = time.monotonic()
-    print(json.dumps({"pid": os.getpid(), "records": handled, "first": first, "last": last}))
+    report = {"pid": os.getpid(), "records": handled, "first": first, "last": last}
+    args.report.write_text(json.dumps(report))
 
 
 if __name__ == "__main__":

@@ -5,18 +5,15 @@ the budget (docs/capacity.md): one per consumer container, one per worker pool p
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
 from sqlalchemy import create_engine, text
 from tasklane import submit_many
 
-from tests.conftest import ROOT, TASK_MODULES, wait_for
-from tests.drain import Connections
+from tests.conftest import TASK_MODULES, wait_for
+from tests.drain import Connections, spawn
 from tests.processes import PYTHONPATH, Worker
 
 CONSUMERS = 8
@@ -42,20 +39,10 @@ def test_eight_consumers_and_two_workers_drain_one_backlog_each_task_once(stack,
         for worker in workers:
             worker.wait_ready()
         consumers = [
-            subprocess.Popen(
-                [sys.executable, "-m", "tests.drain", stack.lambda_queue, "--idle", "3"],
-                cwd=ROOT,
-                env=dict(os.environ) | env,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
+            spawn(stack.lambda_queue, dict(os.environ) | env, tmp_path / "consumers")
             for _ in range(CONSUMERS)
         ]
-        reports = []
-        for consumer in consumers:
-            out, _ = consumer.communicate(timeout=240)
-            assert consumer.returncode == 0
-            reports.append(json.loads(out.strip().splitlines()[-1]))
+        reports = [consumer.report(timeout=240) for consumer in consumers]
 
         def all_succeeded() -> bool:
             with create_engine(stack.env["DATABASE_URL"]).connect() as conn:

@@ -163,3 +163,48 @@ def test_0008_interrupted_during_an_index_build_runs_again_to_a_valid_schema(
     other = store.insert_idempotent(NewTask(uuid.uuid4(), "t", "lambda", "1"), "k", "h", owner="b")
     assert again[0].id == first[0].id and not again[2]
     assert other[2] and other[0].id != first[0].id
+
+
+def _indexes(engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(
+            conn.execute(
+                text("SELECT indexname FROM pg_indexes WHERE tablename = 'tasks'")
+            ).scalars()
+        )
+
+
+def test_0009_interrupted_during_an_index_build_runs_again_and_drops_the_old_index(
+    fresh_database,
+):
+    """The live-task indexes are built while writes go on; a run interrupted in a build leaves
+    the old full index in place (the reconciler still has an index), and the next run builds
+    what is INVALID again, then drops the old one."""
+    import threading
+
+    migrate.upgrade(fresh_database, "0008")
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            migrate.upgrade(fresh_database)
+        except Exception as exc:
+            failures.append(exc)
+
+    blocker = _old_snapshot(fresh_database)
+    worker = threading.Thread(target=run)
+    worker.start()
+    _cancel_when_waiting(fresh_database, "ix_tasks_running_lease")
+    worker.join(30)
+    blocker.close()
+    assert failures and "canceling statement" in str(failures[0])
+    assert "ix_tasks_running_lease" in _invalid_indexes(fresh_database)
+    assert "ix_tasks_status_updated_at" in _indexes(fresh_database)
+    fresh_database.dispose()
+
+    migrate.upgrade(fresh_database)  # the next deploy
+    assert _invalid_indexes(fresh_database) == []
+    present = _indexes(fresh_database)
+    assert {"ix_tasks_running_lease", "ix_tasks_scheduled_run_at"} <= present
+    assert "ix_tasks_waiting_updated_at" in present
+    assert "ix_tasks_status_updated_at" not in present

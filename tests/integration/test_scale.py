@@ -122,9 +122,9 @@ def test_the_hot_paths_read_through_their_indexes(million):
         "outcome": (lambda: store.settle(task_id, "plan#1", '{"ok": 1}'), "tasks_pkey"),
         "missing messages": (
             lambda: store.claim_stale(60, 900, quiet_lanes=("lambda", "celery"), limit=1),
-            "ix_tasks_status",
+            "ix_tasks_waiting_updated_at",
         ),
-        "due tasks": (lambda: store.claim_due(900), "ix_tasks_status"),
+        "due tasks": (lambda: store.claim_due(900), "ix_tasks_scheduled_run_at"),
         "prune": (lambda: store.prune(long_ago, long_ago, dry_run=True), "ix_tasks_finished_at"),
     }
     for what, (call, index) in hot.items():
@@ -136,7 +136,7 @@ def test_the_hot_paths_read_through_their_indexes(million):
         if what == "missing messages":
             # both its statements (the dead runs asked to stop, the messages to send again)
             # find expired leases through the running tasks' own index, not by reading every
-            # running task: the one scan that grew with the table before it
+            # running task: the scan that grew with the table before it (migration 0009)
             updates = [shown for shown in plans if shown.startswith("Update")]
             assert len(updates) == 2, plans
             for shown in updates:

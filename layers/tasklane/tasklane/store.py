@@ -44,6 +44,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    text,
     tuple_,
     update,
 )
@@ -102,7 +103,6 @@ tasks = Table(
         name="ck_tasks_status",
     ),
     CheckConstraint("lane IN ('lambda', 'celery')", name="ck_tasks_lane"),
-    Index("ix_tasks_status_updated_at", "status", "updated_at"),
 )
 # Listing newest first (keyset pages on created_at, id), alone or by status or task name.
 Index("ix_tasks_created_id", tasks.c.created_at.desc(), tasks.c.id.desc())
@@ -117,12 +117,17 @@ Index(
 )
 Index("ix_tasks_status_created_id", tasks.c.status, tasks.c.created_at.desc(), tasks.c.id.desc())
 Index("ix_tasks_task_created_id", tasks.c.task, tasks.c.created_at.desc(), tasks.c.id.desc())
-# Runs whose consumer may have died (the reconciler): the running tasks only, by lease end.
+# The live tasks only, in the order the reconciler and the scheduler ask for them (migration
+# 0009): runs by lease end (dead consumers), waiting tasks by last write (missing messages),
+# scheduled tasks by when they are due.
+Index("ix_tasks_running_lease", tasks.c.lease_until, postgresql_where=text("status = 'running'"))
 Index(
-    "ix_tasks_running_lease",
-    tasks.c.lease_until,
-    postgresql_where=tasks.c.status == "running",
+    "ix_tasks_waiting_updated_at",
+    tasks.c.status,
+    tasks.c.updated_at,
+    postgresql_where=text("status IN ('pending', 'queued')"),
 )
+Index("ix_tasks_scheduled_run_at", tasks.c.run_at, postgresql_where=text("status = 'scheduled'"))
 Index(
     "ix_tasks_finished_at",
     tasks.c.finished_at,
