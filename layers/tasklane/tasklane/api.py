@@ -102,12 +102,9 @@ def _described(status: int) -> dict:
 
 def caller() -> Caller:
     """Who makes the current request: the identity API Gateway authenticated (IAM or JWT),
-    or the local stack's one operator (:mod:`tasklane.callers`)."""
-    config = settings()
-    context = app.current_event.raw_event.get("requestContext") or {}
-    return callers.from_authorizer(
-        config.api_authorization, context.get("authorizer"), config.operators
-    )
+    or the local stack's one operator (:mod:`tasklane.callers`). Worked out once per request,
+    by :func:`handle`, before routing."""
+    return app.context["caller"]
 
 
 def _json_default(value: Any) -> str:
@@ -253,11 +250,20 @@ def list_tasks(
         str | None, Query(max_length=200, description="The previous page's next_cursor")
     ] = None,
 ):
-    where = TaskFilter(
-        Status(status) if status else None, task, lane, created_after, created_before
-    )
+    where = _where(status, task, lane, created_after, created_before)
     page = service.list_tasks(where, limit, cursor, caller=caller())
     return _json(200, {"tasks": [detail(r) for r in page.tasks], "next_cursor": page.next_cursor})
+
+
+def _where(
+    status: str | None,
+    task: str | None,
+    lane: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+) -> TaskFilter:
+    """The tasks a listing or a bulk retry is about, from the filters both take."""
+    return TaskFilter(Status(status) if status else None, task, lane, created_after, created_before)
 
 
 @app.get(
@@ -283,13 +289,7 @@ def get_task(task_id: Annotated[str, Path(description="The task's id")]):
     },
 )
 def retry_tasks(body: Annotated[RetryRequest, Body()]):
-    where = TaskFilter(
-        Status(body.status) if body.status else None,
-        body.task,
-        body.lane,
-        body.created_after,
-        body.created_before,
-    )
+    where = _where(body.status, body.task, body.lane, body.created_after, body.created_before)
     records, more = service.retry_matching(where, body.limit, caller=caller())
     return _json(202, {"retried": [str(r.id) for r in records], "more": more})
 
@@ -570,24 +570,30 @@ def _json_only(event: dict) -> dict | None:
     return None
 
 
-def _anonymous(event: dict) -> dict | None:
-    """401 before anything else for a request without the identity the API requires: no
-    validation, no lookup, so nothing (not even which task names exist) is told to it. Only
-    what holds no task data is served without one: the console's static files and the API's
-    own description (routeKey is the route API Gateway matched, not the path the client sent;
-    in AWS the authorizer still guards the description)."""
+def _identify(event: dict) -> Caller | dict | None:
+    """The request's caller; or, for a request without the identity the API requires, a 401
+    before anything else: no validation, no lookup, so nothing (not even which task names
+    exist) is told to it. Only what holds no task data is served without one (None): the
+    console's static files and the API's own description (routeKey is the route API Gateway
+    matched, not the path the client sent; in AWS the authorizer still guards the
+    description)."""
     route = str(event.get("routeKey") or "").partition(" ")[2]
     if route in ("/console", "/openapi.json", "/docs") or route.startswith("/console/"):
         return None
     config = settings()
     authorizer = (event.get("requestContext") or {}).get("authorizer")
     try:
-        callers.from_authorizer(config.api_authorization, authorizer, config.operators)
+        return callers.from_authorizer(config.api_authorization, authorizer, config.operators)
     except NotAuthenticated as exc:
         return _raw_error(401, exc.code, str(exc))
-    return None
 
 
 def handle(event: dict, context: Any) -> dict:
     """Resolve one HTTP API event; the producer function's whole job."""
-    return _anonymous(event) or _json_only(event) or app.resolve(event, context)
+    who = _identify(event)
+    if isinstance(who, dict):
+        return who
+    if refused := _json_only(event):
+        return refused
+    app.append_context(caller=who)  # cleared when the request is resolved
+    return app.resolve(event, context)
