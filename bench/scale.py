@@ -16,7 +16,6 @@ import itertools
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, make_url, text
@@ -26,6 +25,7 @@ from tasklane.lifecycle import Status
 from tasklane.store import Claim, NewTask, TaskFilter, TaskStore
 
 from bench.env import BenchEnv, median
+from tests import procfs
 
 LIVE = 4_000
 FILL = """
@@ -157,27 +157,18 @@ def _operations(engine: Any, rows: int, reps: int) -> Callable[[], dict[str, flo
 
 
 def _cluster_cpu_seconds(postmaster: int) -> float:
-    """CPU seconds the Postgres server has used: the postmaster, its live children (backends,
-    writers), and its children that have exited."""
-    tick = os.sysconf("SC_CLK_TCK")
-
-    def fields(pid: int) -> list[str]:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat[stat.rindex(")") + 2 :].split()
-
+    """CPU seconds the Postgres server has used: the postmaster (with its children that have
+    exited) and its live children (backends, writers)."""
     total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for pid in procfs.pids():
+        fields = procfs.stat(pid)
+        if fields is None:
             continue
-        try:
-            values = fields(int(entry.name))
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(entry.name) == postmaster:
-            total += sum(int(v) for v in values[11:15])  # utime stime cutime cstime
-        elif int(values[1]) == postmaster:
-            total += int(values[11]) + int(values[12])
-    return total / tick
+        if pid == postmaster:
+            total += procfs.cpu_seconds(fields, children=True)
+        elif int(fields[procfs.PARENT]) == postmaster:
+            total += procfs.cpu_seconds(fields)
+    return total
 
 
 def _postgres_cpu_per_task(engine: Any, tasks: int = 2_000) -> dict[str, float]:
@@ -186,8 +177,7 @@ def _postgres_cpu_per_task(engine: Any, tasks: int = 2_000) -> dict[str, float]:
     as the consumer chains an outcome with the next claim)."""
     with engine.connect() as conn:
         backend = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
-    stat = Path(f"/proc/{backend}/stat").read_text()
-    postmaster = int(stat[stat.rindex(")") + 2 :].split()[1])
+    postmaster = procfs.parent(backend)
     store = TaskStore(engine)
     before = _cluster_cpu_seconds(postmaster)
     statements = 0

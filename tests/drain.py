@@ -5,7 +5,11 @@ it handled its first and last. Its logs go to stdout, which :func:`spawn` sends 
 pipe nobody reads while the process runs fills (64 KiB of log lines) and stops the consumer in
 the middle of a task, holding its claim, as a frozen container would.
 
-python -m tests.drain QUEUE_URL --report FILE [--idle SECONDS]
+With ``--messages FILE`` (a JSON list of messages as ReceiveMessage returns them) the queue
+is that list, in this process: the benchmark's measure of consumers and Postgres without the
+SQS emulator, which is slower than either.
+
+python -m tests.drain QUEUE_URL --report FILE [--idle SECONDS] [--messages FILE]
 (tests/integration/test_concurrency.py, bench/concurrency.py, through :func:`spawn`)
 """
 
@@ -56,6 +60,21 @@ class Connections:
         self.engine.dispose()
 
 
+class ListQueue:
+    """A queue of messages held in a list: each is received once, and deleting is a no-op."""
+
+    def __init__(self, messages: list[dict]) -> None:
+        self.messages = messages
+
+    def receive_message(self, *, MaxNumberOfMessages: int = 1, **_: object) -> dict:
+        taken = self.messages[:MaxNumberOfMessages]
+        del self.messages[:MaxNumberOfMessages]
+        return {"Messages": taken}
+
+    def delete_message_batch(self, **_: object) -> dict:
+        return {}
+
+
 @dataclass
 class Drain:
     """A consumer process started by :func:`spawn`."""
@@ -72,23 +91,26 @@ class Drain:
         return json.loads(self.report_path.read_text())
 
 
-def spawn(queue_url: str, env: dict[str, str], workdir: Path, idle: float = 3.0) -> Drain:
-    """Start one consumer process on ``queue_url``; its log and report files in ``workdir``."""
+def spawn(
+    queue_url: str,
+    env: dict[str, str],
+    workdir: Path,
+    idle: float = 3.0,
+    messages: list[dict] | None = None,
+) -> Drain:
+    """Start one consumer process on ``queue_url`` (or on ``messages``, held in the process);
+    its log and report files in ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
     name = f"drain-{time.monotonic_ns()}"
     report_path, log_path = workdir / f"{name}.json", workdir / f"{name}.log"
+    command = [sys.executable, "-m", "tests.drain", queue_url, "--idle", str(idle)]
+    command += ["--report", str(report_path)]
+    if messages is not None:
+        (workdir / f"{name}.messages.json").write_text(json.dumps(messages))
+        command += ["--messages", str(workdir / f"{name}.messages.json")]
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.drain",
-                queue_url,
-                "--idle",
-                str(idle),
-                "--report",
-                str(report_path),
-            ],
+            command,
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -102,6 +124,7 @@ def main() -> None:
     parser.add_argument("queue_url")
     parser.add_argument("--report", type=Path, required=True)
     parser.add_argument("--idle", type=float, default=3.0)
+    parser.add_argument("--messages", type=Path)
     args = parser.parse_args()
     os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "ConsumerFunction"  # its connections' name
     sys.path.insert(0, str(ROOT / "functions" / "consumer"))
@@ -110,8 +133,9 @@ def main() -> None:
     from tasklane.local.events import queue_arn
     from tasklane.local.eventsource import SqsEventSource
 
+    queue = ListQueue(json.loads(args.messages.read_text())) if args.messages else broker.sqs()
     source = SqsEventSource(
-        broker.sqs(),
+        queue,
         args.queue_url,
         queue_arn(args.queue_url.rsplit("/", 1)[-1]),
         app.lambda_handler,

@@ -60,6 +60,8 @@ from tasklane.local.eventsource import SqsEventSource
 from tasklane.local.postgres import LocalPostgres
 from tasklane.store import NewTask, TaskStore
 
+from tests import procfs
+
 #: (task name, mode, share of the run); expected outcome follows from the mode.
 MIX = [
     ("fault.lambda", "ok", 0.30),
@@ -584,12 +586,8 @@ def _restart_postgres(cluster: LocalPostgres) -> None:
 
 def _kill_a_pool_process(workers: list, faults: Faults, timeout: float) -> bool:
     """SIGKILL the pool process running a celery-lane task (its worker's main process lives)."""
-    children = {
-        int(stat.parent.name)
-        for worker in workers
-        for stat in _proc_stats()
-        if _parent(stat) == worker.process.pid
-    }
+    workers_pids = {worker.process.pid for worker in workers}
+    children = {pid for pid in procfs.pids() if procfs.parent(pid) in workers_pids}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with database.engine().connect() as conn:
@@ -607,19 +605,6 @@ def _kill_a_pool_process(workers: list, faults: Faults, timeout: float) -> bool:
                 return True
         time.sleep(0.1)
     return False
-
-
-def _proc_stats() -> list:
-    from pathlib import Path
-
-    return list(Path("/proc").glob("[0-9]*/stat"))
-
-
-def _parent(stat: Any) -> int | None:
-    try:
-        return int(stat.read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def _statuses(ids: list[str]) -> dict[str, tuple[str, int]]:

@@ -112,6 +112,30 @@ def _invalid_indexes(engine) -> list[str]:
         )
 
 
+def _interrupted_upgrade(engine, index: str) -> None:
+    """Run the migrations while an old snapshot makes ``index``'s build wait, and cancel the
+    build there, as a migrator's timeout would: the run fails and leaves ``index`` INVALID."""
+    import threading
+
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            migrate.upgrade(engine)
+        except Exception as exc:
+            failures.append(exc)
+
+    blocker = _old_snapshot(engine)
+    worker = threading.Thread(target=run)
+    worker.start()
+    _cancel_when_waiting(engine, index)
+    worker.join(30)
+    blocker.close()
+    assert failures and "canceling statement" in str(failures[0])
+    assert index in _invalid_indexes(engine)
+    engine.dispose()
+
+
 @pytest.mark.parametrize(
     "interrupted", ["ix_tasks_owner_created_id", "ix_tasks_owner_idempotency_key"]
 )
@@ -121,20 +145,11 @@ def test_0008_interrupted_during_an_index_build_runs_again_to_a_valid_schema(
     """The builds wait for every older transaction; interrupted there (the migrator timing
     out), the next deploy's run must finish the job: the columns already there, the INVALID
     index built again, and per-owner keys enforced before the old constraint goes."""
-    import threading
     import uuid
 
     from tasklane.store import NewTask, TaskStore
 
     migrate.upgrade(fresh_database, "0007")
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            migrate.upgrade(fresh_database)
-        except Exception as exc:
-            failures.append(exc)
-
     if interrupted == "ix_tasks_owner_idempotency_key":  # the first build done before
         with _autocommit(fresh_database).connect() as conn:
             for table in ("tasks", "workflows"):
@@ -145,15 +160,7 @@ def test_0008_interrupted_during_an_index_build_runs_again_to_a_valid_schema(
                     "ON tasks (owner, created_at DESC, id DESC)"
                 )
             )
-    blocker = _old_snapshot(fresh_database)
-    worker = threading.Thread(target=run)
-    worker.start()
-    _cancel_when_waiting(fresh_database, interrupted)
-    worker.join(30)
-    blocker.close()
-    assert failures and "canceling statement" in str(failures[0])
-    assert interrupted in _invalid_indexes(fresh_database)
-    fresh_database.dispose()
+    _interrupted_upgrade(fresh_database, interrupted)
 
     migrate.upgrade(fresh_database)  # the next deploy
     assert _invalid_indexes(fresh_database) == []
@@ -180,27 +187,9 @@ def test_0009_interrupted_during_an_index_build_runs_again_and_drops_the_old_ind
     """The live-task indexes are built while writes go on; a run interrupted in a build leaves
     the old full index in place (the reconciler still has an index), and the next run builds
     what is INVALID again, then drops the old one."""
-    import threading
-
     migrate.upgrade(fresh_database, "0008")
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            migrate.upgrade(fresh_database)
-        except Exception as exc:
-            failures.append(exc)
-
-    blocker = _old_snapshot(fresh_database)
-    worker = threading.Thread(target=run)
-    worker.start()
-    _cancel_when_waiting(fresh_database, "ix_tasks_running_lease")
-    worker.join(30)
-    blocker.close()
-    assert failures and "canceling statement" in str(failures[0])
-    assert "ix_tasks_running_lease" in _invalid_indexes(fresh_database)
+    _interrupted_upgrade(fresh_database, "ix_tasks_running_lease")
     assert "ix_tasks_status_updated_at" in _indexes(fresh_database)
-    fresh_database.dispose()
 
     migrate.upgrade(fresh_database)  # the next deploy
     assert _invalid_indexes(fresh_database) == []
