@@ -26,7 +26,7 @@ from tasklane.lanes import queue_name
 from tasklane.store import NewTask, TaskStore
 
 from bench.env import ROOT, BenchEnv
-from tests.drain import Connections, spawn
+from tests.drain import Connections, spawn, start_together
 
 COUNTS = (1, 2, 4, 8)
 
@@ -37,7 +37,11 @@ def _drain(bench: BenchEnv, consumers: int, backlog: int) -> tuple[float, int, i
     env = os.environ | bench.env | {"PYTHONPATH": str(ROOT)}
     workdir = Path(tempfile.mkdtemp(prefix=f"tasklane-bench-{consumers}-consumers-"))
     with Connections(bench.env["DATABASE_URL"]) as connections:
-        drains = [spawn(bench.urls["LambdaQueue"], env, workdir, idle=5) for _ in range(consumers)]
+        go = workdir / "go"
+        drains = [
+            spawn(bench.urls["LambdaQueue"], env, workdir, idle=5, go=go) for _ in range(consumers)
+        ]
+        start_together(drains, go)
         reports = [drain.report(timeout=600) for drain in drains]
     handled = sum(r["records"] for r in reports)
     with database.engine().connect() as conn:
@@ -84,10 +88,19 @@ def _drain_in_memory(bench: BenchEnv, consumers: int, backlog: int) -> tuple[flo
     messages = _messages(bench, backlog)
     env = os.environ | bench.env | {"PYTHONPATH": str(ROOT)}
     workdir = Path(tempfile.mkdtemp(prefix=f"tasklane-bench-{consumers}-in-memory-"))
+    go = workdir / "go"
     drains = [
-        spawn(bench.urls["LambdaQueue"], env, workdir, idle=0.5, messages=messages[i::consumers])
+        spawn(
+            bench.urls["LambdaQueue"],
+            env,
+            workdir,
+            idle=0.5,
+            messages=messages[i::consumers],
+            go=go,
+        )
         for i in range(consumers)
     ]
+    start_together(drains, go)
     reports = [drain.report(timeout=600) for drain in drains]
     with database.engine().connect() as conn:
         states = conn.execute(

@@ -83,6 +83,11 @@ class Drain:
     report_path: Path
     log_path: Path
 
+    @property
+    def ready(self) -> bool:
+        """Started and waiting for the go (see :func:`start_together`)."""
+        return self.report_path.with_suffix(".ready").exists()
+
     def report(self, timeout: float) -> dict:
         """Wait for the process to finish; its report."""
         code = self.process.wait(timeout)
@@ -97,9 +102,11 @@ def spawn(
     workdir: Path,
     idle: float = 3.0,
     messages: list[dict] | None = None,
+    go: Path | None = None,
 ) -> Drain:
     """Start one consumer process on ``queue_url`` (or on ``messages``, held in the process);
-    its log and report files in ``workdir``."""
+    its log and report files in ``workdir``. With ``go``, it imports and connects, then waits
+    for that file to exist before it takes its first message."""
     workdir.mkdir(parents=True, exist_ok=True)
     name = f"drain-{time.monotonic_ns()}"
     report_path, log_path = workdir / f"{name}.json", workdir / f"{name}.log"
@@ -108,6 +115,8 @@ def spawn(
     if messages is not None:
         (workdir / f"{name}.messages.json").write_text(json.dumps(messages))
         command += ["--messages", str(workdir / f"{name}.messages.json")]
+    if go is not None:
+        command += ["--go", str(go)]
     with log_path.open("w") as log:
         process = subprocess.Popen(
             command,
@@ -119,12 +128,24 @@ def spawn(
     return Drain(process, report_path, log_path)
 
 
+def start_together(drains: list[Drain], go: Path, timeout: float = 120) -> None:
+    """Wait until every process is ready, then let them all start at once: a process still
+    importing would otherwise share the CPUs with those already draining."""
+    deadline = time.monotonic() + timeout
+    while not all(drain.ready for drain in drains):
+        if time.monotonic() > deadline or any(d.process.poll() is not None for d in drains):
+            raise RuntimeError(f"consumers did not get ready; logs beside {drains[0].log_path}")
+        time.sleep(0.05)
+    go.touch()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("queue_url")
     parser.add_argument("--report", type=Path, required=True)
     parser.add_argument("--idle", type=float, default=3.0)
     parser.add_argument("--messages", type=Path)
+    parser.add_argument("--go", type=Path)
     args = parser.parse_args()
     os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "ConsumerFunction"  # its connections' name
     sys.path.insert(0, str(ROOT / "functions" / "consumer"))
@@ -143,6 +164,13 @@ def main() -> None:
         report_batch_item_failures=True,
         timeout=30,
     )
+    if args.go is not None:
+        from tasklane.service import default_store
+
+        default_store().engine.connect().close()  # connected, as a warm container is
+        args.report.with_suffix(".ready").touch()
+        while not args.go.exists():
+            time.sleep(0.01)
     handled, first, last, quiet_since = 0, None, None, time.monotonic()
     while time.monotonic() - quiet_since < args.idle:
         result = source.poll_once()
