@@ -194,6 +194,28 @@ def test_a_request_without_an_identity_is_refused_and_stores_nothing(iam):
         assert conn.execute(text("SELECT count(*) FROM tasks")).scalar_one() == before
 
 
+@pytest.mark.parametrize(
+    ("route", "method", "path"),
+    [
+        ("GET /console", "GET", "/tasks"),
+        ("GET /openapi.json", "GET", "/stats"),
+        ("GET /docs", "POST", "/tasks"),
+    ],
+)
+def test_a_route_named_as_one_served_without_an_identity_does_not_lend_it_to_another(
+    iam, route, method, path
+):
+    """The routes served without an identity are chosen by the event's routeKey. An event
+    (a direct invoke, a catch-all route) whose routeKey names one of them but whose path is a
+    task route is refused: it is not served as trusted code, which sees every task."""
+    submit_as(ALICE)
+    body = '{"task": "test.echo", "payload": 1}' if method == "POST" else None
+    headers = {"content-type": "application/json"}
+    event = http_event(method, path, route_key=route, body=body, headers=headers)
+    response = handler("producer")(event, LambdaContext("producer"))
+    assert response["statusCode"] == 401, response
+
+
 def test_a_task_started_by_a_task_belongs_to_the_same_owner(iam, stack):
     parent = submit_as(ALICE, task="test.spawn", payload={"children": ["a", "b"]})
     assert consumer_source(stack).poll_once().records == 1  # the parent runs, submits two

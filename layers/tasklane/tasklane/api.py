@@ -103,8 +103,13 @@ def _described(status: int) -> dict:
 def caller() -> Caller:
     """Who makes the current request: the identity API Gateway authenticated (IAM or JWT),
     or the local stack's one operator (:mod:`tasklane.callers`). Worked out once per request,
-    by :func:`handle`, before routing."""
-    return app.context["caller"]
+    by :func:`handle`, before routing. A route reached without one (an event whose routeKey
+    names a route served without an identity, but whose path is another) is refused, never
+    served as trusted code."""
+    who = app.context.get("caller")
+    if not isinstance(who, Caller):
+        raise NotAuthenticated("this route needs a caller identity")
+    return who
 
 
 def _json_default(value: Any) -> str:
@@ -595,5 +600,6 @@ def handle(event: dict, context: Any) -> dict:
         return who
     if refused := _json_only(event):
         return refused
-    app.append_context(caller=who)  # cleared when the request is resolved
+    if who is not None:
+        app.append_context(caller=who)  # cleared when the request is resolved
     return app.resolve(event, context)
