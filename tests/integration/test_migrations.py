@@ -197,3 +197,75 @@ def test_0009_interrupted_during_an_index_build_runs_again_and_drops_the_old_ind
     assert {"ix_tasks_running_lease", "ix_tasks_scheduled_run_at"} <= present
     assert "ix_tasks_waiting_updated_at" in present
     assert "ix_tasks_status_updated_at" not in present
+
+
+@pytest.fixture
+def deployed(fresh_database, monkeypatch):
+    """tasklane's own configuration pointed at ``fresh_database``, as the migrator function's
+    is at its stack's database."""
+    from tasklane.config import settings
+
+    url = fresh_database.url.render_as_string(hide_password=False)
+    monkeypatch.setenv("DATABASE_URL", url)
+    settings.cache_clear()
+    yield fresh_database
+    monkeypatch.undo()
+    settings.cache_clear()
+
+
+def test_the_deploy_migrator_leaves_a_schema_newer_than_its_release_as_it_is(deployed):
+    """A deploy rolled back after a newer release migrated runs this release's migrator on a
+    schema it does not know: it reports success (failing would leave the stack
+    UPDATE_ROLLBACK_FAILED) and changes nothing."""
+    migrate.upgrade(deployed)
+    with deployed.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    response = migrate.handle_custom_resource({"RequestType": "Update"}, None)
+    assert response["Status"] == "SUCCESS", response
+    assert "9999" in response["Reason"]
+    with deployed.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "9999"
+
+
+def test_the_deploy_migrator_stops_its_statements_in_time_to_report(deployed):
+    """The server cancels a statement that would outlast the migrator function (an index
+    build waiting on an old transaction): the outcome is reported, nothing of the migrator is
+    left running on the server, and the next deploy finishes the job."""
+    from tasklane.local.events import LambdaContext
+
+    migrate.upgrade(deployed, "0008")
+    blocker = _old_snapshot(deployed)
+    try:
+        short = LambdaContext("migrator", timeout_seconds=migrate.REPORT_MARGIN_S + 2)
+        response = migrate.handle_custom_resource({"RequestType": "Update"}, short)
+        with _autocommit(deployed).connect() as conn:
+            left = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE query ILIKE '%CREATE INDEX%' AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+    finally:
+        blocker.close()
+    assert response["Status"] == "FAILED" and "statement timeout" in response["Reason"], response
+    assert left == 0
+    assert "ix_tasks_running_lease" in _invalid_indexes(deployed)
+
+    response = migrate.handle_custom_resource({"RequestType": "Update"}, LambdaContext("m", 300))
+    assert response["Status"] == "SUCCESS", response
+    assert _invalid_indexes(deployed) == []
+
+
+def test_migrations_run_on_a_connection_without_a_socket_timeout(deployed):
+    """An index build on a large table reads for minutes: a client socket timeout (tasklane's
+    engine has 10 s) would give up while the build goes on on the server."""
+    from tasklane.database import engine, migration_engine
+
+    migrations = migration_engine()
+    try:
+        with migrations.connect() as conn:
+            assert conn.connection.driver_connection._usock.gettimeout() is None
+    finally:
+        migrations.dispose()
+    with engine().connect() as conn:  # the functions' engine keeps its timeout
+        assert conn.connection.driver_connection._usock.gettimeout() == 10

@@ -61,22 +61,44 @@ def engine() -> Engine:
     """The process's engine. Credentials are read here once, not per request."""
     config = settings()
     url = database_url(config)
-    # who holds each connection, in pg_stat_activity: the function (or process) and its pid
-    who = os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or "app"
-    connect_args: dict = {"timeout": 10, "application_name": f"tasklane {who} {os.getpid()}"}
-    if config.database_secret_arn and not config.database_url:
-        connect_args["ssl_context"] = True  # RDS and RDS Proxy speak TLS
     created = create_engine(
         url,
         pool_size=1,
         max_overflow=4,
         pool_pre_ping=True,
         pool_recycle=300,
-        connect_args=connect_args,
+        connect_args=_connect_args(config, socket_timeout=10),
     )
     event.listen(created, "connect", _no_delay)
     event.listen(created, "handle_error", discard_after_foreign_error)
     return created
+
+
+def migration_engine() -> Engine:
+    """An engine for schema migrations, with no socket timeout: an index built on a large
+    table waits for every older transaction and reads for minutes, and a client that gives up
+    after 10 s leaves the build running on the server, holding the migrators' lock. The
+    migrator bounds its statements on the server instead (``statement_timeout``)."""
+    from sqlalchemy.pool import NullPool
+
+    config = settings()
+    return create_engine(
+        database_url(config),
+        poolclass=NullPool,
+        connect_args=_connect_args(config, socket_timeout=None),
+    )
+
+
+def _connect_args(config: Settings, socket_timeout: float | None) -> dict:
+    # who holds each connection, in pg_stat_activity: the function (or process) and its pid
+    who = os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or "app"
+    connect_args: dict = {
+        "timeout": socket_timeout,
+        "application_name": f"tasklane {who} {os.getpid()}",
+    }
+    if config.database_secret_arn and not config.database_url:
+        connect_args["ssl_context"] = True  # RDS and RDS Proxy speak TLS
+    return connect_args
 
 
 def discard_after_foreign_error(context: Any) -> None:

@@ -9,25 +9,55 @@ if TYPE_CHECKING:  # Alembic is imported when a migration runs, not when the fun
     from sqlalchemy import Connection, Engine
 
 
-def alembic_config(engine: Engine | None = None) -> Config:
+#: What the deploy-time migrator keeps of its function's time to report to CloudFormation
+#: (its PUT may take up to 30 s).
+REPORT_MARGIN_S = 40
+
+
+def alembic_config(engine: Engine | None = None, time_limit_s: float | None = None) -> Config:
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", "tasklane:migrations")
     if engine is not None:
         config.attributes["engine"] = engine
+    if time_limit_s is not None:
+        config.attributes["statement_timeout_ms"] = max(1, int(time_limit_s * 1000))
     return config
 
 
-def upgrade(engine: Engine | None = None, revision: str = "head") -> None:
+def upgrade(
+    engine: Engine | None = None, revision: str = "head", time_limit_s: float | None = None
+) -> None:
     """Create or upgrade the schema; safe to run on every deploy (it never drops data).
 
-    ``engine``: the database's (default: tasklane's own). Migrations take a connection of
-    their own, outside any transaction of the caller's: an index on a large table is built
-    ``CONCURRENTLY``, which cannot run inside one."""
+    ``engine``: the database's (default: tasklane's own, on a connection without a socket
+    timeout). Migrations take a connection of their own, outside any transaction of the
+    caller's: an index on a large table is built ``CONCURRENTLY``, which cannot run inside
+    one. ``time_limit_s``: the longest any one statement may run, the wait for the migrators'
+    lock included; the server cancels it then."""
     from alembic import command
 
-    command.upgrade(alembic_config(engine), revision)
+    command.upgrade(alembic_config(engine, time_limit_s), revision)
+
+
+def newer_than_this_release(engine: Engine | None = None) -> str | None:
+    """The database's schema revision if this release does not know it (a deploy rolled back
+    after a newer release migrated), else None."""
+    from alembic.script import ScriptDirectory
+
+    from tasklane.database import migration_engine
+
+    owned = engine is None
+    engine = engine or migration_engine()
+    try:
+        with engine.connect() as connection:
+            current = current_revision(connection)
+    finally:
+        if owned:
+            engine.dispose()
+    known = {r.revision for r in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+    return current if current is not None and current not in known else None
 
 
 def current_revision(connection: Connection) -> str | None:
@@ -42,7 +72,11 @@ def handle_custom_resource(event: dict, context: object) -> dict:
     Create and Update migrate (the resource's properties change with every new layer, so every
     deploy runs it); Delete does nothing, because the schema and its data outlive the stack's
     functions. The outcome is reported to CloudFormation's pre-signed URL; a failure fails the
-    deploy and CloudFormation rolls back.
+    deploy and CloudFormation rolls back. Each statement is stopped by the server before the
+    function times out, so the outcome is always reported (an index build stopped there is
+    built again by the next deploy; on a table too large to index in the function's time, run
+    ``tasklane migrate`` from a host first). A schema newer than this release (a rollback) is
+    left as it is.
     """
     import json
     import urllib.request
@@ -52,7 +86,13 @@ def handle_custom_resource(event: dict, context: object) -> dict:
     status, reason = "SUCCESS", "schema is current"
     if event.get("RequestType") in ("Create", "Update"):
         try:
-            upgrade()
+            if newer := newer_than_this_release():
+                # a rollback to this release: its code runs on the newer schema (migrations
+                # only add), and failing here would leave the stack UPDATE_ROLLBACK_FAILED
+                logger.warning("schema is newer than this release", extra={"revision": newer})
+                reason = f"schema revision {newer} is newer than this release: left as it is"
+            else:
+                upgrade(time_limit_s=_time_left_s(context))
         except Exception as exc:
             logger.exception("migration failed")
             status, reason = "FAILED", f"migration failed: {exc}"[:500]
@@ -78,3 +118,9 @@ def handle_custom_resource(event: dict, context: object) -> dict:
         # https only (checked above): no file:// or custom scheme reaches urlopen
         urllib.request.urlopen(request, timeout=30).close()  # nosec B310
     return response
+
+
+def _time_left_s(context: object) -> float | None:
+    """The function's time left, less what reporting the outcome needs; None outside Lambda."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return None if remaining is None else max(1.0, remaining() / 1000 - REPORT_MARGIN_S)

@@ -12,15 +12,37 @@ LOCK = 7216384501
 
 def run_migrations_online() -> None:
     engine = context.config.attributes.get("engine")
-    if engine is None:
-        from tasklane.database import engine as tasklane_engine
+    if engine is not None:
+        with engine.connect() as connection:
+            _run(connection)
+        return
+    from tasklane.database import migration_engine
 
-        engine = tasklane_engine()
-    with engine.connect() as connection:
-        _run(connection)
+    engine = migration_engine()
+    try:
+        with engine.connect() as connection:
+            _run(connection)
+    finally:
+        engine.dispose()
 
 
 def _run(connection) -> None:
+    limit_ms = context.config.attributes.get("statement_timeout_ms")
+    if limit_ms:
+        # the server cancels a statement that would outlast the migrator (the wait for the
+        # lock too): an index build stopped there is INVALID, and the next run builds it again
+        connection.exec_driver_sql(f"SET statement_timeout = {int(limit_ms)}")
+        connection.commit()
+    try:
+        _migrate(connection)
+    finally:
+        if limit_ms:
+            connection.rollback()
+            connection.exec_driver_sql("RESET statement_timeout")
+            connection.commit()
+
+
+def _migrate(connection) -> None:
     # A session-level advisory lock: it holds across the commits of a migration that builds an
     # index concurrently (outside a transaction), where a transaction-scoped one would not.
     connection.exec_driver_sql(f"SELECT pg_advisory_lock({LOCK})")
