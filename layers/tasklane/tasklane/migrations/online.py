@@ -13,13 +13,22 @@ from sqlalchemy import text
 
 _VALID = text(
     "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-    "WHERE c.relname = :name"
+    "WHERE c.relname = :name AND i.indrelid = to_regclass(:table)"
 )
 
 
-def is_valid(name: str) -> bool | None:
-    """Whether the index is valid; ``None`` when there is none of that name."""
-    return op.get_bind().execute(_VALID, {"name": name}).scalar()
+def is_valid(name: str, table: str = "tasks") -> bool | None:
+    """Whether ``table``'s index ``name`` (in the schema search path) is valid; ``None`` when
+    it has none of that name."""
+    return op.get_bind().execute(_VALID, {"name": name, "table": table}).scalar()
+
+
+def require_valid(names: list[str], table: str = "tasks") -> None:
+    """Stop before what must not happen without these indexes (dropping the ones they
+    replace, a constraint they take over): each must exist on ``table`` and be valid."""
+    missing = [name for name in names if is_valid(name, table) is not True]
+    if missing:
+        raise RuntimeError(f"indexes not valid on {table}: {', '.join(missing)}; run again")
 
 
 def create_indexes(indexes: dict[str, str]) -> None:

@@ -22,7 +22,7 @@ Create Date: 2026-11-29
 """
 
 from alembic import op
-from tasklane.migrations.online import create_indexes, is_valid
+from tasklane.migrations.online import create_indexes, require_valid
 
 revision = "0008"
 down_revision = "0007"
@@ -44,8 +44,7 @@ def upgrade() -> None:
     with op.get_context().autocommit_block():
         op.execute("COMMIT")  # see 0007: pg8000 opened a transaction reading the isolation level
         create_indexes(INDEXES)
-        if is_valid("ix_tasks_owner_idempotency_key") is not True:
-            raise RuntimeError("ix_tasks_owner_idempotency_key is not valid: run again")
+        require_valid(["ix_tasks_owner_idempotency_key"])
         op.execute("ALTER TABLE tasks DROP CONSTRAINT IF EXISTS tasks_idempotency_key_key")
 
 

@@ -27,7 +27,7 @@ Create Date: 2026-11-29
 """
 
 from alembic import op
-from tasklane.migrations.online import create_indexes
+from tasklane.migrations.online import create_indexes, require_valid
 
 revision = "0009"
 down_revision = "0008"
@@ -49,6 +49,7 @@ def upgrade() -> None:
     with op.get_context().autocommit_block():
         op.execute("COMMIT")  # see 0007: pg8000 opened a transaction reading the isolation level
         create_indexes(INDEXES)
+        require_valid(list(INDEXES))  # the old index goes only once its successors serve
         op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_tasks_status_updated_at")
 
 
