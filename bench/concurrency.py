@@ -92,8 +92,8 @@ def _drain_both_lanes(bench: BenchEnv, backlog: int) -> tuple[float, int, int]:
             drains = [
                 spawn(bench.urls["LambdaQueue"], env, workdir, idle=5, go=go) for _ in range(8)
             ]
-            started = time.time()
             start_together(drains, go)
+            started = time.time()
             for drain in drains:
                 drain.report(timeout=600)
             deadline = time.monotonic() + 300

@@ -89,11 +89,20 @@ class Drain:
         return self.report_path.with_suffix(".ready").exists()
 
     def report(self, timeout: float) -> dict:
-        """Wait for the process to finish; its report."""
-        code = self.process.wait(timeout)
+        """Wait for the process to finish; its report. One still running then is stopped."""
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise
         if code != 0:
             raise RuntimeError(f"consumer exited {code}; its log: {self.log_path}")
         return json.loads(self.report_path.read_text())
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
 
 
 def spawn(
@@ -134,6 +143,8 @@ def start_together(drains: list[Drain], go: Path, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not all(drain.ready for drain in drains):
         if time.monotonic() > deadline or any(d.process.poll() is not None for d in drains):
+            for drain in drains:  # none left waiting for a go that will not come
+                drain.stop()
             raise RuntimeError(f"consumers did not get ready; logs beside {drains[0].log_path}")
         time.sleep(0.05)
     go.touch()
@@ -169,7 +180,10 @@ def main() -> None:
 
         default_store().engine.connect().close()  # connected, as a warm container is
         args.report.with_suffix(".ready").touch()
-        while not args.go.exists():
+        waiting_since = time.monotonic()
+        while not args.go.exists():  # for as long as its starter may wait, and while it lives
+            if time.monotonic() - waiting_since > 300 or os.getppid() == 1:
+                sys.exit("no go: the process that started this consumer gave up")
             time.sleep(0.01)
     handled, first, last, quiet_since = 0, None, None, time.monotonic()
     while time.monotonic() - quiet_since < args.idle:
