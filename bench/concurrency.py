@@ -67,16 +67,15 @@ def _drain(bench: BenchEnv, consumers: int, backlog: int) -> tuple[float, int, i
 
 def _drain_both_lanes(bench: BenchEnv, backlog: int) -> tuple[float, int, int]:
     """8 consumer processes and 2 Celery workers (one pool process each) drain one backlog,
-    a fifth of it celery-lane tasks: tasks a second, the most connections any one process
-    held, and the tasks claimed more than once."""
+    a fifth of it celery-lane tasks, submitted once all are ready: tasks a second from the
+    submission to the last outcome, the most connections any one process held, and the tasks
+    claimed more than once."""
     from tests.processes import Worker
 
     bench.reset_queues()
     celery = backlog // 5
-    submit_many(
-        [("bench.noop", n) for n in range(backlog - celery)]
-        + [("bench.noop_celery", n) for n in range(celery)]
-    )
+    items = [("bench.noop", n) for n in range(backlog - celery)]
+    items += [("bench.noop_celery", n) for n in range(celery)]
     env = os.environ | bench.env | {"PYTHONPATH": str(ROOT)}
     workdir = Path(tempfile.mkdtemp(prefix="tasklane-bench-both-lanes-"))
     mine = f"tasklane app {os.getpid()}"  # the bench's own submissions and checks
@@ -92,8 +91,14 @@ def _drain_both_lanes(bench: BenchEnv, backlog: int) -> tuple[float, int, int]:
             drains = [
                 spawn(bench.urls["LambdaQueue"], env, workdir, idle=5, go=go) for _ in range(8)
             ]
-            start_together(drains, go)
-            started = time.time()
+            started = 0.0
+
+            def submit() -> None:  # everyone ready: the backlog arrives, the clock starts
+                nonlocal started
+                started = time.time()
+                submit_many(items)
+
+            start_together(drains, go, before=submit)
             for drain in drains:
                 drain.report(timeout=600)
             deadline = time.monotonic() + 300

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,9 +138,11 @@ def spawn(
     return Drain(process, report_path, log_path)
 
 
-def start_together(drains: list[Drain], go: Path, timeout: float = 120) -> None:
-    """Wait until every process is ready, then let them all start at once: a process still
-    importing would otherwise share the CPUs with those already draining."""
+def start_together(
+    drains: list[Drain], go: Path, timeout: float = 120, before: Callable[[], object] = tuple
+) -> None:
+    """Wait until every process is ready, call ``before``, then let them all start at once: a
+    process still importing would otherwise share the CPUs with those already draining."""
     deadline = time.monotonic() + timeout
     while not all(drain.ready for drain in drains):
         if time.monotonic() > deadline or any(d.process.poll() is not None for d in drains):
@@ -147,6 +150,7 @@ def start_together(drains: list[Drain], go: Path, timeout: float = 120) -> None:
                 drain.stop()
             raise RuntimeError(f"consumers did not get ready; logs beside {drains[0].log_path}")
         time.sleep(0.05)
+    before()
     go.touch()
 
 
