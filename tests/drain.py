@@ -1,9 +1,10 @@
 """One lambda-lane consumer "container" as a process of its own: the consumer function's
 handler behind an emulated event source, polling until its queue has stayed empty for a while.
-Writes its report, one JSON object, to the ``--report`` file: the records it handled and when
-it handled its first and last. Its logs go to stdout, which :func:`spawn` sends to a file: a
-pipe nobody reads while the process runs fills (64 KiB of log lines) and stops the consumer in
-the middle of a task, holding its claim, as a frozen container would.
+Writes its report, one JSON object, to the ``--report`` file: the records it handled, when it
+handled its first and last, and when each invocation ended with how many records. Its logs go
+to stdout, which :func:`spawn` sends to a file: a pipe nobody reads while the process runs
+fills (64 KiB of log lines) and stops the consumer in the middle of a task, holding its claim,
+as a frozen container would.
 
 With ``--messages FILE`` (a JSON list of messages as ReceiveMessage returns them) the queue
 is that list, in this process: the benchmark's measure of consumers and Postgres without the
@@ -190,6 +191,7 @@ def main() -> None:
                 sys.exit("no go: the process that started this consumer gave up")
             time.sleep(0.01)
     handled, first, last, quiet_since = 0, None, None, time.monotonic()
+    batches: list[tuple[float, int]] = []  # when each invocation ended, and its records
     while time.monotonic() - quiet_since < args.idle:
         result = source.poll_once()
         if result is not None and result.records:
@@ -197,8 +199,15 @@ def main() -> None:
             first = first or now
             last = now
             handled += result.records
+            batches.append((now, result.records))
             quiet_since = time.monotonic()
-    report = {"pid": os.getpid(), "records": handled, "first": first, "last": last}
+    report = {
+        "pid": os.getpid(),
+        "records": handled,
+        "first": first,
+        "last": last,
+        "batches": batches,
+    }
     args.report.write_text(json.dumps(report))
 
 
