@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # Alembic is imported when a migration runs, not when the function loads
@@ -46,18 +48,28 @@ def newer_than_this_release(engine: Engine | None = None) -> str | None:
     after a newer release migrated), else None."""
     from alembic.script import ScriptDirectory
 
-    from tasklane.database import migration_engine
-
-    owned = engine is None
-    engine = engine or migration_engine()
-    try:
-        with engine.connect() as connection:
-            current = current_revision(connection)
-    finally:
-        if owned:
-            engine.dispose()
+    with connect(engine) as connection:
+        current = current_revision(connection)
     known = {r.revision for r in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
     return current if current is not None and current not in known else None
+
+
+@contextlib.contextmanager
+def connect(engine: Engine | None = None) -> Iterator[Connection]:
+    """A connection to migrate on: ``engine``'s, or else one of tasklane's database without a
+    socket timeout (:func:`tasklane.database.migration_engine`), closed with it."""
+    if engine is not None:
+        with engine.connect() as connection:
+            yield connection
+        return
+    from tasklane.database import migration_engine
+
+    own = migration_engine()
+    try:
+        with own.connect() as connection:
+            yield connection
+    finally:
+        own.dispose()
 
 
 def current_revision(connection: Connection) -> str | None:

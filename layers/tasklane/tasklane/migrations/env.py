@@ -1,9 +1,11 @@
-"""Alembic environment: migrations run on tasklane's own engine (DATABASE_URL or the secret)."""
+"""Alembic environment: migrations run on the engine given, or on tasklane's own database
+(DATABASE_URL or the secret) through a connection without a socket timeout."""
 
 from __future__ import annotations
 
 from alembic import context
 
+from tasklane.migrate import connect
 from tasklane.store import metadata
 
 #: One migrator at a time (deploys may overlap).
@@ -11,19 +13,8 @@ LOCK = 7216384501
 
 
 def run_migrations_online() -> None:
-    engine = context.config.attributes.get("engine")
-    if engine is not None:
-        with engine.connect() as connection:
-            _run(connection)
-        return
-    from tasklane.database import migration_engine
-
-    engine = migration_engine()
-    try:
-        with engine.connect() as connection:
-            _run(connection)
-    finally:
-        engine.dispose()
+    with connect(context.config.attributes.get("engine")) as connection:
+        _run(connection)
 
 
 def _run(connection) -> None:
