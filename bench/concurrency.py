@@ -36,7 +36,7 @@ COUNTS = (1, 2, 4, 8)
 def _drain(bench: BenchEnv, consumers: int, backlog: int) -> tuple[float, int, int]:
     bench.reset_queues()
     submit_many([("bench.noop", n) for n in range(backlog)])
-    env = os.environ | bench.env | {"PYTHONPATH": str(ROOT)}
+    env = _consumer_env(bench)
     workdir = Path(tempfile.mkdtemp(prefix=f"tasklane-bench-{consumers}-consumers-"))
     with Connections(bench.env["DATABASE_URL"]) as connections:
         go = workdir / "go"
@@ -46,10 +46,7 @@ def _drain(bench: BenchEnv, consumers: int, backlog: int) -> tuple[float, int, i
         start_together(drains, go)
         reports = [drain.report(timeout=600) for drain in drains]
     handled = sum(r["records"] for r in reports)
-    with database.engine().connect() as conn:
-        states = conn.execute(
-            text("SELECT status, attempts, count(*) FROM tasks GROUP BY status, attempts")
-        ).all()
+    states = _states()
     unfinished = sum(n for status, _, n in states if status != "succeeded")
     if unfinished:
         raise RuntimeError(f"{consumers} consumers, {handled} records: {states}; logs: {workdir}")
@@ -76,7 +73,7 @@ def _drain_both_lanes(bench: BenchEnv, backlog: int) -> tuple[float, int, int]:
     celery = backlog // 5
     items = [("bench.noop", n) for n in range(backlog - celery)]
     items += [("bench.noop_celery", n) for n in range(celery)]
-    env = os.environ | bench.env | {"PYTHONPATH": str(ROOT)}
+    env = _consumer_env(bench)
     workdir = Path(tempfile.mkdtemp(prefix="tasklane-bench-both-lanes-"))
     mine = f"tasklane app {os.getpid()}"  # the bench's own submissions and checks
     with Connections(bench.env["DATABASE_URL"]) as connections:
@@ -91,14 +88,8 @@ def _drain_both_lanes(bench: BenchEnv, backlog: int) -> tuple[float, int, int]:
             drains = [
                 spawn(bench.urls["LambdaQueue"], env, workdir, idle=5, go=go) for _ in range(8)
             ]
-            started = 0.0
-
-            def submit() -> None:  # everyone ready: the backlog arrives, the clock starts
-                nonlocal started
-                started = time.time()
-                submit_many(items)
-
-            start_together(drains, go, before=submit)
+            # everyone ready: the backlog arrives, and the clock starts
+            started = start_together(drains, go, before=lambda: submit_many(items))
             for drain in drains:
                 drain.report(timeout=600)
             deadline = time.monotonic() + 300
@@ -119,7 +110,13 @@ def _drain_both_lanes(bench: BenchEnv, backlog: int) -> tuple[float, int, int]:
     return backlog / (ended - started), most, twice
 
 
+def _consumer_env(bench: BenchEnv) -> dict[str, str]:
+    """A consumer process's environment: the bench's, importing this checkout."""
+    return os.environ | bench.env | {"PYTHONPATH": str(ROOT)}
+
+
 def _states() -> list[tuple[str, int, int]]:
+    """How many tasks there are of each status and attempt count."""
     with database.engine().connect() as conn:
         return [
             tuple(row)
@@ -162,7 +159,7 @@ def _drain_in_memory(bench: BenchEnv, consumers: int, backlog: int) -> tuple[flo
     """The same drain with the queue held in the consumer processes (each its share of the
     backlog): consumers and Postgres alone, without moto."""
     messages = _messages(bench, backlog)
-    env = os.environ | bench.env | {"PYTHONPATH": str(ROOT)}
+    env = _consumer_env(bench)
     workdir = Path(tempfile.mkdtemp(prefix=f"tasklane-bench-{consumers}-in-memory-"))
     go = workdir / "go"
     drains = [
@@ -176,18 +173,9 @@ def _drain_in_memory(bench: BenchEnv, consumers: int, backlog: int) -> tuple[flo
         )
         for i in range(consumers)
     ]
-    began = 0.0
-
-    def clock() -> None:
-        nonlocal began
-        began = time.time()
-
-    start_together(drains, go, before=clock)
+    began = start_together(drains, go)
     reports = [drain.report(timeout=600) for drain in drains]
-    with database.engine().connect() as conn:
-        states = conn.execute(
-            text("SELECT status, attempts, count(*) FROM tasks GROUP BY status, attempts")
-        ).all()
+    states = _states()
     if states != [("succeeded", 1, backlog)]:
         raise RuntimeError(f"{consumers} consumers in memory: {states}; logs: {workdir}")
     shutil.rmtree(workdir)

@@ -141,9 +141,10 @@ def spawn(
 
 def start_together(
     drains: list[Drain], go: Path, timeout: float = 120, before: Callable[[], object] = tuple
-) -> None:
+) -> float:
     """Wait until every process is ready, call ``before``, then let them all start at once: a
-    process still importing would otherwise share the CPUs with those already draining."""
+    process still importing would otherwise share the CPUs with those already draining.
+    Returns when ``before`` was called (``time.time()``): the start of the drain."""
     deadline = time.monotonic() + timeout
     while not all(drain.ready for drain in drains):
         if time.monotonic() > deadline or any(d.process.poll() is not None for d in drains):
@@ -151,8 +152,10 @@ def start_together(
                 drain.stop()
             raise RuntimeError(f"consumers did not get ready; logs beside {drains[0].log_path}")
         time.sleep(0.05)
+    began = time.time()
     before()
     go.touch()
+    return began
 
 
 def main() -> None:
