@@ -77,6 +77,11 @@ class ListQueue:
         return {}
 
 
+def _ready_file(report: Path) -> Path:
+    """Where a consumer started with a go says it is ready: beside its report."""
+    return report.with_suffix(".ready")
+
+
 @dataclass
 class Drain:
     """A consumer process started by :func:`spawn`."""
@@ -88,7 +93,7 @@ class Drain:
     @property
     def ready(self) -> bool:
         """Started and waiting for the go (see :func:`start_together`)."""
-        return self.report_path.with_suffix(".ready").exists()
+        return _ready_file(self.report_path).exists()
 
     def report(self, timeout: float) -> dict:
         """Wait for the process to finish; its report. One still running then is stopped."""
@@ -187,7 +192,7 @@ def main() -> None:
         from tasklane.service import default_store
 
         default_store().engine.connect().close()  # connected, as a warm container is
-        args.report.with_suffix(".ready").touch()
+        _ready_file(args.report).touch()
         waiting_since = time.monotonic()
         while not args.go.exists():  # for as long as its starter may wait, and while it lives
             if time.monotonic() - waiting_since > 300 or os.getppid() == 1:
