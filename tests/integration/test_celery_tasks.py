@@ -85,7 +85,7 @@ def test_the_projects_own_worker_runs_them_with_megabytes_of_arguments(
 def test_the_lambda_lane_runs_them_too(stack, project):
     result = project.shout.delay("claim check", punctuation="!!")
     assert stack.depth(stack.lambda_queue) == 1
-    big = project.measure.apply_async((BIG,), queue="ignored")
+    big = project.measure.apply_async((BIG,))
     wait_for(lambda: consumer_source(stack).poll_once(), 20, what="the lambda lane")
     assert result.get(timeout=5) == "CLAIM CHECK!!"
     assert big.state == "PENDING"  # a celery-lane task: it waits for a worker

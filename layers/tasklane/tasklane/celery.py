@@ -29,18 +29,22 @@ failure) until the task's ``max_attempts`` (``@app.task(max_attempts=3)``) or th
 
 from __future__ import annotations
 
+import fnmatch
 import json
-from datetime import datetime
 from typing import Any
 
 from celery import Celery, Task
+from celery.app.amqp import AMQP
+from celery.utils.saferepr import saferepr
+from kombu import Queue
 from kombu.utils import json as kombu_json
+from kombu.utils.objects import cached_property
 
 from tasklane import registry
 from tasklane.celery_settings import SQS_POLLING, SQS_WORKER_SETTINGS
 from tasklane.config import settings
 from tasklane.errors import InvalidRequest
-from tasklane.lanes import queue_name
+from tasklane.lanes import Lane, queue_name
 from tasklane.lifecycle import retry_delay_seconds
 
 #: Receive counts kombu's back-off policy covers: every count SQS allows (maxReceiveCount is at
@@ -51,6 +55,8 @@ BACKOFF_STEPS = 1000
 DELIVERY_KEY = "tasklane_delivery"
 
 _apps: list[Celery] = []
+#: The longest ``argsrepr`` Celery makes (``AMQP.argsrepr_maxsize``).
+ARGSREPR_MAXSIZE = AMQP.argsrepr_maxsize
 
 
 def encode_arguments(args: Any, kwargs: Any) -> dict:
@@ -71,8 +77,9 @@ def decode_arguments(payload: dict) -> tuple[list, dict]:
 
 
 class ClaimCheckTask(Task):
-    """A Celery task whose arguments travel through Postgres, and whose runs go through
-    tasklane's executor. Called directly (``resize(42)``) it is the plain function."""
+    """tasklane's own tasks as Celery tasks (:mod:`tasklane.worker`): the message's one argument
+    is the task's id, and a run goes through tasklane's executor, which records its outcome.
+    Called directly (``resize(42)``) it is the plain function."""
 
     #: The lane the task runs in: "celery" (workers) or "lambda".
     lane = "celery"
@@ -80,6 +87,7 @@ class ClaimCheckTask(Task):
     max_attempts: int | None = None
     Request = "tasklane.worker:ClaimCheckRequest"
     typing = False  # the worker calls it with the claim-check id, not the body's signature
+    ignore_result = True  # the executor records the outcome; Celery's tracer never does
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.request.called_directly:
@@ -96,46 +104,194 @@ class ClaimCheckTask(Task):
             expires=request.get("expires"),
         )
 
-    def apply_async(
-        self,
-        args: Any = None,
-        kwargs: Any = None,
-        task_id: str | None = None,
-        countdown: float | None = None,
-        eta: datetime | None = None,
-        **options: Any,
-    ) -> Any:
-        """Store the arguments and send the claim check; returns Celery's ``AsyncResult``.
 
-        ``connection=`` (a SQLAlchemy Connection or Session: sent after its commit),
-        ``idempotency_key=`` and ``owner=`` (:func:`tasklane.submit`) are tasklane's own
-        options. Celery's routing options are not
-        needed: the task's lane names its queue."""
+class AdoptedTask(Task):
+    """An existing Celery app's task under ``claim_check(app)``: Celery's own task in every
+    respect (``apply_async`` and its options, signatures and the canvas, ``self.retry()``,
+    signals, eager runs, results), except that its message's arguments travel through Postgres
+    (:class:`ClaimCheckAMQP`) and each run first claims the task's row there (the worker's
+    :class:`tasklane.worker.ClaimCheckRequest`)."""
+
+    #: The lane the task runs in: "celery" (workers) or "lambda".
+    lane = "celery"
+    #: Runs before it ends ``failed`` (None: as many as Celery's own retries make).
+    max_attempts: int | None = None
+    Request = "tasklane.worker:ClaimCheckRequest"
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        """Celery's ``apply_async``, and tasklane's own options: ``connection=`` (a SQLAlchemy
+        Connection or Session: the task exists only if its transaction commits, and its
+        message goes out after the commit), ``idempotency_key=`` and ``owner=``
+        (:func:`tasklane.submit`)."""
+        own = {k: options.pop(k) for k in TASKLANE_OPTIONS if options.get(k) is not None}
+        if not own or self.app.conf.task_always_eager:
+            return super().apply_async(args, kwargs, **options)
+        refused = sorted(set(options) - {"countdown", "eta"})
+        if refused:
+            raise InvalidRequest(
+                f"{', '.join(own)} cannot be combined with Celery's {', '.join(refused)}: "
+                "send the task without them, or without tasklane's options"
+            )
         from tasklane.client import submit
 
-        if self.app.conf.task_always_eager:
-            return super().apply_async(args, kwargs, task_id=task_id, **options)
         handle = submit(
             self.name,
             encode_arguments(args, kwargs),
-            idempotency_key=options.get("idempotency_key"),
-            connection=options.get("connection"),
-            countdown=countdown,
-            eta=eta,
-            owner=options.get("owner"),
+            countdown=options.get("countdown"),
+            eta=options.get("eta"),
+            **own,
         )
         return self.AsyncResult(str(handle.id))
 
-    def retry(self, *args: Any, exc: BaseException | None = None, **options: Any) -> Any:
-        """Fail this run so that SQS delivers the task again (after its back-off)."""
-        raise exc or RetryRequested(f"task {self.name} asked to be retried")
+
+#: tasklane's own options of ``apply_async`` (:meth:`AdoptedTask.apply_async`).
+TASKLANE_OPTIONS = ("connection", "idempotency_key", "owner")
+#: A claim-checked message's embed: Celery's callbacks, errbacks, chain and chord are stored.
+NO_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+#: The request header a restored message carries: the row its run claims.
+ROW_KEY = "tasklane_row"
 
 
-class RetryRequested(Exception):
-    """A Celery task called ``self.retry()``: its run is recorded as failed, and retried."""
+def stored_message(args: Any, kwargs: Any, embed: Any) -> dict:
+    """What a claim-checked message keeps in Postgres: its arguments as the task's payload,
+    ``{"args": [...], "kwargs": {...}}``, and Celery's embed (links, chain, chord) if any."""
+    payload = encode_arguments(args, kwargs)
+    embed = {k: v for k, v in dict(embed or {}).items() if v}
+    if embed:
+        payload["embed"] = json.loads(kombu_json.dumps(embed))
+    return payload
 
 
-def _payload_runner(task: ClaimCheckTask) -> Any:
+def restored_message(payload: dict) -> tuple[list, dict, dict]:
+    """A claim-checked message's body back: ``(args, kwargs, embed)``."""
+    args, kwargs = decode_arguments(payload)
+    embed = NO_EMBED | kombu_json.loads(json.dumps(payload.get("embed") or {}))
+    return args, kwargs, embed
+
+
+class _ClaimCheckingProducer:
+    """A kombu producer that claim-checks the task messages it publishes: the body's arguments
+    and embed go to the task's row in Postgres, the message carries the row's id.
+
+    Celery's ``send_task_message`` publishes through it, so Celery has built the message whole
+    (every option of ``apply_async`` in its headers) and its ``before_task_publish`` and
+    ``after_task_publish`` receivers see the real arguments."""
+
+    def __init__(self, producer: Any, app: Celery) -> None:
+        self._producer, self._app = producer, app
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._producer, name)
+
+    def publish(self, body: Any, **kwargs: Any) -> Any:
+        headers = kwargs.get("headers") or {}
+        task = self._app.tasks.get(headers.get("task"))
+        if isinstance(task, AdoptedTask) and isinstance(body, tuple | list) and len(body) == 3:
+            row = claim_check_message(task, headers, *body)
+            kwargs["headers"] = _claim_check_headers(headers, body[0], str(row))
+            body = ([str(row)], {}, NO_EMBED)
+        return self._producer.publish(body, **kwargs)
+
+
+def _claim_check_headers(headers: dict, args: Any, row: str) -> dict:
+    """The headers of a claim-checked message: the arguments' reprs name the row, unless the
+    caller gave its own (``argsrepr=``): no payload in the queue or the worker's logs."""
+    headers = dict(headers)
+    if headers.get("argsrepr") == saferepr(args or (), ARGSREPR_MAXSIZE):
+        headers["argsrepr"], headers["kwargsrepr"] = repr([row]), "{}"
+    return headers
+
+
+def claim_check_message(task: AdoptedTask, headers: dict, args: Any, kwargs: Any, embed: Any):
+    """Store a message's arguments and embed as its task's row (``queued``); returns the row id.
+
+    A message sent again under the same id (``self.retry()``, ``Task.replace``) replaces the
+    row's payload and makes it claimable again, unless the task has already succeeded."""
+    from sqlalchemy import func
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    from tasklane.database import engine
+    from tasklane.results import row_id
+    from tasklane.service import default_store
+    from tasklane.store import _data_errors_as_invalid, _unavailable_as_error, tasks
+
+    payload = stored_message(args, kwargs, embed)
+    text = json.dumps(payload, separators=(",", ":"))
+    limit = default_store().max_payload_bytes
+    if len(text.encode()) > limit:
+        raise InvalidRequest(f"task arguments are {len(text)} bytes, over {limit} bytes")
+    row = row_id(headers["id"])
+    values = {
+        "task": task.name,
+        "lane": lane_of(task),
+        "status": "queued",
+        "payload": payload,
+        "celery": {},
+        "max_attempts": task.max_attempts,
+    }
+    renewed = {
+        **values,
+        "lease_until": None,
+        "result": None,
+        "error": None,
+        "finished_at": None,
+        "cancel_requested_at": None,
+        "updated_at": func.now(),
+    }
+    statement = (
+        pg_insert(tasks)
+        .values(id=row, **values)
+        .on_conflict_do_update(
+            index_elements=[tasks.c.id], set_=renewed, where=tasks.c.status != "succeeded"
+        )
+    )
+    with _unavailable_as_error(), _data_errors_as_invalid(), engine().begin() as conn:
+        conn.execute(statement)
+    return row
+
+
+def lane_of(task: Task) -> str:
+    """The lane an adopted task runs in: the app's ``tasklane_lanes`` setting (task name, or
+    an ``fnmatch`` pattern, to ``"lambda"`` or ``"celery"``), else the task's ``lane``."""
+    for pattern, lane in (task.app.conf.get("tasklane_lanes") or {}).items():
+        if fnmatch.fnmatchcase(task.name, pattern):
+            return Lane(lane).value
+    return Lane(task.lane).value
+
+
+def _route_by_lane(app: Celery) -> Any:
+    """A Celery router sending the lambda lane's tasks to its queue (after the app's own
+    ``task_routes``, which still decide first)."""
+
+    def route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any):
+        task = task if task is not None else app.tasks.get(name)
+        url = settings().lambda_queue_url
+        if isinstance(task, AdoptedTask) and url and lane_of(task) == Lane.LAMBDA.value:
+            return {"queue": Queue(queue_name(url), routing_key=queue_name(url))}
+        return None
+
+    return route
+
+
+class ClaimCheckAMQP(AMQP):
+    """Celery's AMQP layer, publishing through :class:`_ClaimCheckingProducer`, and routing
+    the lambda lane's tasks to its queue."""
+
+    def flush_routes(self) -> None:
+        super().flush_routes()
+        self._rtable = [*self._rtable, _route_by_lane(self.app)]
+
+    @cached_property
+    def send_task_message(self) -> Any:
+        send = self._create_task_sender()
+
+        def send_claim_checked(producer: Any, name: str, message: Any, **kwargs: Any) -> Any:
+            return send(_ClaimCheckingProducer(producer, self.app), name, message, **kwargs)
+
+        return send_claim_checked
+
+
+def _payload_runner(task: Task) -> Any:
     def run(payload: dict) -> Any:
         args, kwargs = decode_arguments(payload)
         return task.run(*args, **kwargs)
@@ -143,7 +299,12 @@ def _payload_runner(task: ClaimCheckTask) -> Any:
     run.__name__ = run.__qualname__ = task.name.replace(".", "_")
     run.__module__ = getattr(task.run, "__module__", __name__)
     run.__doc__ = task.__doc__
+    setattr(run, ADOPTED, True)
     return run
+
+
+#: Marks the registry's entries for adopted Celery tasks (their app's worker runs them).
+ADOPTED = "tasklane_adopted"
 
 
 def hard_time_limit(spec: registry.Task) -> int:
@@ -154,26 +315,24 @@ def hard_time_limit(spec: registry.Task) -> int:
 
 
 def register_tasks(app: Celery) -> None:
-    """Every claim-check task of ``app`` becomes a tasklane task of the same name, and kombu's
-    back-off policy covers it."""
+    """Every adopted task of ``app`` (Celery's built-in ones too) becomes a tasklane task of
+    the same name, so a worker can claim it and the lambda lane run it, and kombu's back-off
+    policy covers it. tasklane's own tasks get their hard time limit."""
     for name, task in app.tasks.items():
-        if not isinstance(task, ClaimCheckTask) or name.startswith("celery."):
-            continue
+        spec = registry.registered(name)
+        if isinstance(task, ClaimCheckTask) and spec is not None and task.time_limit is None:
+            task.time_limit = hard_time_limit(spec)
+    names = [n for n, t in app.tasks.items() if isinstance(t, AdoptedTask)]
+    for name in names:
+        task = app.tasks[name]
         if registry.registered(name) is None:
             limit = task.soft_time_limit or task.time_limit or registry.DEFAULT_TIME_LIMIT_S
             registry.task(
                 name,
-                lane=task.lane,
+                lane=lane_of(task),
                 max_attempts=task.max_attempts,
                 time_limit=min(int(limit), registry.MAX_TIME_LIMIT_S),
             )(_payload_runner(task))
-        if task.time_limit is None:
-            task.time_limit = hard_time_limit(registry.registered(name))
-    names = [
-        n
-        for n, t in app.tasks.items()
-        if isinstance(t, ClaimCheckTask) and not n.startswith("celery.")
-    ]
     for queue in app.conf.broker_transport_options.get("predefined_queues", {}).values():
         queue["backoff_tasks"] = sorted(set(queue.get("backoff_tasks", [])) | set(names))
 
@@ -195,41 +354,63 @@ def _queues() -> dict[str, dict]:
     }
 
 
-def configure(app: Celery) -> Celery:
-    """What a Celery app needs to be a tasklane worker or producer on SQS (see
-    :mod:`tasklane.celery_settings`): the lanes' queues, acks late, JSON only, the task table
-    as result backend, poison to the DLQ, and the claim-check task class."""
+def _sqs(app: Celery) -> dict:
+    """The broker settings every tasklane app has: SQS with the lanes' predefined queues."""
     config = settings()
-    app.task_cls = f"{__name__}:ClaimCheckTask"
     default_queue = queue_name(config.celery_queue_url) if config.celery_queue_url else "celery"
-    app.conf.update(
-        broker_url="sqs://",
-        broker_transport="tasklane.celery_transport:Transport",
-        broker_transport_options={
+    return {
+        "broker_url": "sqs://",
+        "broker_transport": "tasklane.celery_transport:Transport",
+        "broker_transport_options": {
             "region": _region(),
             "predefined_queues": _queues(),
             **SQS_POLLING,
         },
-        task_default_queue=default_queue,
-        task_create_missing_queues=False,
-        worker_consumer="tasklane.worker:DeadLetteringConsumer",
-        result_backend="tasklane.results.TaskTableBackend",
-        **SQS_WORKER_SETTINGS,
+        "task_default_queue": default_queue,
+        "task_create_missing_queues": False,
+        "worker_consumer": "tasklane.worker:DeadLetteringConsumer",
+        "result_backend": "tasklane.results.TaskTableBackend",
+    }
+
+
+def configure(app: Celery) -> Celery:
+    """tasklane's own worker app (:mod:`tasklane.worker`): the lanes' queues, acks late, JSON
+    only, the task table as result backend, poison to the DLQ, and the claim-check task
+    class (see :mod:`tasklane.celery_settings`)."""
+    app.task_cls = f"{__name__}:ClaimCheckTask"
+    app.conf.update(
+        {**_sqs(app), **SQS_WORKER_SETTINGS, "result_backend": "tasklane.results.TaskTableReader"}
     )
     app.on_after_finalize.connect(lambda sender, **_: register_tasks(sender), weak=False)
     return app
 
 
 def claim_check(app: Celery) -> Celery:
-    """Make an existing Celery app's tasks claim-checked tasklane tasks (see the module).
+    """Claim-check an existing Celery app (see the module).
 
-    Call it right after creating the app, before its tasks are defined or used: it sets the
-    app's task class and its SQS configuration (:func:`configure`), so ``celery -A proj
-    worker`` is a tasklane worker and ``.delay()`` a claim-checked submission.
+    Call it right after creating the app, before its tasks are defined or used. It sets what
+    tasklane needs: the app's task class (:class:`AdoptedTask`), its AMQP layer
+    (:class:`ClaimCheckAMQP`), SQS with the lanes' queues, the task table as result backend,
+    and a worker consumer that restores arguments and sends poison to the DLQ. The worker
+    settings of :mod:`tasklane.celery_settings` (acks late, JSON only, ...) become the app's
+    defaults: its own configuration still decides (``task_ignore_result`` stays Celery's).
     """
-    configure(app)
+    app.task_cls = f"{__name__}:AdoptedTask"
+    app.amqp_cls = f"{__name__}:ClaimCheckAMQP"
+    for made in ("amqp", "Task"):  # made again, of those classes, when next used
+        app.__dict__.pop(made, None)
+    app.conf.update(**_sqs(app))
+    app.add_defaults(
+        {k: v for k, v in SQS_WORKER_SETTINGS.items() if k not in ADOPTED_KEEP_CELERYS}
+    )
+    app.on_after_finalize.connect(lambda sender, **_: register_tasks(sender), weak=False)
     _apps.append(app)
     return app
+
+
+#: Worker settings an adopted app keeps as Celery's defaults: results are stored as Celery
+#: stores them (the app asks, as ever, with ``ignore_result``).
+ADOPTED_KEEP_CELERYS = frozenset({"task_ignore_result"})
 
 
 def finalize_apps() -> None:

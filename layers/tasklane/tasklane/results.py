@@ -1,9 +1,22 @@
-"""A Celery result backend that reads tasklane's task table: no Redis, no second table.
+"""Celery's result backend on the task table: no Redis, no second store.
 
-Any Celery client configured with ``result_backend = "tasklane.results.TaskTableBackend"`` (and
-``DATABASE_URL``, or ``DATABASE_SECRET_ARN`` in AWS) can call ``AsyncResult(task_id).state``,
-``.result``, ``.ready()`` and ``.get(timeout=...)`` for tasks of either lane. tasklane itself
-writes every outcome to Postgres, so storing through this backend does nothing.
+Any Celery app configured with ``result_backend = "tasklane.results.TaskTableBackend"`` (and
+``DATABASE_URL``, or ``DATABASE_SECRET_ARN`` in AWS) keeps its results in tasklane's Postgres:
+
+- **Every Celery task's outcome** is a row of the ``tasks`` table, claim-checked or not: its
+  status in tasklane's terms (so the console, ``GET /tasks`` and retention see it), its result
+  in ``result`` (a failure in ``error``), and what Celery's result API reads beyond those in
+  ``celery``: the Celery state (custom states too), traceback, children, group, parent and the
+  extended request fields. Once a task has succeeded, later writes for it are ignored, as
+  Celery's own backends do, so a duplicate run cannot replace its result.
+- **tasklane's own tasks** are read, never written: their executor records their outcomes.
+- **Groups** (``GroupResult.save``/``restore``/``delete``) and **chords** live in
+  ``celery_groups``. A chord's fan-in is a row lock: each member, as it ends, locks its chord's
+  row and adds its id to the members done (a repeat of a member adds nothing); the member that
+  completes the set marks the chord fired in the same transaction, and only it sends the body.
+  No ``chord_unlock`` task polls.
+- ``forget()`` deletes a Celery task's row; ``cleanup()`` (Celery's ``backend_cleanup``) deletes
+  the Celery results older than ``result_expires``.
 
 =============================  =============================================
 tasklane status                Celery state
@@ -20,15 +33,49 @@ unknown id                     PENDING, as Celery reports ids it never saw
 
 from __future__ import annotations
 
+import json
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from celery import states
-from celery.backends.base import BaseBackend
+from celery.backends.base import BaseBackend, _create_chord_error_with_cause
+from celery.canvas import maybe_signature
+from celery.exceptions import ChordError
+from celery.result import GroupResult, allow_join_result, result_from_tuple
+from celery.utils.log import get_logger
+from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from tasklane.errors import TaskNotFound
 from tasklane.lifecycle import Status
-from tasklane.store import TaskRecord
+from tasklane.store import TaskRecord, celery_groups, tasks
+
+logger = get_logger(__name__)
+
+#: Celery task ids that are not UUIDs (``task_id="report-7"``) map to a UUID of this namespace.
+ID_NAMESPACE = uuid.UUID("5f0c1b7e-2f5d-4c1e-9c8a-7a3d2b1e0f42")
+
+#: A Celery state as a tasklane status (a custom state, from ``update_state``: running).
+STATUS_OF_STATE = {
+    states.SUCCESS: Status.SUCCEEDED,
+    states.FAILURE: Status.FAILED,
+    states.REVOKED: Status.CANCELLED,
+    states.STARTED: Status.RUNNING,
+    states.RETRY: Status.QUEUED,
+    states.PENDING: Status.QUEUED,
+    states.RECEIVED: Status.QUEUED,
+    states.REJECTED: Status.FAILED,
+    states.IGNORED: Status.SUCCEEDED,
+}
+
+
+def row_id(task_id: Any) -> uuid.UUID:
+    """The ``tasks.id`` of a Celery task id (its UUID, or one derived from a non-UUID id)."""
+    try:
+        return uuid.UUID(str(task_id))
+    except ValueError:
+        return uuid.uuid5(ID_NAMESPACE, str(task_id))
 
 
 def celery_state(record: TaskRecord) -> str:
@@ -46,7 +93,8 @@ def celery_state(record: TaskRecord) -> str:
 
 
 def celery_meta(task_id: str, record: TaskRecord | None) -> dict[str, Any]:
-    """The meta dict Celery's result API reads, for one task (None: an unknown id)."""
+    """The meta dict Celery's result API reads, for one of tasklane's own tasks (None: an
+    unknown id)."""
     meta: dict[str, Any] = {
         "task_id": task_id,
         "status": states.PENDING,
@@ -79,8 +127,29 @@ def celery_meta(task_id: str, record: TaskRecord | None) -> dict[str, Any]:
     return meta
 
 
+def _error_of(result: Any, traceback: Any) -> dict | None:
+    """A Celery failure as tasklane's ``error`` (type, module, message, traceback)."""
+    if not isinstance(result, dict) or "exc_type" not in result:
+        return None
+    message = result.get("exc_message")
+    if isinstance(message, list | tuple):
+        message = ", ".join(str(m) for m in message)
+    return {
+        "type": result.get("exc_type"),
+        "module": result.get("exc_module"),
+        "message": str(message if message is not None else ""),
+        "traceback": traceback,
+    }
+
+
+def _engine() -> Any:
+    from tasklane.database import engine
+
+    return engine()
+
+
 class TaskTableBackend(BaseBackend):
-    """Celery's result API over the task table (read-only: tasklane writes the outcomes)."""
+    """Celery's result API over the task table (see the module)."""
 
     supports_native_join = False
     persistent = True
@@ -89,14 +158,10 @@ class TaskTableBackend(BaseBackend):
         super().__init__(app, **kwargs)
         self.url = url
 
-    def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
-        from tasklane.service import default_store
-
-        try:
-            record = default_store().get(uuid.UUID(str(task_id)))
-        except (TaskNotFound, ValueError):
-            record = None
-        return celery_meta(str(task_id), record)
+    # -- tasks ---------------------------------------------------------------------------------
+    def _encoded(self, value: Any) -> Any:
+        """A value as Celery's serializer encodes it, made plain JSON for a ``jsonb`` column."""
+        return json.loads(self.encode(value))
 
     def _store_result(
         self,
@@ -107,16 +172,209 @@ class TaskTableBackend(BaseBackend):
         request: Any = None,
         **kwargs: Any,
     ) -> Any:
-        return result  # tasklane has already written the outcome to the task's row
+        meta = self._get_result_meta(
+            result=result, state=state, traceback=traceback, request=request
+        )
+        doc = self._encoded(meta)
+        doc["task_id"] = str(task_id)
+        status = STATUS_OF_STATE.get(state, Status.RUNNING)
+        stored = doc.pop("result") if state == states.SUCCESS else None
+        values = {
+            "status": status.value,
+            "result": stored,
+            "error": _error_of(doc.get("result"), traceback)
+            if state in states.EXCEPTION_STATES
+            else None,
+            "celery": doc,
+            "updated_at": func.now(),
+            "finished_at": func.now() if status.terminal else None,
+        }
+        if status is Status.RUNNING:
+            values["started_at"] = func.now()
+        name = getattr(request, "task", None) or doc.get("name") or ""
+        statement = pg_insert(tasks).values(
+            id=row_id(task_id), task=str(name)[:200], lane="celery", **values
+        )
+        # tasklane's own tasks (celery IS NULL) are their executor's to write; a success stays.
+        statement = statement.on_conflict_do_update(
+            index_elements=[tasks.c.id],
+            set_=values,
+            where=and_(tasks.c.celery.is_not(None), tasks.c.status != Status.SUCCEEDED.value),
+        )
+        with _engine().begin() as conn:
+            conn.execute(statement)
+        return result
+
+    def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
+        with _engine().connect() as conn:
+            row = conn.execute(
+                select(tasks.c.celery, tasks.c.result, tasks.c.status, tasks.c.lane).where(
+                    tasks.c.id == row_id(task_id)
+                )
+            ).first()
+        if row is None:
+            return celery_meta(str(task_id), None)
+        if row.celery is None or (
+            "status" not in row.celery and row.lane == "lambda" and Status(row.status).terminal
+        ):  # tasklane's own task, or an adopted one the lambda lane ran: the executor's record
+            return self._native_meta(task_id)
+        if "status" not in row.celery:  # claim-checked, and Celery has stored nothing yet
+            return celery_meta(str(task_id), None)
+        doc = dict(row.celery)
+        if doc["status"] == states.SUCCESS:
+            doc["result"] = row.result
+        return self.meta_from_decoded(self.decode(json.dumps(doc)))
+
+    def _native_meta(self, task_id: str) -> dict[str, Any]:
+        from tasklane.service import default_store
+
+        try:
+            record = default_store().get(row_id(task_id))
+        except TaskNotFound:
+            record = None
+        return celery_meta(str(task_id), record)
 
     def _forget(self, task_id: str) -> None:
-        """Forgetting would delete the record of a task; tasklane keeps it."""
+        """Forget a Celery task's result: its row goes (tasklane's own tasks keep theirs)."""
+        with _engine().begin() as conn:
+            conn.execute(
+                delete(tasks).where(tasks.c.id == row_id(task_id), tasks.c.celery.is_not(None))
+            )
 
+    def cleanup(self) -> None:
+        """Celery's ``backend_cleanup``: results older than ``result_expires`` go."""
+        if not self.expires:
+            return
+        before = self.app.now() - timedelta(seconds=self.expires)
+        with _engine().begin() as conn:
+            conn.execute(
+                delete(tasks).where(
+                    tasks.c.celery.is_not(None),
+                    tasks.c.finished_at.is_not(None),
+                    tasks.c.finished_at < before,
+                )
+            )
+            conn.execute(delete(celery_groups).where(celery_groups.c.created_at < before))
+
+    # -- groups --------------------------------------------------------------------------------
     def _save_group(self, group_id: str, result: Any) -> Any:
-        raise NotImplementedError("tasklane tasks are submitted one by one or in batches")
+        encoded = self._encoded(result.as_tuple())
+        statement = pg_insert(celery_groups).values(id=str(group_id), result=encoded)
+        with _engine().begin() as conn:
+            conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[celery_groups.c.id], set_={"result": encoded}
+                )
+            )
+        return result
 
-    def _restore_group(self, group_id: str) -> Any:
-        raise NotImplementedError("tasklane tasks are submitted one by one or in batches")
+    def _restore_group(self, group_id: str) -> dict[str, Any] | None:
+        with _engine().connect() as conn:
+            stored = conn.execute(
+                select(celery_groups.c.result).where(celery_groups.c.id == str(group_id))
+            ).scalar()
+        if stored is None:
+            return None
+        return {"result": result_from_tuple(self.decode(json.dumps(stored)), self.app)}
 
     def _delete_group(self, group_id: str) -> None:
-        raise NotImplementedError("tasklane tasks are submitted one by one or in batches")
+        with _engine().begin() as conn:
+            conn.execute(delete(celery_groups).where(celery_groups.c.id == str(group_id)))
+
+    # -- chords --------------------------------------------------------------------------------
+    def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> Any:
+        """Save the header as a group: its members' ends count on that row (no polling)."""
+        self.ensure_chords_allowed()
+        header_result = self.app.GroupResult(*header_result_args)
+        header_result.save(backend=self)
+        return header_result
+
+    def set_chord_size(self, group_id: str, chord_size: int) -> None:
+        statement = pg_insert(celery_groups).values(
+            id=str(group_id), result=[None, None], chord_size=chord_size
+        )
+        with _engine().begin() as conn:
+            conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[celery_groups.c.id], set_={"chord_size": chord_size}
+                )
+            )
+
+    def add_to_chord(self, chord_id: str, result: Any) -> None:
+        """A member replaced itself (``Task.replace``) with one more task to wait for."""
+        with _engine().begin() as conn:
+            conn.execute(
+                update(celery_groups)
+                .where(celery_groups.c.id == str(chord_id))
+                .values(chord_size=func.coalesce(celery_groups.c.chord_size, 0) + 1)
+            )
+
+    def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> None:
+        """A chord's member has ended: count it under the chord's row lock; the last fires."""
+        gid = request.group
+        if not gid or not request.chord:
+            return
+        callback = maybe_signature(request.chord, app=self.app)
+        with _engine().begin() as conn:
+            row = conn.execute(
+                select(
+                    celery_groups.c.result,
+                    celery_groups.c.chord_size,
+                    celery_groups.c.done,
+                    celery_groups.c.fired_at,
+                )
+                .where(celery_groups.c.id == str(gid))
+                .with_for_update()
+            ).first()
+            if row is None or row.result == [None, None]:
+                fire = None
+            else:
+                done = list(row.done)
+                if str(request.id) in done or row.fired_at is not None:
+                    return  # a repeat of this member, or the chord has fired already
+                done.append(str(request.id))
+                deps = result_from_tuple(self.decode(json.dumps(row.result)), self.app)
+                size = request.chord.get("chord_size") or row.chord_size or len(deps)
+                fire = len(done) >= size
+                conn.execute(
+                    update(celery_groups)
+                    .where(celery_groups.c.id == str(gid))
+                    .values(done=done, fired_at=func.now() if fire else None)
+                )
+        if fire is None:
+            self.chord_error_from_stack(callback, ChordError(f"GroupResult {gid} does not exist"))
+        elif fire:
+            self._fire(gid, deps, callback)
+
+    def _fire(self, gid: str, deps: GroupResult, callback: Any) -> None:
+        """Join the header's results and send the body (only the last member gets here)."""
+        try:
+            with allow_join_result():
+                ret = deps.join(timeout=self.app.conf.result_chord_join_timeout, propagate=True)
+        except Exception as exc:
+            # The body fails with its dependency's own error, as a Celery client of a chord
+            # whose fan-in is polled (chord_unlock) sees it: the header's failure, reached
+            # through the body's parent, is raised before the body is failed. ChordError is
+            # for a body that could not be sent.
+            logger.exception("Chord %r: a dependency raised %r", gid, exc)
+            self.chord_error_from_stack(callback, exc)
+            return
+        try:
+            self.app.amqp._retry_publish(callback.delay, ret)
+        except Exception as exc:
+            logger.exception("Chord %r raised: %r", gid, exc)
+            self.chord_error_from_stack(
+                callback,
+                _create_chord_error_with_cause(
+                    message=f"Callback error: {exc!r}", original_exc=exc
+                ),
+            )
+
+
+class TaskTableReader(TaskTableBackend):
+    """tasklane's own worker app's backend: it reads as :class:`TaskTableBackend` does, and
+    writes nothing, since the executor records every outcome of tasklane's tasks (Celery's
+    consumer would otherwise record, for instance, a task unknown to one worker as failed)."""
+
+    def _store_result(self, task_id: str, result: Any, state: str, *args: Any, **kw: Any) -> Any:
+        return result

@@ -97,6 +97,9 @@ tasks = Table(
     Column("workflow_id", UUID(as_uuid=True)),
     #: Its place there: ``{"after": [ids], "input": template, "bound": bool, "then": [ids]}``.
     Column("step", JSONB(none_as_null=True)),
+    #: A Celery task's meta beyond these columns (:mod:`tasklane.results`): its Celery state,
+    #: traceback, children, group and parent, the extended request fields.
+    Column("celery", JSONB(none_as_null=True)),
     CheckConstraint(
         "status IN ('waiting', 'pending', 'scheduled', 'queued', 'running', 'succeeded', "
         "'failed', 'cancelled')",
@@ -144,6 +147,19 @@ workflows = Table(
     Column("output", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("owner", Text, nullable=False, server_default=""),
+)
+
+#: Celery's groups and chords (:mod:`tasklane.results`): a group's results, and a chord's
+#: fan-in: the members done so far, under a row lock, and when its body was fired.
+celery_groups = Table(
+    "celery_groups",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("result", JSONB, nullable=False),
+    Column("chord_size", Integer),
+    Column("done", ARRAY(Text), nullable=False, server_default="{}"),
+    Column("fired_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 schedules = Table(
@@ -625,6 +641,47 @@ class TaskStore:
             return set(conn.execute(stmt, {"ids": list(ids)}).scalars())
 
     # -- reading -----------------------------------------------------------------------------
+    def end_run(self, task_id: uuid.UUID, token: str, status: Status) -> bool:
+        """An adopted Celery task's run has ended (its result, if any, is Celery's backend's
+        to store): the row leaves ``running`` while this delivery still holds it."""
+        with _unavailable_as_error(), self.engine.begin() as conn:
+            ended = conn.execute(
+                update(tasks)
+                .where(
+                    tasks.c.id == task_id,
+                    tasks.c.status == Status.RUNNING.value,
+                    tasks.c.claimed_by == token,
+                )
+                .values(
+                    status=status.value,
+                    lease_until=None,
+                    updated_at=func.now(),
+                    finished_at=func.now() if status.terminal else None,
+                )
+            )
+        return ended.rowcount == 1
+
+    def adopted_payload(self, task_id: uuid.UUID) -> Any:
+        """An adopted Celery task's payload (None: no such task, or its payload was pruned).
+
+        A row submitted through tasklane's own path (``apply_async(connection=...)``) is
+        marked as Celery's here (``celery`` not NULL), so Celery's backend records its
+        outcome (:mod:`tasklane.results`)."""
+        with _unavailable_as_error(), self.engine.connect() as conn:
+            row = conn.execute(
+                select(tasks.c.payload, tasks.c.celery.is_(None).label("unmarked")).where(
+                    tasks.c.id == task_id
+                )
+            ).first()
+            if row is not None and row.unmarked:
+                conn.execute(
+                    update(tasks)
+                    .where(tasks.c.id == task_id, tasks.c.celery.is_(None))
+                    .values(celery=literal("{}", JsonText()))
+                )
+                conn.commit()
+        return None if row is None else row.payload
+
     def get(self, task_id: uuid.UUID) -> TaskRecord:
         with _unavailable_as_error(), self.engine.connect() as conn:
             row = conn.execute(select(*_PUBLIC).where(tasks.c.id == task_id)).first()

@@ -18,16 +18,28 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from billiard.exceptions import WorkerLostError
-from celery import Celery, signals
+from celery import Celery, signals, states
+from celery.exceptions import Reject
 from celery.worker import state as worker_state
 from celery.worker.consumer import Consumer
 from celery.worker.request import Request
+from kombu.utils import json as kombu_json
+from sqlalchemy.exc import SQLAlchemyError
 
 from tasklane import broker, codec, database, registry
-from tasklane.celery import DELIVERY_KEY, ClaimCheckTask, configure
+from tasklane.celery import (
+    ADOPTED,
+    DELIVERY_KEY,
+    ROW_KEY,
+    AdoptedTask,
+    ClaimCheckTask,
+    configure,
+    restored_message,
+)
 from tasklane.config import settings
 from tasklane.errors import StoreUnavailable, TasklaneError, TimeLimitExceeded, UnknownTask
 from tasklane.executor import (
@@ -128,22 +140,57 @@ class ClaimCheckRequest(Request):
         self._sqs_queue = info.get("sqs_queue")
         self.token = delivery_token(self._sqs_message.get("MessageId"))
         self._request_dict[DELIVERY_KEY] = self.token
-        # A stock message's eta and expires are the executor's to honour (deferred, nothing
+        # A tasklane task's eta and expires are the executor's to honour (deferred, nothing
         # held in memory; recorded when expired), not Celery's: Celery would hold an eta
         # message in this process past its visibility timeout, and drop an expired one
-        # without a word to the task's row.
-        self._eta = self._expires = None
+        # without a word to the task's row. An adopted task keeps Celery's own: its claim
+        # keeps a message held past its visibility timeout from running twice.
+        if self._request_dict.get(ROW_KEY) is None:
+            self._eta = self._expires = None
         self._heartbeat: Heartbeat | None = None
         self._lost: BaseException | None = None
+        self._claimed = False
 
     @property
     def claim_check(self) -> uuid.UUID | None:
-        """The task row this message points at: its one argument, not Celery's header id."""
+        """The task row this message points at: an adopted task's restored row
+        (:func:`restore_claim_checked`), or a tasklane task's one argument."""
+        row = self._request_dict.get(ROW_KEY)
         try:
+            if row is not None:
+                return uuid.UUID(row)
             (task_id,) = self._args
             return uuid.UUID(str(task_id))
         except (TypeError, ValueError):
             return None
+
+    def revoked(self) -> bool:
+        """Celery asks this right before it hands the run to the pool (and at receipt, for a
+        message that can expire): an adopted task's run claims its row here, and a run that
+        cannot claim it is skipped as a revoked one is, its message acknowledged (the task
+        has ended), left for later (another delivery holds it) or dead-lettered (poison)."""
+        if super().revoked():
+            return True
+        row = self._request_dict.get(ROW_KEY)
+        if row is None or self._claimed or not self._due():
+            return False
+        verdict = claim_adopted(self.task_name, uuid.UUID(row), self.token)
+        if verdict is None:
+            self._claimed = True
+            return False
+        worker_state.task_ready(self)
+        self._already_revoked = True
+        if verdict.outcome.acknowledge or (
+            verdict.outcome is Outcome.POISON
+            and _dead_letter_delivery(self._message, verdict.reason)
+        ):
+            super().acknowledge()
+        else:  # left in the queue: the back-off policy brings it back
+            super().reject(requeue=False)
+        return True
+
+    def _due(self) -> bool:
+        return self._eta is None or self._eta <= datetime.now(UTC)
 
     def on_accepted(self, pid: int, time_accepted: float) -> None:
         super().on_accepted(pid, time_accepted)
@@ -156,7 +203,9 @@ class ClaimCheckRequest(Request):
                 self.token,
                 _lease_seconds(self._sqs_queue),
                 alive=lambda: self in worker_state.active_requests,
-                until=time.monotonic() + self.task.time_limit + BEATS_GRACE_S,
+                until=time.monotonic()
+                + (self.task.time_limit or registry.MAX_TIME_LIMIT_S)
+                + BEATS_GRACE_S,
             )
 
     def _stop_heartbeat(self) -> None:
@@ -183,6 +232,8 @@ class ClaimCheckRequest(Request):
 
     def reject(self, requeue: bool = False) -> None:
         self._stop_heartbeat()
+        if requeue and isinstance(self._lost, Reject) and self._requeue_adopted():
+            return
         if requeue:  # a lost run (see the class): never Celery's requeue on SQS
             outcome = self._record_lost()
             if outcome is not None and outcome.acknowledge:
@@ -190,6 +241,25 @@ class ClaimCheckRequest(Request):
                 return
             requeue = False  # left in the queue: the back-off policy brings it back soon
         super().reject(requeue)
+
+    def _requeue_adopted(self) -> bool:
+        """An adopted task raised ``Reject(requeue=True)``: as in Celery, its message goes back
+        to the queue as it was sent (the claim check, redelivered), and its claim is given
+        back, so the redelivery runs it."""
+        original = getattr(self._message, ORIGINAL, None)
+        task_id = self.claim_check
+        if original is None or task_id is None:
+            return False
+        from tasklane.service import default_store
+
+        try:
+            default_store().release(task_id, self.token)
+        except StoreUnavailable as exc:  # the lease then ends by itself
+            logger.warning("could not release a run", extra=task_fields(task_id, error=str(exc)))
+        self._message.body, self._message._decoded_cache = original
+        (self._message.headers or {}).pop(ROW_KEY, None)
+        super().reject(requeue=True)
+        return True
 
     def _record_lost(self) -> Outcome | None:
         task_id = self.claim_check
@@ -226,7 +296,11 @@ def create_app() -> Celery:
     """tasklane's own worker app: every registered task as a claim-check Celery task."""
     app = configure(Celery("tasklane", set_as_current=False))
     for spec in registry.all_tasks():
-        app.task(name=spec.name, base=ClaimCheckTask, lane=spec.lane.value)(spec.fn)
+        if getattr(spec.fn, ADOPTED, False):  # an adopted Celery app's: that app runs it
+            continue
+        app.task(name=spec.name, base=ClaimCheckTask, lane=spec.lane.value, shared=False)(
+            spec.fn
+        )
     return app
 
 
@@ -279,6 +353,60 @@ def execute(
         if broker.dead_letter(body, Lane.CELERY, step.reason, config):
             return step.outcome.value
     raise AttemptNotDone(f"{step.outcome}: {step.reason}")
+
+
+def claim_adopted(name: str, row: uuid.UUID, token: str) -> Verdict | None:
+    """Claim an adopted task's row for one delivery: None when claimed (Celery runs it now),
+    else why not (:class:`Verdict`)."""
+    from tasklane.service import default_store
+
+    config = settings()
+    step = Executor(default_store()).claim(
+        Delivery(name, row, token),
+        _lease_seconds(config.celery_queue_url),
+        time.monotonic() + OUTCOME_PATIENCE_S,
+    )
+    return None if isinstance(step, Attempt) else step
+
+
+#: Where a restored message keeps its body as received (a requeue sends that back).
+ORIGINAL = "tasklane_claim_check"
+
+
+class Unrestorable(TasklaneError):
+    """A claim-checked message whose row cannot be read back: poison."""
+
+    code = "unrestorable"
+
+
+def restore_claim_checked(app: Celery, message: Any) -> bool:
+    """Put an adopted task's arguments and embed back in its received message, from its row,
+    before Celery makes a request of it: the task, its signals and its canvas see the message
+    as it was sent. Returns whether it did (a message of another task, or one that is not a
+    claim check, is left as it is). Raises :class:`Unrestorable` for a row that is missing,
+    :class:`StoreUnavailable` while Postgres is."""
+    from tasklane.service import default_store
+
+    headers = message.headers or {}
+    if not isinstance(app.tasks.get(headers.get("task")), AdoptedTask):
+        return False
+    try:
+        args, kwargs, _embed = message.decode()
+        (row,) = args
+        row = uuid.UUID(row)
+    except Exception:  # not a claim check: Celery handles it as it is
+        return False
+    if kwargs:
+        return False
+    payload = default_store().adopted_payload(row)
+    if not isinstance(payload, dict):
+        raise Unrestorable(f"no task {row} to read the arguments of")
+    body = restored_message(payload)
+    setattr(message, ORIGINAL, (message.body, message._decoded_cache))
+    message.body = kombu_json.dumps(body)
+    message._decoded_cache = body
+    headers[ROW_KEY] = str(row)
+    return True
 
 
 def _dead_letter_delivery(message: Any, reason: str) -> bool:
@@ -340,7 +468,29 @@ def _unknown_task(message: Any = None, name: str = "", **_: object) -> None:
 class DeadLetteringConsumer(Consumer):
     """Celery's consumer, but poison goes to the DLQ after one delivery instead of looping
     (rejected) or vanishing (acknowledged): a message of another content type (pickle, yaml),
-    an invalid task message, or one that does not decode."""
+    an invalid task message, or one that does not decode. And an adopted task's claim-checked
+    message gets its arguments back (:func:`restore_claim_checked`) before Celery sees it."""
+
+    def create_task_handler(self, promise: Any = None) -> Any:
+        handle = (
+            super().create_task_handler()
+            if promise is None
+            else (super().create_task_handler(promise))
+        )
+        app = self.app
+
+        def on_task_received(message: Any) -> Any:
+            try:
+                restore_claim_checked(app, message)
+            except StoreUnavailable:
+                logger.warning("database unavailable: a claim-checked message is left")
+                return message.reject(requeue=False)  # back-off: it comes back soon
+            except (Unrestorable, SQLAlchemyError) as exc:
+                _move_to_dead_letters(message, f"claim-checked message: {exc}"[:1000])
+                return message.ack()
+            return handle(message)
+
+        return on_task_received
 
     def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
         super().on_invalid_task(body, message, exc)  # logs and rejects
@@ -355,6 +505,26 @@ class DeadLetteringConsumer(Consumer):
         :mod:`tasklane.celery_transport`), or one without a task header."""
         super().on_unknown_message(body, message)  # logs and rejects: it would loop
         _move_to_dead_letters(message, "undecodable message: not a Celery task message")
+
+
+@signals.task_postrun.connect
+def _end_adopted_run(task: Any = None, state: str | None = None, **_: object) -> None:
+    """An adopted task's run has ended in the pool: its row leaves ``running`` (Celery's
+    backend stored the result, unless the task ignores results; a retry or a replacement has
+    already made the row ``queued`` again, under a new message)."""
+    request = getattr(task, "request", None)
+    row = getattr(request, ROW_KEY, None)
+    if row is None or state not in states.READY_STATES:
+        return
+    from tasklane.results import STATUS_OF_STATE
+    from tasklane.service import default_store
+
+    try:
+        default_store().end_run(
+            uuid.UUID(row), getattr(request, DELIVERY_KEY, ""), STATUS_OF_STATE[state]
+        )
+    except StoreUnavailable as exc:  # the lease then ends by itself; the claim sees the outcome
+        logger.warning("could not end an adopted run", extra=task_fields(row, error=str(exc)))
 
 
 @signals.worker_process_init.connect

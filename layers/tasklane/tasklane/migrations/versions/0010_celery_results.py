@@ -1,0 +1,43 @@
+"""Celery's result backend on the task table: a task's Celery meta (``tasks.celery``), and Celery's
+groups and chords (``celery_groups``), whose fan-in is a row lock.
+
+``tasks.celery`` holds what Celery's result API reads beyond tasklane's own columns: the Celery
+state (custom states included), traceback, children, group and parent ids, and the extended
+request fields; the result itself stays in ``tasks.result`` (or, for an error, ``tasks.error``).
+
+Online-safe: a nullable column without a default (no rewrite) and a new table; each statement
+waits at most ``lock_timeout`` for its lock, so it never queues every reader of ``tasks``
+behind an open transaction.
+
+Revision ID: 0010
+Revises: 0009
+Create Date: 2026-12-04
+"""
+
+from alembic import op
+
+revision = "0010"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("SET LOCAL lock_timeout = '5s'")
+    op.execute("ALTER TABLE tasks ADD COLUMN IF NOT EXISTS celery jsonb")
+    op.execute(
+        """
+        CREATE TABLE IF NOT EXISTS celery_groups (
+            id text PRIMARY KEY,
+            result jsonb NOT NULL,
+            chord_size integer,
+            done text[] NOT NULL DEFAULT '{}',
+            fired_at timestamptz,
+            created_at timestamptz NOT NULL DEFAULT now()
+        )
+        """
+    )
+
+
+def downgrade() -> None:
+    raise RuntimeError("tasklane migrations only move forward")
