@@ -298,9 +298,7 @@ def create_app() -> Celery:
     for spec in registry.all_tasks():
         if getattr(spec.fn, ADOPTED, False):  # an adopted Celery app's: that app runs it
             continue
-        app.task(name=spec.name, base=ClaimCheckTask, lane=spec.lane.value, shared=False)(
-            spec.fn
-        )
+        app.task(name=spec.name, base=ClaimCheckTask, lane=spec.lane.value, shared=False)(spec.fn)
     return app
 
 
