@@ -41,3 +41,42 @@ def flaky(self, marker):
     if runs == 1:
         raise self.retry(countdown=1)
     return runs
+
+
+@app.task
+def mul(x, y):
+    return x * y
+
+
+@app.task
+def tsum(numbers):
+    """A chord's body: the header's results, in order."""
+    return sum(numbers)
+
+
+@app.task
+def boom(message):
+    raise ValueError(message)
+
+
+@app.task
+def on_error(request, exc, traceback, marker):
+    """An errback (``link_error``): Celery calls it with the failed task's request."""
+    from pathlib import Path
+
+    Path(marker).write_text(f"{request.id} {type(exc).__name__}")
+
+
+@app.task(ignore_result=True)
+def fire_and_forget(marker):
+    from pathlib import Path
+
+    Path(marker).write_text("ran")
+
+
+@app.task(bind=True)
+def count_runs(self, marker):
+    """Appends one line a run: how many times a message's task ran."""
+    with open(marker, "a") as out:
+        out.write(f"{self.request.id}\n")
+    return "ran"

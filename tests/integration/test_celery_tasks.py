@@ -8,40 +8,12 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from tasklane import TasklaneError, registry
-from tasklane.config import settings
+from tasklane import TasklaneError
 
 from tests.conftest import wait_for
 from tests.integration.helpers import consumer_source
-from tests.processes import Worker
 
 BIG = "x" * (3 * 1024 * 1024)
-
-
-@pytest.fixture
-def project(stack, monkeypatch):
-    """The project's task module among TASK_MODULES, as its deployment would list it."""
-    monkeypatch.setenv("TASK_MODULES", f"{stack.env['TASK_MODULES']},tests.celery_app.tasks")
-    settings.cache_clear()
-    registry.load_configured()
-    from tests.celery_app import tasks
-
-    return tasks
-
-
-@pytest.fixture
-def project_worker(stack, project):
-    worker = Worker(
-        stack.env | {"TASK_MODULES": "tests.celery_app.tasks"},
-        stack.celery_queue.rsplit("/", 1)[-1],
-        "--concurrency",
-        "2",
-        app="tests.celery_app",
-    )
-    try:
-        yield worker.wait_ready()
-    finally:
-        worker.stop()
 
 
 def test_a_task_called_directly_is_still_its_function(project):

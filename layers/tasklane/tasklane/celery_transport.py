@@ -1,4 +1,4 @@
-"""kombu's SQS transport, with two holes closed: bodies that stop a worker.
+"""kombu's SQS transport, with three holes closed: two bodies and a requeue that stop a worker.
 
 Anything that escapes kombu's and Celery's handling of a received message stops the worker
 ("Unrecoverable error"), and every worker that receives the message after it, until SQS
@@ -11,18 +11,32 @@ dead-letters it:
 
 Here such a body decodes to nothing, as an invalid one does, so Celery's consumer treats it as
 undecodable and :class:`tasklane.worker.DeadLetteringConsumer` moves it to the DLQ at once.
+
+- a message requeued (a task's ``Reject(requeue=True)``) whose task has a back-off policy:
+  kombu restores it, then applies the policy to the SQS message the restore has dropped from
+  it (``KeyError: 'sqs_message'``). A restored message needs no back-off; here it gets none.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from kombu.transport import SQS
+from kombu.transport import SQS, virtual
 
 from tasklane.logs import logger
 
 
+class QoS(SQS.QoS):
+    def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        if requeue:  # restored, as kombu restores any message: no back-off to apply
+            virtual.QoS.reject(self, delivery_tag, requeue=True)
+            return
+        super().reject(delivery_tag, requeue=requeue)
+
+
 class Channel(SQS.Channel):
+    QoS = QoS
+
     def _prepare_json_payload(self, text: str) -> Any:
         try:
             payload = super()._prepare_json_payload(text)

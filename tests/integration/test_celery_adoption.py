@@ -1,0 +1,153 @@
+"""Adopted Celery apps behave as Celery: the canvas, the options of ``apply_async``, retries,
+results and signals, with the arguments in Postgres. A real ``celery worker`` process of the
+tests' Celery project (tests/celery_app), moto's SQS server and a real Postgres.
+
+Celery's own integration suite is the yardstick for the rest (``make celery-compat``,
+tests/integration/test_celery_suite.py)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from celery import chain, chord, group, signals
+from tasklane import TasklaneError
+
+from tests.conftest import wait_for
+from tests.integration.helpers import consumer_source
+
+
+@pytest.fixture
+def worker(project_worker):
+    return project_worker
+
+
+def rows(stack, **where):
+    sql = "SELECT id, task, lane, status, payload, celery, attempts FROM tasks"
+    return stack.query(sql + (" WHERE task = :task" if where else ""), **where)
+
+
+def test_the_canvas_runs_as_in_celery(stack, project, worker):
+    """A chain, a group and a chord: each step's arguments went through Postgres."""
+    assert chain(project.add.s(2, 3), project.mul.s(10)).delay().get(timeout=60) == 50
+    assert group(project.add.s(i, i) for i in range(4)).delay().get(timeout=60) == [0, 2, 4, 6]
+    body = chord([project.add.s(i, 1) for i in range(5)], project.tsum.s())
+    assert body.delay().get(timeout=60) == 15
+    stored = rows(stack, task="tests.celery_app.tasks.tsum")
+    assert len(stored) == 1 and stored[0].status == "succeeded"
+    assert stored[0].payload["args"] == [[1, 2, 3, 4, 5]]
+
+
+def test_callbacks_errbacks_and_a_given_task_id(stack, project, worker, tmp_path):
+    marker = tmp_path / "errback"
+    chosen = str(uuid.uuid4())
+    linked = project.add.apply_async(
+        (1, 2), task_id=chosen, link=project.mul.s(3), headers={"tenant": "acme"}
+    )
+    assert linked.id == chosen and linked.get(timeout=60) == 3
+    (child,) = wait_for(lambda: linked.children, 30, what="the callback")
+    assert child.get(timeout=60) == 9
+    (row,) = stack.query("SELECT payload FROM tasks WHERE id = :id", id=uuid.UUID(chosen))
+    assert row.payload["embed"]["callbacks"][0]["task"] == "tests.celery_app.tasks.mul"
+
+    failed = project.boom.apply_async(("no",), link_error=project.on_error.s(str(marker)))
+    with pytest.raises(ValueError, match="no"):
+        failed.get(timeout=60)
+    wait_for(marker.exists, 30, what="the errback")
+    assert marker.read_text() == f"{failed.id} ValueError"
+
+
+def test_expires_and_countdown_are_celerys(stack, project, worker):
+    late = project.add.apply_async((1, 1), expires=datetime.now(UTC) - timedelta(seconds=1))
+    assert wait_for(lambda: late.state == "REVOKED", 60, what="the expired task revoked")
+    started = datetime.now(UTC)
+    assert project.add.apply_async((2, 2), countdown=2).get(timeout=60) == 4
+    assert datetime.now(UTC) - started >= timedelta(seconds=2)
+
+
+def test_results_ignored_when_asked_and_the_row_still_ends(stack, project, worker, tmp_path):
+    marker = tmp_path / "ran"
+    result = project.fire_and_forget.delay(str(marker))
+    wait_for(marker.exists, 60, what="the run")
+    (row,) = wait_for(
+        lambda: [
+            r for r in rows(stack, task=project.fire_and_forget.name) if r.status != "running"
+        ],
+        30,
+        what="the row to end",
+    )
+    assert row.status == "succeeded" and result.state == "PENDING"  # Celery: nothing stored
+
+
+def test_eager_runs_locally_and_stores_nothing(stack, project):
+    assert project.add.apply((2, 3)).get() == 5
+    project.add.app.conf.task_always_eager = True
+    try:
+        assert project.add.delay(4, 5).get() == 9
+    finally:
+        project.add.app.conf.task_always_eager = False
+    assert rows(stack) == []
+
+
+def test_publish_signals_see_the_arguments_and_the_queue_only_the_id(stack, project):
+    seen = []
+
+    def receiver(body=None, headers=None, **_):
+        seen.append((body[0], headers["argsrepr"]))
+
+    signals.before_task_publish.connect(receiver, weak=False)
+    try:
+        result = project.add.delay(40, 2)
+    finally:
+        signals.before_task_publish.disconnect(receiver)
+    assert seen == [((40, 2), "(40, 2)")]
+    (message,) = stack.receive(stack.celery_queue)
+    import base64
+
+    envelope = json.loads(base64.b64decode(message["Body"]))
+    assert envelope["headers"]["argsrepr"] == repr([result.id])
+    assert json.loads(base64.b64decode(envelope["body"]))[0] == [result.id]
+
+
+def test_a_duplicate_delivery_of_a_finished_task_does_not_run_it_again(
+    stack, project, worker, tmp_path
+):
+    marker = tmp_path / "runs"
+    result = project.count_runs.delay(str(marker))
+    assert result.get(timeout=60) == "ran"
+    # the same message again, as SQS may deliver it twice: acknowledged, not run
+    from tasklane import broker
+
+    body = broker.message_body(project.count_runs.name, uuid.UUID(result.id), "tl-celery")
+    stack.sqs.send_message(QueueUrl=stack.celery_queue, MessageBody=body)
+    wait_for(lambda: stack.depth(stack.celery_queue) == 0, 60, what="the duplicate consumed")
+    assert marker.read_text().splitlines() == [result.id]
+
+
+def test_lanes_by_name_in_the_apps_settings(stack, project, monkeypatch):
+    """``tasklane_lanes`` sends a task to the lambda lane without touching its code."""
+    monkeypatch.setitem(
+        project.app.conf, "tasklane_lanes", {"tests.celery_app.tasks.mu*": "lambda"}
+    )
+    project.app.amqp.flush_routes()
+    try:
+        result = project.mul.delay(6, 7)
+        assert stack.depth(stack.lambda_queue) == 1 and stack.depth(stack.celery_queue) == 0
+        wait_for(lambda: consumer_source(stack).poll_once(), 20, what="the lambda lane")
+        assert result.get(timeout=5) == 42
+    finally:
+        project.app.conf.tasklane_lanes = {}
+        project.app.amqp.flush_routes()
+
+
+def test_tasklanes_own_options_and_bad_input_at_the_call_site(stack, project):
+    with pytest.raises(TasklaneError, match="must be JSON"):
+        project.add.apply_async((object(), 1), link=project.mul.s(2))
+    with pytest.raises(TasklaneError, match="cannot be combined"):
+        project.add.apply_async((1, 1), idempotency_key="k", link=project.mul.s(2))
+    assert rows(stack) == [] and stack.depth(stack.celery_queue) == 0
+    first = project.add.apply_async((1, 1), idempotency_key="order-7")
+    again = project.add.apply_async((1, 1), idempotency_key="order-7")
+    assert first.id == again.id and len(rows(stack)) == 1
