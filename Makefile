@@ -1,5 +1,5 @@
 # The two commands of the README. Each sets up what it needs first (scripts/bootstrap).
-.PHONY: dev test lint bench
+.PHONY: dev test lint bench celery-compat
 
 dev:            ## run the whole pipeline locally (Postgres, SQS, HTTP API, consumers, Celery)
 	@scripts/bootstrap
@@ -19,3 +19,7 @@ lint:
 bench:          ## benchmarks (bench/README.md)
 	@scripts/bootstrap
 	.venv/bin/python -m bench
+
+celery-compat:  ## Celery's own integration suite on tasklane, three configurations (compat/)
+	@scripts/bootstrap
+	.venv/bin/python -m compat --markdown docs/celery-compat.md

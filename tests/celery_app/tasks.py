@@ -80,3 +80,22 @@ def count_runs(self, marker):
     with open(marker, "a") as out:
         out.write(f"{self.request.id}\n")
     return "ran"
+
+
+@app.task
+def slow_member(x, marker, seconds=0.0):
+    """A chord member that takes a while (a worker can be killed during it)."""
+    import time
+
+    with open(marker, "a") as out:
+        out.write(f"member {x}\n")
+    time.sleep(seconds)
+    return x
+
+
+@app.task
+def chord_body(results, marker):
+    """A chord's body: one line a run, so a test counts how many times it ran."""
+    with open(marker, "a") as out:
+        out.write(f"body {sorted(results)}\n")
+    return sum(results)
