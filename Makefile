@@ -22,4 +22,4 @@ bench:          ## benchmarks (bench/README.md)
 
 celery-compat:  ## Celery's own integration suite on tasklane, three configurations (compat/)
 	@scripts/bootstrap
-	.venv/bin/python -m compat --markdown docs/celery-compat.md
+	.venv/bin/python -m compat --markdown compat/results.md

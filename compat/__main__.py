@@ -3,7 +3,7 @@
 python -m compat                       # all three, test_tasks.py and test_canvas.py in full
 python -m compat --configs A C         # some configurations
 python -m compat -k "test_chain"       # a subset (pytest's -k)
-python -m compat --markdown docs/celery-compat.md   # also write the tables for the docs
+python -m compat --markdown compat/results.md   # also write the tables for the docs
 
 Results: .tasklane/celery-compat/run/results.json (every test's outcome per configuration).
 """

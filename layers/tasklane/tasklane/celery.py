@@ -133,6 +133,8 @@ class AdoptedTask(Task):
                 "send the task without them, or without tasklane's options"
             )
         from tasklane.client import submit
+        from tasklane.outbox import connection_of
+        from tasklane.service import default_store
 
         handle = submit(
             self.name,
@@ -141,6 +143,8 @@ class AdoptedTask(Task):
             eta=options.get("eta"),
             **own,
         )
+        connection = own.get("connection")
+        default_store().mark_celerys(handle.id, connection_of(connection) if connection else None)
         return self.AsyncResult(str(handle.id))
 
 
@@ -150,6 +154,10 @@ TASKLANE_OPTIONS = ("connection", "idempotency_key", "owner")
 NO_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 #: The request header a restored message carries: the row its run claims.
 ROW_KEY = "tasklane_row"
+#: The header of a restored message whose row was claimed at receipt: the claim's token.
+CLAIM_KEY = "tasklane_claim"
+#: What a worker adds to a run's request; never sent on with a message.
+RUN_KEYS = frozenset({ROW_KEY, CLAIM_KEY, DELIVERY_KEY})
 
 
 def stored_message(args: Any, kwargs: Any, embed: Any) -> dict:
@@ -184,7 +192,9 @@ class _ClaimCheckingProducer:
         return getattr(self._producer, name)
 
     def publish(self, body: Any, **kwargs: Any) -> Any:
-        headers = kwargs.get("headers") or {}
+        # a worker's own request keys never travel on (a retry copies its request's headers)
+        headers = {k: v for k, v in (kwargs.get("headers") or {}).items() if k not in RUN_KEYS}
+        kwargs["headers"] = headers
         task = self._app.tasks.get(headers.get("task"))
         if isinstance(task, AdoptedTask) and isinstance(body, tuple | list) and len(body) == 3:
             row = claim_check_message(task, headers, *body)

@@ -63,7 +63,11 @@ def engine() -> Engine:
     url = database_url(config)
     created = create_engine(
         url,
-        pool_size=1,
+        # Connections are opened only as threads ask for them (a Lambda consumer, one thread,
+        # holds one), and kept once opened: a Celery worker's main process claims, restores
+        # and beats from several threads, and an overflow connection closed after each use
+        # cost it a TCP and TLS handshake per statement.
+        pool_size=5,
         max_overflow=4,
         pool_pre_ping=True,
         pool_recycle=300,

@@ -12,9 +12,9 @@ Any Celery app configured with ``result_backend = "tasklane.results.TaskTableBac
 - **tasklane's own tasks** are read, never written: their executor records their outcomes.
 - **Groups** (``GroupResult.save``/``restore``/``delete``) and **chords** live in
   ``celery_groups``. A chord's fan-in is a row lock: each member, as it ends, locks its chord's
-  row and adds its id to the members done (a repeat of a member adds nothing); the member that
-  completes the set marks the chord fired in the same transaction, and only it sends the body.
-  No ``chord_unlock`` task polls.
+  row, records its id in ``celery_chord_parts`` (a repeat of a member records nothing) and
+  counts itself; the member that completes the count marks the chord fired in the same
+  transaction, and only it sends the body. No ``chord_unlock`` task polls.
 - ``forget()`` deletes a Celery task's row; ``cleanup()`` (Celery's ``backend_cleanup``) deletes
   the Celery results older than ``result_expires``.
 
@@ -49,9 +49,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from tasklane.errors import TaskNotFound
 from tasklane.lifecycle import Status
-from tasklane.store import TaskRecord, celery_groups, tasks
+from tasklane.store import TaskRecord, celery_chord_parts, celery_groups, tasks
 
 logger = get_logger(__name__)
+
+#: What Celery's meta of a task is made from.
+META_COLUMNS = (tasks.c.celery, tasks.c.result, tasks.c.status, tasks.c.lane)
 
 #: Celery task ids that are not UUIDs (``task_id="report-7"``) map to a UUID of this namespace.
 ID_NAMESPACE = uuid.UUID("5f0c1b7e-2f5d-4c1e-9c8a-7a3d2b1e0f42")
@@ -207,11 +210,11 @@ class TaskTableBackend(BaseBackend):
 
     def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
         with _engine().connect() as conn:
-            row = conn.execute(
-                select(tasks.c.celery, tasks.c.result, tasks.c.status, tasks.c.lane).where(
-                    tasks.c.id == row_id(task_id)
-                )
-            ).first()
+            row = conn.execute(select(*META_COLUMNS).where(tasks.c.id == row_id(task_id))).first()
+        return self._meta_of(task_id, row)
+
+    def _meta_of(self, task_id: str, row: Any) -> dict[str, Any]:
+        """Celery's meta of a task, from its row (None: an id never seen)."""
         if row is None:
             return celery_meta(str(task_id), None)
         if row.celery is None or (
@@ -254,6 +257,8 @@ class TaskTableBackend(BaseBackend):
                     tasks.c.finished_at < before,
                 )
             )
+            old = select(celery_groups.c.id).where(celery_groups.c.created_at < before)
+            conn.execute(delete(celery_chord_parts).where(celery_chord_parts.c.group_id.in_(old)))
             conn.execute(delete(celery_groups).where(celery_groups.c.created_at < before))
 
     # -- groups --------------------------------------------------------------------------------
@@ -280,6 +285,9 @@ class TaskTableBackend(BaseBackend):
     def _delete_group(self, group_id: str) -> None:
         with _engine().begin() as conn:
             conn.execute(delete(celery_groups).where(celery_groups.c.id == str(group_id)))
+            conn.execute(
+                delete(celery_chord_parts).where(celery_chord_parts.c.group_id == str(group_id))
+            )
 
     # -- chords --------------------------------------------------------------------------------
     def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> Any:
@@ -310,7 +318,11 @@ class TaskTableBackend(BaseBackend):
             )
 
     def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> None:
-        """A chord's member has ended: count it under the chord's row lock; the last fires."""
+        """A chord's member has ended: count it under the chord's row lock; the last fires.
+
+        One round trip's worth of work per member, whatever the header's size: the member is
+        recorded once (``celery_chord_parts``), the count kept on the chord's row; the
+        header's results are read only by the member that fires."""
         gid = request.group
         if not gid or not request.chord:
             return
@@ -318,39 +330,71 @@ class TaskTableBackend(BaseBackend):
         with _engine().begin() as conn:
             row = conn.execute(
                 select(
-                    celery_groups.c.result,
                     celery_groups.c.chord_size,
                     celery_groups.c.done,
                     celery_groups.c.fired_at,
+                    func.jsonb_array_length(celery_groups.c.result[1]).label("members"),
                 )
                 .where(celery_groups.c.id == str(gid))
                 .with_for_update()
             ).first()
-            if row is None or row.result == [None, None]:
+            if row is None or row.members is None:
                 fire = None
+            elif row.fired_at is not None:
+                return  # the chord has fired: a late repeat of one of its members
             else:
-                done = list(row.done)
-                if str(request.id) in done or row.fired_at is not None:
-                    return  # a repeat of this member, or the chord has fired already
-                done.append(str(request.id))
-                deps = result_from_tuple(self.decode(json.dumps(row.result)), self.app)
-                size = request.chord.get("chord_size") or row.chord_size or len(deps)
-                fire = len(done) >= size
+                counted = conn.execute(
+                    pg_insert(celery_chord_parts)
+                    .values(group_id=str(gid), member_id=str(request.id))
+                    .on_conflict_do_nothing()
+                ).rowcount
+                if not counted:
+                    return  # this member's end was counted already (a duplicate run)
+                size = request.chord.get("chord_size") or row.chord_size or row.members
+                fire = row.done + 1 >= size
                 conn.execute(
                     update(celery_groups)
                     .where(celery_groups.c.id == str(gid))
-                    .values(done=done, fired_at=func.now() if fire else None)
+                    .values(done=row.done + 1, fired_at=func.now() if fire else None)
                 )
         if fire is None:
             self.chord_error_from_stack(callback, ChordError(f"GroupResult {gid} does not exist"))
         elif fire:
-            self._fire(gid, deps, callback)
+            self._fire(gid, self.restore_group(gid, cache=False), callback)
+
+    def _join(self, deps: GroupResult) -> list:
+        """The header's results in order, read in one query (Celery's ``join`` reads them one
+        by one); raises the first failure, as ``join(propagate=True)`` does."""
+        ids = [r.id for r in deps.results]
+        if not all(type(r) is self.app.AsyncResult for r in deps.results):  # nested groups
+            with allow_join_result():
+                return deps.join(timeout=self.app.conf.result_chord_join_timeout, propagate=True)
+        with _engine().connect() as conn:
+            rows = {
+                str(row.id): row
+                for row in conn.execute(
+                    select(tasks.c.id, *META_COLUMNS).where(
+                        tasks.c.id.in_([row_id(i) for i in ids])
+                    )
+                )
+            }
+        values = []
+        for task_id in ids:
+            meta = self._meta_of(task_id, rows.get(str(row_id(task_id))))
+            if meta["status"] in states.PROPAGATE_STATES:
+                raise self.exception_to_python(meta["result"])
+            if meta["status"] not in states.READY_STATES:  # not expected: Celery's way, then
+                with allow_join_result():
+                    return deps.join(
+                        timeout=self.app.conf.result_chord_join_timeout, propagate=True
+                    )
+            values.append(meta["result"])
+        return values
 
     def _fire(self, gid: str, deps: GroupResult, callback: Any) -> None:
         """Join the header's results and send the body (only the last member gets here)."""
         try:
-            with allow_join_result():
-                ret = deps.join(timeout=self.app.conf.result_chord_join_timeout, propagate=True)
+            ret = self._join(deps)
         except Exception as exc:
             # The body fails with its dependency's own error, as a Celery client of a chord
             # whose fan-in is polled (chord_unlock) sees it: the header's failure, reached

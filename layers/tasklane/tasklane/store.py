@@ -150,16 +150,23 @@ workflows = Table(
 )
 
 #: Celery's groups and chords (:mod:`tasklane.results`): a group's results, and a chord's
-#: fan-in: the members done so far, under a row lock, and when its body was fired.
+#: fan-in: how many members have ended, counted under a row lock, and when its body was fired.
 celery_groups = Table(
     "celery_groups",
     metadata,
     Column("id", Text, primary_key=True),
     Column("result", JSONB, nullable=False),
     Column("chord_size", Integer),
-    Column("done", ARRAY(Text), nullable=False, server_default="{}"),
+    Column("done", Integer, nullable=False, server_default="0"),
     Column("fired_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+#: The members of a chord whose end was counted: each once, whatever runs report it.
+celery_chord_parts = Table(
+    "celery_chord_parts",
+    metadata,
+    Column("group_id", Text, primary_key=True),
+    Column("member_id", Text, primary_key=True),
 )
 
 schedules = Table(
@@ -661,26 +668,21 @@ class TaskStore:
             )
         return ended.rowcount == 1
 
-    def adopted_payload(self, task_id: uuid.UUID) -> Any:
-        """An adopted Celery task's payload (None: no such task, or its payload was pruned).
-
-        A row submitted through tasklane's own path (``apply_async(connection=...)``) is
-        marked as Celery's here (``celery`` not NULL), so Celery's backend records its
-        outcome (:mod:`tasklane.results`)."""
+    def payload_of(self, task_id: uuid.UUID) -> Any:
+        """A task's payload (None: no such task, or its payload was pruned)."""
         with _unavailable_as_error(), self.engine.connect() as conn:
-            row = conn.execute(
-                select(tasks.c.payload, tasks.c.celery.is_(None).label("unmarked")).where(
-                    tasks.c.id == task_id
-                )
-            ).first()
-            if row is not None and row.unmarked:
-                conn.execute(
-                    update(tasks)
-                    .where(tasks.c.id == task_id, tasks.c.celery.is_(None))
-                    .values(celery=literal("{}", JsonText()))
-                )
-                conn.commit()
-        return None if row is None else row.payload
+            return conn.execute(select(tasks.c.payload).where(tasks.c.id == task_id)).scalar()
+
+    def mark_celerys(self, task_id: uuid.UUID, connection: Connection | None = None) -> None:
+        """Mark a task as a Celery task's (``celery`` not NULL), so Celery's backend records
+        its outcome (:mod:`tasklane.results`); in ``connection``'s transaction if given."""
+        statement = (
+            update(tasks)
+            .where(tasks.c.id == task_id, tasks.c.celery.is_(None))
+            .values(celery=literal("{}", JsonText()))
+        )
+        with _unavailable_as_error(), self._transaction(connection) as conn:
+            conn.execute(statement)
 
     def get(self, task_id: uuid.UUID) -> TaskRecord:
         with _unavailable_as_error(), self.engine.connect() as conn:

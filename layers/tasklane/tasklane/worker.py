@@ -28,11 +28,11 @@ from celery.worker import state as worker_state
 from celery.worker.consumer import Consumer
 from celery.worker.request import Request
 from kombu.utils import json as kombu_json
-from sqlalchemy.exc import SQLAlchemyError
 
-from tasklane import broker, codec, database, registry
+from tasklane import broker, codec, database, payloads, registry
 from tasklane.celery import (
     ADOPTED,
+    CLAIM_KEY,
     DELIVERY_KEY,
     ROW_KEY,
     AdoptedTask,
@@ -138,7 +138,9 @@ class ClaimCheckRequest(Request):
         info = self._message.delivery_info or {}
         self._sqs_message = info.get("sqs_message") or {}
         self._sqs_queue = info.get("sqs_queue")
-        self.token = delivery_token(self._sqs_message.get("MessageId"))
+        self.token = self._request_dict.get(CLAIM_KEY) or delivery_token(
+            self._sqs_message.get("MessageId")
+        )
         self._request_dict[DELIVERY_KEY] = self.token
         # A tasklane task's eta and expires are the executor's to honour (deferred, nothing
         # held in memory; recorded when expired), not Celery's: Celery would hold an eta
@@ -149,7 +151,7 @@ class ClaimCheckRequest(Request):
             self._eta = self._expires = None
         self._heartbeat: Heartbeat | None = None
         self._lost: BaseException | None = None
-        self._claimed = False
+        self._claimed = CLAIM_KEY in self._request_dict
 
     @property
     def claim_check(self) -> uuid.UUID | None:
@@ -175,18 +177,12 @@ class ClaimCheckRequest(Request):
         if row is None or self._claimed or not self._due():
             return False
         verdict = claim_adopted(self.task_name, uuid.UUID(row), self.token)
-        if verdict is None:
+        if isinstance(verdict, Attempt):
             self._claimed = True
             return False
         worker_state.task_ready(self)
         self._already_revoked = True
-        if verdict.outcome.acknowledge or (
-            verdict.outcome is Outcome.POISON
-            and _dead_letter_delivery(self._message, verdict.reason)
-        ):
-            super().acknowledge()
-        else:  # left in the queue: the back-off policy brings it back
-            super().reject(requeue=False)
+        settle_unclaimed(self._message, verdict)
         return True
 
     def _due(self) -> bool:
@@ -353,58 +349,76 @@ def execute(
     raise AttemptNotDone(f"{step.outcome}: {step.reason}")
 
 
-def claim_adopted(name: str, row: uuid.UUID, token: str) -> Verdict | None:
-    """Claim an adopted task's row for one delivery: None when claimed (Celery runs it now),
-    else why not (:class:`Verdict`)."""
+def claim_adopted(name: str, row: uuid.UUID, token: str) -> Attempt | Verdict:
+    """Claim an adopted task's row for one delivery: the attempt (Celery runs it now), or why
+    not (:class:`Verdict`)."""
     from tasklane.service import default_store
 
     config = settings()
-    step = Executor(default_store()).claim(
+    return Executor(default_store()).claim(
         Delivery(name, row, token),
         _lease_seconds(config.celery_queue_url),
         time.monotonic() + OUTCOME_PATIENCE_S,
     )
-    return None if isinstance(step, Attempt) else step
 
 
 #: Where a restored message keeps its body as received (a requeue sends that back).
 ORIGINAL = "tasklane_claim_check"
 
 
-class Unrestorable(TasklaneError):
-    """A claim-checked message whose row cannot be read back: poison."""
-
-    code = "unrestorable"
-
-
-def restore_claim_checked(app: Celery, message: Any) -> bool:
+def restore_claim_checked(app: Celery, message: Any) -> Verdict | None:
     """Put an adopted task's arguments and embed back in its received message, from its row,
     before Celery makes a request of it: the task, its signals and its canvas see the message
-    as it was sent. Returns whether it did (a message of another task, or one that is not a
-    claim check, is left as it is). Raises :class:`Unrestorable` for a row that is missing,
-    :class:`StoreUnavailable` while Postgres is."""
+    as it was sent. A message due now also claims the row here, in the same round trip (one
+    with an eta claims it when Celery runs it: :meth:`ClaimCheckRequest.revoked`).
+
+    Returns None when the message is Celery's to handle now (restored, or not a claim check
+    of an adopted task), or why its run cannot start (:class:`Verdict`: the caller settles
+    the message). Raises :class:`StoreUnavailable` while Postgres is."""
     from tasklane.service import default_store
 
     headers = message.headers or {}
-    if not isinstance(app.tasks.get(headers.get("task")), AdoptedTask):
-        return False
+    name = headers.get("task")
+    if not isinstance(app.tasks.get(name), AdoptedTask):
+        return None
     try:
         args, kwargs, _embed = message.decode()
         (row,) = args
         row = uuid.UUID(row)
     except Exception:  # not a claim check: Celery handles it as it is
-        return False
+        return None
     if kwargs:
-        return False
-    payload = default_store().adopted_payload(row)
+        return None
+    if headers.get("eta") is None:
+        sqs_message = (getattr(message, "delivery_info", None) or {}).get("sqs_message") or {}
+        token = delivery_token(sqs_message.get("MessageId"))
+        step = claim_adopted(name, row, token)
+        if isinstance(step, Verdict):
+            return step
+        payload = payloads.loads(step.payload_json)
+        headers[CLAIM_KEY] = token
+    else:
+        payload = default_store().payload_of(row)
     if not isinstance(payload, dict):
-        raise Unrestorable(f"no task {row} to read the arguments of")
+        return Verdict(Outcome.POISON, f"no arguments of task {row} to read")
     body = restored_message(payload)
     setattr(message, ORIGINAL, (message.body, message._decoded_cache))
     message.body = kombu_json.dumps(body)
     message._decoded_cache = body
     headers[ROW_KEY] = str(row)
-    return True
+    return None
+
+
+def settle_unclaimed(message: Any, verdict: Verdict) -> None:
+    """A received message whose task could not be claimed: acknowledged when the task has
+    ended, dead-lettered when it is poison, else left for its back-off to bring it back."""
+    if verdict.outcome.acknowledge:
+        message.ack()
+    elif verdict.outcome is Outcome.POISON:
+        _move_to_dead_letters(message, f"claim-checked message: {verdict.reason}"[:1000])
+        message.ack()
+    else:
+        message.reject(requeue=False)
 
 
 def _dead_letter_delivery(message: Any, reason: str) -> bool:
@@ -479,13 +493,12 @@ class DeadLetteringConsumer(Consumer):
 
         def on_task_received(message: Any) -> Any:
             try:
-                restore_claim_checked(app, message)
+                verdict = restore_claim_checked(app, message)
             except StoreUnavailable:
                 logger.warning("database unavailable: a claim-checked message is left")
                 return message.reject(requeue=False)  # back-off: it comes back soon
-            except (Unrestorable, SQLAlchemyError) as exc:
-                _move_to_dead_letters(message, f"claim-checked message: {exc}"[:1000])
-                return message.ack()
+            if verdict is not None:
+                return settle_unclaimed(message, verdict)
             return handle(message)
 
         return on_task_received
@@ -514,6 +527,8 @@ def _end_adopted_run(task: Any = None, state: str | None = None, **_: object) ->
     row = getattr(request, ROW_KEY, None)
     if row is None or state not in states.READY_STATES:
         return
+    if not (task.ignore_result or getattr(request, "ignore_result", False)):
+        return  # Celery's backend has stored the outcome, and ended the row with it
     from tasklane.results import STATUS_OF_STATE
     from tasklane.service import default_store
 

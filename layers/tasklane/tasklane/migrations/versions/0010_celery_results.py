@@ -31,9 +31,18 @@ def upgrade() -> None:
             id text PRIMARY KEY,
             result jsonb NOT NULL,
             chord_size integer,
-            done text[] NOT NULL DEFAULT '{}',
+            done integer NOT NULL DEFAULT 0,
             fired_at timestamptz,
             created_at timestamptz NOT NULL DEFAULT now()
+        )
+        """
+    )
+    op.execute(
+        """
+        CREATE TABLE IF NOT EXISTS celery_chord_parts (
+            group_id text,
+            member_id text,
+            PRIMARY KEY (group_id, member_id)
         )
         """
     )
