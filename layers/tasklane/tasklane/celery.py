@@ -1,4 +1,5 @@
-"""Existing Celery tasks, claim-checked: one line, and their code and callers stay as they are.
+"""Existing Celery apps, claim-checked: one line, and their code, callers and canvas stay as
+they are.
 
 ::
 
@@ -11,20 +12,17 @@
     resize.delay(42, width=1024)           # stores the arguments in Postgres, sends only an id
     resize.apply_async((42,), {"width": 1024}, countdown=60).get(timeout=30)
 
-Every task of the app becomes a tasklane task of the same name (lane ``celery``, or the one the
-task names: ``@app.task(lane="lambda")``). ``delay``/``apply_async`` store the arguments as the
-task's payload, ``{"args": [...], "kwargs": {...}}``, encoded as Celery's JSON serializer
-encodes them (datetimes, UUIDs and Decimals included), and send the usual claim-check message.
-Arguments that are not JSON are an error at the call site, never a poison message later.
+Celery builds every message as it always does (every option of ``apply_async``, signatures,
+the canvas, retries, Celery's built-in tasks); right before one is published, its arguments and
+embed (links, chain, chord) become the task's row in Postgres, ``{"args": [...], "kwargs":
+{...}}`` encoded as Celery's JSON serializer encodes them, and the message carries the row's
+id (:class:`ClaimCheckAMQP`). Arguments that are not JSON are an error at the call site.
 
-A worker runs the task body as written, with the arguments read back from Postgres, through
-tasklane's executor: the claim, the outcome, retries by redelivery, the DLQ, the time limit and
-the result backend (``AsyncResult``) work as for any tasklane task. The lambda lane runs such a
-task too, when its module is in ``TASK_MODULES``.
-
-What changes for a Celery task: a failed run is retried by SQS redelivery (acks late, never on
-failure) until the task's ``max_attempts`` (``@app.task(max_attempts=3)``) or the queue's
-``maxReceiveCount``; ``self.retry()`` asks for exactly that, sooner. Results live in Postgres.
+The worker (:mod:`tasklane.worker`) puts the arguments back before Celery makes a request of the
+message, and claims the row before the run, so a duplicate delivery never runs a task twice;
+Celery then runs the task, its signals and its canvas as ever, and stores its outcome in the
+task table (:mod:`tasklane.results`). The lambda lane runs an adopted task too, when its lane
+says so and its module is in ``TASK_MODULES``.
 """
 
 from __future__ import annotations
@@ -213,50 +211,16 @@ def _claim_check_headers(headers: dict, args: Any, row: str) -> dict:
 
 
 def claim_check_message(task: AdoptedTask, headers: dict, args: Any, kwargs: Any, embed: Any):
-    """Store a message's arguments and embed as its task's row (``queued``); returns the row id.
-
-    A message sent again under the same id (``self.retry()``, ``Task.replace``) replaces the
-    row's payload and makes it claimable again, unless the task has already succeeded."""
-    from sqlalchemy import func
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-    from tasklane.database import engine
+    """Store a message's arguments and embed as its task's row (``queued``); returns the row
+    id. A message sent again under the same id (``self.retry()``, ``Task.replace``) replaces
+    the row's payload and makes it claimable again, unless the task has already succeeded."""
     from tasklane.results import row_id
     from tasklane.service import default_store
-    from tasklane.store import _data_errors_as_invalid, _unavailable_as_error, tasks
 
-    payload = stored_message(args, kwargs, embed)
-    text = json.dumps(payload, separators=(",", ":"))
-    limit = default_store().max_payload_bytes
-    if len(text.encode()) > limit:
-        raise InvalidRequest(f"task arguments are {len(text)} bytes, over {limit} bytes")
     row = row_id(headers["id"])
-    values = {
-        "task": task.name,
-        "lane": lane_of(task),
-        "status": "queued",
-        "payload": payload,
-        "celery": {},
-        "max_attempts": task.max_attempts,
-    }
-    renewed = {
-        **values,
-        "lease_until": None,
-        "result": None,
-        "error": None,
-        "finished_at": None,
-        "cancel_requested_at": None,
-        "updated_at": func.now(),
-    }
-    statement = (
-        pg_insert(tasks)
-        .values(id=row, **values)
-        .on_conflict_do_update(
-            index_elements=[tasks.c.id], set_=renewed, where=tasks.c.status != "succeeded"
-        )
+    default_store().put_celery_message(
+        row, task.name, lane_of(task), stored_message(args, kwargs, embed), task.max_attempts
     )
-    with _unavailable_as_error(), _data_errors_as_invalid(), engine().begin() as conn:
-        conn.execute(statement)
     return row
 
 
@@ -364,7 +328,7 @@ def _queues() -> dict[str, dict]:
     }
 
 
-def _sqs(app: Celery) -> dict:
+def _sqs() -> dict:
     """The broker settings every tasklane app has: SQS with the lanes' predefined queues."""
     config = settings()
     default_queue = queue_name(config.celery_queue_url) if config.celery_queue_url else "celery"
@@ -389,7 +353,7 @@ def configure(app: Celery) -> Celery:
     class (see :mod:`tasklane.celery_settings`)."""
     app.task_cls = f"{__name__}:ClaimCheckTask"
     app.conf.update(
-        {**_sqs(app), **SQS_WORKER_SETTINGS, "result_backend": "tasklane.results.TaskTableReader"}
+        {**_sqs(), **SQS_WORKER_SETTINGS, "result_backend": "tasklane.results.TaskTableReader"}
     )
     app.on_after_finalize.connect(lambda sender, **_: register_tasks(sender), weak=False)
     return app
@@ -409,7 +373,7 @@ def claim_check(app: Celery) -> Celery:
     app.amqp_cls = f"{__name__}:ClaimCheckAMQP"
     for made in ("amqp", "Task"):  # made again, of those classes, when next used
         app.__dict__.pop(made, None)
-    app.conf.update(**_sqs(app))
+    app.conf.update(**_sqs())
     app.add_defaults(
         {k: v for k, v in SQS_WORKER_SETTINGS.items() if k not in ADOPTED_KEEP_CELERYS}
     )

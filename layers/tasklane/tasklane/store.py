@@ -668,6 +668,45 @@ class TaskStore:
             )
         return ended.rowcount == 1
 
+    def put_celery_message(
+        self, task_id: uuid.UUID, task: str, lane: str, payload: dict, max_attempts: int | None
+    ) -> None:
+        """An adopted Celery task's message, about to be sent: its row, ``queued``, with the
+        message's arguments as payload. A message sent again under the same id (a retry, a
+        replacement) renews the row, unless the task has already succeeded."""
+        text = _json_text(payload)
+        if len(text.encode()) > self.max_payload_bytes:
+            raise InvalidRequest(
+                f"task arguments are {len(text.encode())} bytes, over {self.max_payload_bytes}"
+            )
+        values = {
+            "task": task,
+            "lane": lane,
+            "status": Status.QUEUED.value,
+            "payload": _jsonb(text),
+            "celery": literal("{}", JsonText()),
+            "max_attempts": max_attempts,
+        }
+        renewed = values | {
+            "lease_until": None,
+            "result": None,
+            "error": None,
+            "finished_at": None,
+            "cancel_requested_at": None,
+            "updated_at": func.now(),
+        }
+        statement = (
+            pg_insert(tasks)
+            .values(id=task_id, **values)
+            .on_conflict_do_update(
+                index_elements=[tasks.c.id],
+                set_=renewed,
+                where=tasks.c.status != Status.SUCCEEDED.value,
+            )
+        )
+        with _unavailable_as_error(), _data_errors_as_invalid(), self.engine.begin() as conn:
+            conn.execute(statement)
+
     def payload_of(self, task_id: uuid.UUID) -> Any:
         """A task's payload (None: no such task, or its payload was pruned)."""
         with _unavailable_as_error(), self.engine.connect() as conn:
