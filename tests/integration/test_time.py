@@ -315,3 +315,25 @@ def test_a_stock_countdown_in_the_celery_lane_is_not_held_by_the_worker(stack, c
     result = TaskHandle(task_id).get(timeout=60)
     done = row(str(task_id))
     assert result["echo"] == "deferred" and done.started_at >= done.run_at
+
+
+def test_a_failing_schedule_stops_no_other_phase_of_the_pass(stack, periodic, monkeypatch, caplog):
+    """Whatever breaks one schedule at run time, the other schedules fire, due tasks are sent,
+    and the failure is logged with the schedule's name."""
+    periodic("test.broken", "rate(1 minute)")
+    periodic("test.healthy", "rate(1 minute)")
+    eta = (datetime.now(UTC) + timedelta(days=90)).isoformat()
+    _, _, body = call_api("POST", "/tasks", {"task": "test.echo", "payload": 1, "run_at": eta})
+    move_due(3, body["id"])
+    broken, original = registry.get("test.broken").schedule, Schedule.due
+
+    def due(self, *args):
+        if self is broken:
+            raise RuntimeError("a schedule no one foresaw")
+        return original(self, *args)
+
+    monkeypatch.setattr(Schedule, "due", due)
+    sent = service.reconcile()
+    assert [r.id for r in sent] == [uuid.UUID(body["id"])]  # the due task went out
+    assert tick_rows("test.healthy") and not tick_rows("test.broken")
+    assert [r.phase for r in caplog.records if hasattr(r, "phase")] == ["schedule test.broken"]

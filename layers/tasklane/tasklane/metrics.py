@@ -15,6 +15,8 @@ FAILED = "TasksFailed"
 ATTEMPTS_FAILED = "TaskAttemptsFailed"
 #: Finished tasks deleted by the retention prune (lane "all").
 PRUNED = "TasksPruned"
+#: Reconciler phases that failed, each logged with its name (lane "all").
+RECONCILER_ERRORS = "ReconcilerErrors"
 
 
 def count(name: str, lane: str, value: int = 1) -> None:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import functools
 import hashlib
 import json
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -601,27 +602,47 @@ def fire_schedules(
     now = now or datetime.now(UTC)
     fired: list[TaskRecord] = []
     for spec in registry.all_tasks():
-        if spec.schedule is None:
-            continue
-        seen = store.schedule_last_tick(spec.name, spec.schedule.expression, now)
-        due = spec.schedule.ticks(seen, now + timedelta(seconds=broker.MAX_DELAY_S))
-        if not due:
-            continue
-        payload_json = payloads.dumps(spec.schedule.payload)
-        for tick in periodic.coalesced(due, now, spec.schedule.catch_up):
-            sub = Submission(spec.name, payload_json, tick, f"at:{tick.isoformat()}")
-            record, _, created = store.insert_idempotent(
-                new_task(sub),
-                f"periodic:{spec.name}:{tick.isoformat()}",
-                sub.request_hash,
-                broker.MAX_DELAY_S,
-            )
-            if created:
-                fired.append(record)
-        store.advance_schedule(spec.name, seen, due[-1])
+        if spec.schedule is not None:
+            with phase(f"schedule {spec.name}"):
+                fired += _fire_schedule(spec, store, now)
     if fired:
         logger.info("periodic ticks fired", extra={"count": len(fired)})
     return _send(fired, store, config or settings()) if fired else []
+
+
+def _fire_schedule(spec: registry.Task, store: TaskStore, now: datetime) -> list[TaskRecord]:
+    """One schedule's ticks now due: a task each (coalesced unless it catches up)."""
+    assert spec.schedule is not None
+    seen = store.schedule_last_tick(spec.name, spec.schedule.expression, now)
+    due = spec.schedule.due(seen, now, now + timedelta(seconds=broker.MAX_DELAY_S))
+    if not due:
+        return []
+    fired = []
+    payload_json = payloads.dumps(spec.schedule.payload)
+    for tick in periodic.coalesced(due, now, spec.schedule.catch_up):
+        sub = Submission(spec.name, payload_json, tick, f"at:{tick.isoformat()}")
+        record, _, created = store.insert_idempotent(
+            new_task(sub),
+            f"periodic:{spec.name}:{tick.isoformat()}",
+            sub.request_hash,
+            broker.MAX_DELAY_S,
+        )
+        if created:
+            fired.append(record)
+    store.advance_schedule(spec.name, seen, due[-1])
+    return fired
+
+
+@contextlib.contextmanager
+def phase(name: str) -> Iterator[None]:
+    """One phase of a reconciler pass (a schedule, the due sends, the stale rescue): its
+    failure is logged with its name and counted (``ReconcilerErrors``, alarmed in the
+    template), and the pass goes on with the next phase."""
+    try:
+        yield
+    except Exception:
+        logger.exception("reconciler phase failed", extra={"phase": name})
+        metrics.count(metrics.RECONCILER_ERRORS, "all")
 
 
 def reconcile(
@@ -634,14 +655,21 @@ def reconcile(
     lane whose queue is empty."""
     store = store or default_store()
     config = config or settings()
-    fire_schedules(store=store, config=config)
-    due = store.claim_due(broker.MAX_DELAY_S, limit)
-    stale = store.claim_stale(
-        config.pending_grace_seconds, config.queued_grace_seconds, quiet_lanes(config), limit
-    )
+    with phase("schedules"):
+        fire_schedules(store=store, config=config)
+    due: list[TaskRecord] = []
+    stale: list[TaskRecord] = []
+    records: list[TaskRecord] = []
+    with phase("due sends"):
+        due = store.claim_due(broker.MAX_DELAY_S, limit)
+        records += _send(due, store, config) if due else []
+    with phase("stale rescue"):
+        stale = store.claim_stale(
+            config.pending_grace_seconds, config.queued_grace_seconds, quiet_lanes(config), limit
+        )
+        records += _send(stale, store, config) if stale else []
     if not due and not stale:
         return []
-    records = _send(due + stale, store, config)
     logger.info(
         "reconciled tasks",
         extra={
