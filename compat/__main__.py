@@ -271,7 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--min-ratio", type=float, default=0.0, help="exit 1 if B or C passes less of A's passes"
     )
+    parser.add_argument(
+        "--render", action="store_true", help="only write the tables again, from --out's results"
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        summary = json.loads((args.out / "results.json").read_text())["summary"]
+        return report(summary, args)
 
     from tasklane.local.postgres import LocalPostgres, free_port
     from tasklane.local.sqs import FAKE_CREDENTIALS
@@ -306,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
             indent=2,
         )
     )
+    return report(summary, args)
+
+
+def report(summary: dict, args: argparse.Namespace) -> int:
+    """Print the tables (and write them for the docs); 1 if B or C passes too few."""
     print(table(summary))
     print(differences(summary))
     if args.markdown:
