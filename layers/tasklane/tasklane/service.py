@@ -604,32 +604,33 @@ def fire_schedules(
     for spec in registry.all_tasks():
         if spec.schedule is not None:
             with phase(f"schedule {spec.name}"):
-                fired += _fire_schedule(spec, store, now)
+                fired += _fire_schedule(spec.name, spec.schedule, store, now)
     if fired:
         logger.info("periodic ticks fired", extra={"count": len(fired)})
     return _send(fired, store, config or settings()) if fired else []
 
 
-def _fire_schedule(spec: registry.Task, store: TaskStore, now: datetime) -> list[TaskRecord]:
+def _fire_schedule(
+    name: str, schedule: periodic.Schedule, store: TaskStore, now: datetime
+) -> list[TaskRecord]:
     """One schedule's ticks now due: a task each (coalesced unless it catches up)."""
-    assert spec.schedule is not None
-    seen = store.schedule_last_tick(spec.name, spec.schedule.expression, now)
-    due = spec.schedule.due(seen, now, now + timedelta(seconds=broker.MAX_DELAY_S))
+    seen = store.schedule_last_tick(name, schedule.expression, now)
+    due = schedule.due(seen, now, now + timedelta(seconds=broker.MAX_DELAY_S))
     if not due:
         return []
     fired = []
-    payload_json = payloads.dumps(spec.schedule.payload)
-    for tick in periodic.coalesced(due, now, spec.schedule.catch_up):
-        sub = Submission(spec.name, payload_json, tick, f"at:{tick.isoformat()}")
+    payload_json = payloads.dumps(schedule.payload)
+    for tick in periodic.coalesced(due, now, schedule.catch_up):
+        sub = Submission(name, payload_json, tick, f"at:{tick.isoformat()}")
         record, _, created = store.insert_idempotent(
             new_task(sub),
-            f"periodic:{spec.name}:{tick.isoformat()}",
+            f"periodic:{name}:{tick.isoformat()}",
             sub.request_hash,
             broker.MAX_DELAY_S,
         )
         if created:
             fired.append(record)
-    store.advance_schedule(spec.name, seen, due[-1])
+    store.advance_schedule(name, seen, due[-1])
     return fired
 
 
