@@ -414,8 +414,8 @@ def settle_unclaimed(message: Any, verdict: Verdict) -> None:
     ended, dead-lettered when it is poison, else left for its back-off to bring it back."""
     if verdict.outcome.acknowledge:
         message.ack()
-    elif verdict.outcome is Outcome.POISON:
-        _move_to_dead_letters(message, f"claim-checked message: {verdict.reason}"[:1000])
+    elif verdict.outcome is Outcome.POISON:  # copied to the DLQ, then deleted once, by the ack
+        _dead_letter_delivery(message, f"claim-checked message: {verdict.reason}"[:1000])
         message.ack()
     else:
         message.reject(requeue=False)
