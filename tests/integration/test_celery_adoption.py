@@ -63,8 +63,11 @@ def test_expires_and_countdown_are_celerys(stack, project, worker):
     late = project.add.apply_async((1, 1), expires=datetime.now(UTC) - timedelta(seconds=1))
     assert wait_for(lambda: late.state == "REVOKED", 60, what="the expired task revoked")
     started = datetime.now(UTC)
-    assert project.add.apply_async((2, 2), countdown=2).get(timeout=60) == 4
+    prioritized = project.add.apply_async((2, 2), countdown=2, priority=3)
+    assert prioritized.get(timeout=60) == 4
     assert datetime.now(UTC) - started >= timedelta(seconds=2)
+    (row,) = stack.query("SELECT celery FROM tasks WHERE id = :id", id=uuid.UUID(prioritized.id))
+    assert row.celery["priority"] == 3 and row.celery["status"] == "SUCCESS"
 
 
 def test_results_ignored_when_asked_and_the_row_still_ends(stack, project, worker, tmp_path):
@@ -147,7 +150,16 @@ def test_tasklanes_own_options_and_bad_input_at_the_call_site(stack, project):
         project.add.apply_async((object(), 1), link=project.mul.s(2))
     with pytest.raises(TasklaneError, match="cannot be combined"):
         project.add.apply_async((1, 1), idempotency_key="k", link=project.mul.s(2))
+    with pytest.raises(TasklaneError, match="unknown option.*countdwon"):
+        project.add.apply_async((1, 1), countdwon=5)
+    with pytest.raises(TasklaneError, match="no task named 'tests.nope'.*stub"):
+        project.app.send_task("tests.nope", args=(1,))
     assert rows(stack) == [] and stack.depth(stack.celery_queue) == 0
     first = project.add.apply_async((1, 1), idempotency_key="order-7")
     again = project.add.apply_async((1, 1), idempotency_key="order-7")
     assert first.id == again.id and len(rows(stack)) == 1
+    stamped = project.add.s(2, 2)
+    stamped.stamp(tenant="acme")  # a declared stamp is an option like any other
+    sent = stamped.apply_async(priority=7)
+    (row,) = stack.query("SELECT celery FROM tasks WHERE id = :id", id=uuid.UUID(sent.id))
+    assert row.celery == {"priority": 7}

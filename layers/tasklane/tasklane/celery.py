@@ -28,20 +28,21 @@ says so and its module is in ``TASK_MODULES``.
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import json
 from typing import Any
 
 from celery import Celery, Task
 from celery.app.amqp import AMQP
 from celery.utils.saferepr import saferepr
-from kombu import Queue
+from kombu import Producer, Queue
 from kombu.utils import json as kombu_json
 from kombu.utils.objects import cached_property
 
 from tasklane import registry
 from tasklane.celery_settings import SQS_POLLING, SQS_WORKER_SETTINGS
 from tasklane.config import settings
-from tasklane.errors import InvalidRequest
+from tasklane.errors import InvalidRequest, UnknownTask
 from tasklane.lanes import Lane, queue_name
 from tasklane.lifecycle import retry_delay_seconds
 
@@ -195,7 +196,7 @@ class _ClaimCheckingProducer:
         kwargs["headers"] = headers
         task = self._app.tasks.get(headers.get("task"))
         if isinstance(task, AdoptedTask) and isinstance(body, tuple | list) and len(body) == 3:
-            row = claim_check_message(task, headers, *body)
+            row = claim_check_message(task, headers, *body, priority=kwargs.get("priority"))
             kwargs["headers"] = _claim_check_headers(headers, body[0], str(row))
             body = ([str(row)], {}, NO_EMBED)
         return self._producer.publish(body, **kwargs)
@@ -210,16 +211,24 @@ def _claim_check_headers(headers: dict, args: Any, row: str) -> dict:
     return headers
 
 
-def claim_check_message(task: AdoptedTask, headers: dict, args: Any, kwargs: Any, embed: Any):
-    """Store a message's arguments and embed as its task's row (``queued``); returns the row
-    id. A message sent again under the same id (``self.retry()``, ``Task.replace``) replaces
-    the row's payload and makes it claimable again, unless the task has already succeeded."""
+def claim_check_message(
+    task: AdoptedTask, headers: dict, args: Any, kwargs: Any, embed: Any, priority: Any = None
+):
+    """Store a message's arguments and embed as its task's row (``queued``, its priority
+    recorded); returns the row id. A message sent again under the same id (``self.retry()``,
+    ``Task.replace``) replaces the row's payload and makes it claimable again, unless the task
+    has already succeeded."""
     from tasklane.results import row_id
     from tasklane.service import default_store
 
     row = row_id(headers["id"])
     default_store().put_celery_message(
-        row, task.name, lane_of(task), stored_message(args, kwargs, embed), task.max_attempts
+        row,
+        task.name,
+        lane_of(task),
+        stored_message(args, kwargs, embed),
+        task.max_attempts,
+        priority if isinstance(priority, int) else None,
     )
     return row
 
@@ -260,9 +269,52 @@ class ClaimCheckAMQP(AMQP):
         send = self._create_task_sender()
 
         def send_claim_checked(producer: Any, name: str, message: Any, **kwargs: Any) -> Any:
+            if name not in self.app.tasks:
+                raise UnknownTask(
+                    f"no task named {name!r} in this app: declare it, even as a stub "
+                    f"(@app.task(name={name!r})), so its message can be claim-checked"
+                )
+            refuse_unknown_options(kwargs)
             return send(_ClaimCheckingProducer(producer, self.app), name, message, **kwargs)
 
         return send_claim_checked
+
+
+def _parameters(*functions: Any) -> frozenset[str]:
+    return frozenset(
+        name
+        for function in functions
+        for name, p in inspect.signature(function).parameters.items()
+        if p.kind is p.POSITIONAL_OR_KEYWORD or p.kind is p.KEYWORD_ONLY
+    ) - {"self", "name", "body", "args", "kwargs"}
+
+
+#: Every option a task message may be sent with: the parameters of Celery's ``apply_async``,
+#: ``send_task`` and message building and of kombu's ``publish``, a task's execution options,
+#: what a retry copies from its request, and AMQP's message properties. Anything else (a
+#: misspelt ``countdwon=``) would travel silently as a message property: it is refused, unless
+#: it is a stamp the message declares (``stamped_headers``).
+MESSAGE_OPTIONS = _parameters(
+    Task.apply_async, Celery.send_task, AMQP.as_task_v2, Producer.publish
+) | {
+    # the worker's publishing of a task message (AMQP._create_task_sender)
+    "queue", "event_dispatcher", "exchange_type",
+    # a task's execution options, and what a retry copies from its request
+    "origin", "redelivered", "binding_key",
+    # AMQP's message properties
+    "correlation_id", "message_id", "timestamp", "type", "user_id", "app_id", "cluster_id",
+    *TASKLANE_OPTIONS,
+}  # fmt: skip
+
+
+def refuse_unknown_options(options: dict) -> None:
+    """A clear error at the call site for an option nothing reads (see MESSAGE_OPTIONS)."""
+    unknown = set(options) - MESSAGE_OPTIONS - set(options.get("stamped_headers") or ())
+    if unknown:
+        raise InvalidRequest(
+            f"unknown option(s) of apply_async: {', '.join(sorted(unknown))} "
+            "(a stamp is declared in stamped_headers)"
+        )
 
 
 def _payload_runner(task: Task) -> Any:

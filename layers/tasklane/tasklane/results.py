@@ -44,12 +44,12 @@ from celery.canvas import maybe_signature
 from celery.exceptions import ChordError
 from celery.result import GroupResult, allow_join_result, result_from_tuple
 from celery.utils.log import get_logger
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import and_, delete, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from tasklane.errors import TaskNotFound
 from tasklane.lifecycle import Status
-from tasklane.store import TaskRecord, celery_chord_parts, celery_groups, tasks
+from tasklane.store import JsonText, TaskRecord, celery_chord_parts, celery_groups, tasks
 
 logger = get_logger(__name__)
 
@@ -199,9 +199,13 @@ class TaskTableBackend(BaseBackend):
             id=row_id(task_id), task=str(name)[:200], lane="celery", **values
         )
         # tasklane's own tasks (celery IS NULL) are their executor's to write; a success stays.
+        # what the row's Celery meta holds besides the outcome (the message's priority) stays
+        merged = tasks.c.celery.op("||", return_type=tasks.c.celery.type)(
+            literal(json.dumps(doc), JsonText())
+        )
         statement = statement.on_conflict_do_update(
             index_elements=[tasks.c.id],
-            set_=values,
+            set_=values | {"celery": merged},
             where=and_(tasks.c.celery.is_not(None), tasks.c.status != Status.SUCCEEDED.value),
         )
         with _engine().begin() as conn:

@@ -669,11 +669,18 @@ class TaskStore:
         return ended.rowcount == 1
 
     def put_celery_message(
-        self, task_id: uuid.UUID, task: str, lane: str, payload: dict, max_attempts: int | None
+        self,
+        task_id: uuid.UUID,
+        task: str,
+        lane: str,
+        payload: dict,
+        max_attempts: int | None,
+        priority: int | None = None,
     ) -> None:
         """An adopted Celery task's message, about to be sent: its row, ``queued``, with the
-        message's arguments as payload. A message sent again under the same id (a retry, a
-        replacement) renews the row, unless the task has already succeeded."""
+        message's arguments as payload (and its ``priority``, if given, in the row's Celery
+        meta). A message sent again under the same id (a retry, a replacement) renews the row,
+        unless the task has already succeeded."""
         text = _json_text(payload)
         if len(text.encode()) > self.max_payload_bytes:
             raise InvalidRequest(
@@ -684,7 +691,9 @@ class TaskStore:
             "lane": lane,
             "status": Status.QUEUED.value,
             "payload": _jsonb(text),
-            "celery": literal("{}", JsonText()),
+            "celery": literal(
+                json.dumps({} if priority is None else {"priority": priority}), JsonText()
+            ),
             "max_attempts": max_attempts,
         }
         renewed = values | {
