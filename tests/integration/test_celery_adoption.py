@@ -150,9 +150,9 @@ def test_tasklanes_own_options_and_bad_input_at_the_call_site(stack, project):
         project.add.apply_async((object(), 1), link=project.mul.s(2))
     with pytest.raises(TasklaneError, match="cannot be combined"):
         project.add.apply_async((1, 1), idempotency_key="k", link=project.mul.s(2))
-    with pytest.raises(TasklaneError, match="unknown option.*countdwon"):
+    with pytest.raises(TasklaneError, match=r"unknown option.*countdwon"):
         project.add.apply_async((1, 1), countdwon=5)
-    with pytest.raises(TasklaneError, match="no task named 'tests.nope'.*stub"):
+    with pytest.raises(TasklaneError, match=r"no task named .tests.nope.*stub"):
         project.app.send_task("tests.nope", args=(1,))
     assert rows(stack) == [] and stack.depth(stack.celery_queue) == 0
     first = project.add.apply_async((1, 1), idempotency_key="order-7")

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 from tasklane import Schedule, TaskCancelled, TaskHandle, database, registry, service
+from tasklane.lifecycle import Status
 
 from tests import tasks
 from tests.conftest import wait_for
@@ -130,6 +131,36 @@ def test_two_schedulers_at_once_send_each_due_task_once(stack):
     sent = [r.id for batch in results for r in batch]
     assert sorted(map(str, sent)) == sorted(ids)
     assert stack.depth(stack.lambda_queue) == 20
+
+
+def test_one_pass_sends_everything_due_batch_after_batch(stack):
+    """No cap on what is due: a pass claims and sends batch after batch until none is left
+    (here 3 batches of 10, and a short one), the pending re-sends as well."""
+    call_api(
+        "POST",
+        "/tasks/batch",
+        {"tasks": [{"task": "test.echo", "payload": i, "delay_seconds": 7200} for i in range(35)]},
+    )
+    move_due(60)
+    sent = service.reconcile(limit=10)
+    assert len(sent) == len({r.id for r in sent}) == 35
+    assert {r.status for r in sent} == {Status.QUEUED}
+    assert stack.depth(stack.lambda_queue) == 35
+    assert stack_query("SELECT count(*) FROM tasks WHERE status = 'scheduled'")[0][0] == 0
+
+
+def test_a_pass_stops_claiming_when_its_time_is_spent(stack):
+    """Past its budget a pass ends after the batch in hand: what is left stays ``scheduled``
+    for the passes beside it, nothing is claimed and left unsent."""
+    call_api(
+        "POST",
+        "/tasks/batch",
+        {"tasks": [{"task": "test.echo", "payload": i, "delay_seconds": 7200} for i in range(25)]},
+    )
+    move_due(60)
+    assert len(service.reconcile(limit=10, budget_s=0)) == 10
+    assert stack_query("SELECT count(*) FROM tasks WHERE status = 'scheduled'")[0][0] == 15
+    assert len(service.reconcile(limit=10)) == 15
 
 
 # ------------------------------------------------------------------------------ periodic

@@ -13,8 +13,9 @@ import functools
 import hashlib
 import json
 import math
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -646,31 +647,52 @@ def phase(name: str) -> Iterator[None]:
         metrics.count(metrics.RECONCILER_ERRORS, "all")
 
 
+#: Tasks claimed and sent at a time by a reconciler pass (one transaction, SQS batches of ten).
+RECONCILE_BATCH = 500
+#: What a pass may take unless told (the reconciler's Lambda gives its own time left).
+RECONCILE_BUDGET_S = 50.0
+
+
 def reconcile(
-    *, store: TaskStore | None = None, config: Settings | None = None, limit: int = 100
+    *,
+    store: TaskStore | None = None,
+    config: Settings | None = None,
+    limit: int = RECONCILE_BATCH,
+    budget_s: float = RECONCILE_BUDGET_S,
 ) -> list[TaskRecord]:
     """The scheduled pass: fire the periodic tasks' ticks, send the ``scheduled`` tasks now due
-    within SQS's delay limit, and
-    again the tasks whose message may be missing (the outbox relay): left ``pending``,
-    ``running`` under a lease long expired, or ``queued`` with no delivery for too long in a
-    lane whose queue is empty."""
+    within SQS's delay limit, and again the tasks whose message may be missing (the outbox
+    relay): left ``pending``, ``running`` under a lease long expired, or ``queued`` with no
+    delivery for too long in a lane whose queue is empty.
+
+    No cap on what is due: each phase claims and sends ``limit`` tasks at a time until none
+    is left or ``budget_s`` is spent; what is left then goes to the passes already running
+    beside it (the schedule starts one a minute; ``FOR UPDATE SKIP LOCKED`` shares the rows)."""
     store = store or default_store()
     config = config or settings()
+    deadline = time.monotonic() + budget_s
     with phase("schedules"):
         fire_schedules(store=store, config=config)
     due: list[TaskRecord] = []
     stale: list[TaskRecord] = []
-    records: list[TaskRecord] = []
     with phase("due sends"):
-        due = store.claim_due(broker.MAX_DELAY_S, limit)
-        records += _send(due, store, config) if due else []
-    with phase("stale rescue"):
-        stale = store.claim_stale(
-            config.pending_grace_seconds, config.queued_grace_seconds, quiet_lanes(config), limit
+        due = _in_batches(
+            lambda: store.claim_due(broker.MAX_DELAY_S, limit), limit, deadline, store, config
         )
-        records += _send(stale, store, config) if stale else []
+    with phase("stale rescue"):
+        lanes = quiet_lanes(config)
+        stale = _in_batches(
+            lambda: store.claim_stale(
+                config.pending_grace_seconds, config.queued_grace_seconds, lanes, limit
+            ),
+            limit,
+            deadline,
+            store,
+            config,
+        )
     if not due and not stale:
         return []
+    records = due + stale
     logger.info(
         "reconciled tasks",
         extra={
@@ -680,6 +702,22 @@ def reconcile(
         },
     )
     return records
+
+
+def _in_batches(
+    claim: Callable[[], list[TaskRecord]],
+    limit: int,
+    deadline: float,
+    store: TaskStore,
+    config: Settings,
+) -> list[TaskRecord]:
+    """Claim and send batch after batch, until a batch comes short or the time is spent."""
+    done: list[TaskRecord] = []
+    while True:
+        batch = claim()
+        done += _send(batch, store, config) if batch else []
+        if len(batch) < limit or time.monotonic() >= deadline:
+            return done
 
 
 def prune(
