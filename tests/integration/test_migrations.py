@@ -287,3 +287,69 @@ def test_the_migrated_indexes_are_the_ones_the_code_declares(fresh_database, pg_
         assert _index_definitions(fresh_database) == _index_definitions(declared)
     finally:
         declared.dispose()
+
+
+def _waiting_on_a_lock(engine, timeout: float) -> bool:
+    """Whether a statement (the migrator's) waits on a lock within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with _autocommit(engine).connect() as conn:
+            waiting = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        if waiting:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("revision", revisions()[1:])
+def test_each_migration_behind_an_open_transaction_never_stalls_the_application(
+    fresh_database, revision, caplog
+):
+    """An application transaction holds a row lock on ``tasks`` while a deploy migrates: each
+    migration's statements wait for their lock at most ``LOCK_TIMEOUT_MS`` (the application's
+    reads, queued behind them, go on) and the migration is tried again until the transaction
+    ends; then it completes."""
+    import threading
+
+    engine = fresh_database
+    migrate.upgrade(engine, revisions()[revisions().index(revision) - 1])
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO tasks (id, task, lane, status, payload) "
+                "VALUES (:id, 't', 'lambda', 'queued', '1')"
+            ),
+            {"id": uuid.uuid4()},
+        )
+    holder = engine.connect()
+    holder.execute(text("SELECT id FROM tasks FOR UPDATE"))  # an enqueue's transaction, open
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            migrate.upgrade(engine, revision)
+        except Exception as exc:
+            failures.append(exc)
+
+    migrator = threading.Thread(target=run)
+    migrator.start()
+    waited = _waiting_on_a_lock(engine, 5)
+    with engine.connect() as reader:  # the application's read, while the migrator waits
+        reader.execute(text("SET statement_timeout = '8s'"))
+        assert reader.execute(text("SELECT count(*) FROM tasks")).scalar_one() == 1
+    if waited:  # give up once at least, then the transaction ends
+        time.sleep(migrate.LOCK_TIMEOUT_MS / 1000 + 0.5)
+    holder.rollback()
+    holder.close()
+    migrator.join(90)
+    assert not migrator.is_alive() and failures == []
+    with engine.connect() as conn:
+        assert MigrationContext.configure(conn).get_current_revision() == revision
+    assert _invalid_indexes(engine) == []
+    if waited:
+        assert "trying again" in caplog.text

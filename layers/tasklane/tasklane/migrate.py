@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,15 @@ if TYPE_CHECKING:  # Alembic is imported when a migration runs, not when the fun
     from alembic.config import Config
     from sqlalchemy import Connection, Engine
 
+
+#: How long any statement of a migration waits for a lock before it gives up: the application
+#: waits behind it at most that long.
+LOCK_TIMEOUT_MS = 2000
+#: Tries of a migration whose statement gave up waiting for a lock (55P03), backing off
+#: 1, 2, 4, 8 then 15 s between tries.
+LOCK_ATTEMPTS = 10
+#: SQLSTATE lock_not_available: a statement waited ``lock_timeout`` for a lock.
+LOCK_NOT_AVAILABLE = "55P03"
 
 #: What the deploy-time migrator keeps of its function's time to report to CloudFormation
 #: (its PUT may take up to 30 s).
@@ -25,6 +35,7 @@ def alembic_config(engine: Engine | None = None, time_limit_s: float | None = No
         config.attributes["engine"] = engine
     if time_limit_s is not None:
         config.attributes["statement_timeout_ms"] = max(1, int(time_limit_s * 1000))
+        config.attributes["deadline"] = time.monotonic() + time_limit_s
     return config
 
 
@@ -37,7 +48,13 @@ def upgrade(
     timeout). Migrations take a connection of their own, outside any transaction of the
     caller's: an index on a large table is built ``CONCURRENTLY``, which cannot run inside
     one. ``time_limit_s``: the longest any one statement may run, the wait for the migrators'
-    lock included; the server cancels it then."""
+    lock included (the server cancels it then), and the time after which a migration that
+    could not take its table's lock is not tried again.
+
+    Every statement waits at most ``LOCK_TIMEOUT_MS`` for a lock (an ``ALTER TABLE`` queued
+    behind an open transaction would queue every statement on the table behind it); a
+    migration that gave up is rolled back and tried again, backing off, up to
+    ``LOCK_ATTEMPTS`` times."""
     from alembic import command
 
     command.upgrade(alembic_config(engine, time_limit_s), revision)
@@ -70,6 +87,17 @@ def connect(engine: Engine | None = None) -> Iterator[Connection]:
             yield connection
     finally:
         own.dispose()
+
+
+def lock_backoff_s(attempt: int, deadline: float | None) -> float | None:
+    """The wait before trying again a migration that gave up waiting for a lock, after its
+    ``attempt``-th try; None: do not (tries used up, or no time left before ``deadline``)."""
+    wait = min(2.0 ** (attempt - 1), 15.0)
+    if attempt >= LOCK_ATTEMPTS:
+        return None
+    if deadline is not None and time.monotonic() + wait + LOCK_TIMEOUT_MS / 1000 > deadline:
+        return None
+    return wait
 
 
 def current_revision(connection: Connection) -> str | None:

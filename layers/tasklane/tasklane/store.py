@@ -469,7 +469,7 @@ def _unavailable_as_error() -> Iterator[None]:
     except sa_exc.DBAPIError as exc:
         if exc.connection_invalidated:
             raise StoreUnavailable("the database connection was lost, try again later") from exc
-        if _sqlstate(exc) in RETRYABLE:  # rolled back whole: the same write may be made again
+        if sqlstate(exc) in RETRYABLE:  # rolled back whole: the same write may be made again
             raise StoreUnavailable("the database chose this transaction to roll back") from exc
         raise
 
@@ -479,7 +479,8 @@ def _unavailable_as_error() -> Iterator[None]:
 RETRYABLE = {"40P01", "40001"}
 
 
-def _sqlstate(exc: sa_exc.DBAPIError) -> str:
+def sqlstate(exc: sa_exc.DBAPIError) -> str:
+    """The SQLSTATE of a database error (pg8000 keeps it in its first argument)."""
     args = getattr(exc.orig, "args", None)
     detail = args[0] if args else None
     return detail.get("C", "") if isinstance(detail, dict) else ""
@@ -491,7 +492,7 @@ def _data_errors_as_invalid() -> Iterator[None]:
     try:
         yield
     except sa_exc.DBAPIError as exc:
-        if _sqlstate(exc).startswith("22"):
+        if sqlstate(exc).startswith("22"):
             message = exc.orig.args[0].get("M", "invalid value")  # type: ignore[union-attr]
             raise InvalidRequest(f"payload cannot be stored: {message}") from exc
         raise

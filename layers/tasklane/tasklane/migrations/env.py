@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
-from alembic import context
+import itertools
+import time
 
-from tasklane.migrate import connect
-from tasklane.store import metadata
+from alembic import context
+from sqlalchemy.exc import DBAPIError
+
+from tasklane.logs import logger
+from tasklane.migrate import LOCK_NOT_AVAILABLE, LOCK_TIMEOUT_MS, connect, lock_backoff_s
+from tasklane.store import metadata, sqlstate
 
 #: One migrator at a time (deploys may overlap).
 LOCK = 7216384501
@@ -37,20 +42,43 @@ def _migrate(connection) -> None:
     # A session-level advisory lock: it holds across the commits of a migration that builds an
     # index concurrently (outside a transaction), where a transaction-scoped one would not.
     connection.exec_driver_sql(f"SELECT pg_advisory_lock({LOCK})")
+    # Every statement of every migration, past and future, waits for a lock only briefly: the
+    # application's statements queue behind a waiting ALTER TABLE, never for long.
+    connection.exec_driver_sql(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
     connection.commit()
     try:
-        context.configure(
-            connection=connection,
-            target_metadata=metadata,
-            compare_type=True,
-            transaction_per_migration=True,  # an autocommit block commits what came before
-        )
-        with context.begin_transaction():
-            context.run_migrations()
-        connection.commit()
+        for attempt in itertools.count(1):
+            try:
+                _run_pending(connection)
+                return
+            except DBAPIError as exc:
+                wait = lock_backoff_s(attempt, context.config.attributes.get("deadline"))
+                if sqlstate(exc) != LOCK_NOT_AVAILABLE or wait is None:
+                    raise
+                connection.rollback()  # the migration's transaction: it runs again whole
+                logger.warning(
+                    "a migration waited too long for a lock; trying again",
+                    extra={"attempt": attempt, "wait_s": wait},
+                )
+                time.sleep(wait)
     finally:
+        connection.rollback()
+        connection.exec_driver_sql("RESET lock_timeout")
         connection.exec_driver_sql(f"SELECT pg_advisory_unlock({LOCK})")
         connection.commit()
+
+
+def _run_pending(connection) -> None:
+    """The migrations from the database's revision to the target, each in a transaction."""
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        compare_type=True,
+        transaction_per_migration=True,  # an autocommit block commits what came before
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+    connection.commit()
 
 
 if context.is_offline_mode():

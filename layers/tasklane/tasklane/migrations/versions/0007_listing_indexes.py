@@ -15,6 +15,7 @@ Create Date: 2026-11-29
 """
 
 from alembic import op
+from tasklane.migrations.online import create_indexes
 
 revision = "0007"
 down_revision = "0006"
@@ -35,8 +36,12 @@ def upgrade() -> None:
         # Entering the block, Alembic reads the isolation level, which pg8000 (not yet in
         # autocommit) wraps in a transaction of its own: end it, or CONCURRENTLY refuses to run.
         op.execute("COMMIT")
-        for name, columns in INDEXES.items():
-            op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON tasks {columns}")
+        create_indexes(
+            {
+                name: f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON tasks {columns}"
+                for name, columns in INDEXES.items()
+            }
+        )
         op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_tasks_created_at")
 
 

@@ -5,9 +5,9 @@ groups and chords (``celery_groups``), whose fan-in is a row lock.
 state (custom states included), traceback, children, group and parent ids, and the extended
 request fields; the result itself stays in ``tasks.result`` (or, for an error, ``tasks.error``).
 
-Online-safe: a nullable column without a default (no rewrite) and a new table; each statement
-waits at most ``lock_timeout`` for its lock, so it never queues every reader of ``tasks``
-behind an open transaction.
+Online-safe: a nullable column without a default (no rewrite) and new tables; the ``ALTER``
+waits for its lock at most the migrator's ``lock_timeout`` (then the migration is tried
+again), so it never queues every reader of ``tasks`` behind an open transaction.
 
 Revision ID: 0010
 Revises: 0009
@@ -23,7 +23,6 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("SET LOCAL lock_timeout = '5s'")
     op.execute("ALTER TABLE tasks ADD COLUMN IF NOT EXISTS celery jsonb")
     op.execute(
         """
