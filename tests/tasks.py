@@ -178,6 +178,10 @@ def _tx_write(payload, db):
         gate.wait(30)
     if payload.get("fail"):
         raise RuntimeError("fails after its write")
+    if payload.get("deadlock"):  # Postgres picks this transaction to roll back (40P01)
+        db.execute(
+            text("DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$")
+        )
     return {"wrote": payload["key"]}
 
 

@@ -353,6 +353,28 @@ def test_postgres_lost_before_the_commit_leaves_nothing_and_the_next_delivery_ru
     assert executor.run(again)[0].outcome == "succeeded" and tx_effects("k4") == 1
 
 
+def test_a_cancel_asked_of_a_run_that_loses_a_deadlock_is_kept(stack, tx_effects):
+    """Asked to stop while running, the run's transaction then loses a deadlock: its claim is
+    given back, and with it the request: it ends ``cancelled`` and no delivery runs it."""
+    gate = tasks.GATES["asked"] = threading.Event()
+    handle, executor, attempt = claimed(
+        "test.tx_write", {"key": "k6", "gate": "asked", "deadlock": 1}
+    )
+    verdicts: list = []
+    runner = threading.Thread(target=lambda: verdicts.append(executor.run(attempt)[0]))
+    runner.start()
+    wait_for(lambda: handle.status() == "running", 10, what="the run")
+    assert handle.cancel() == "running"  # asked to stop
+    del tasks.GATES["asked"]
+    gate.set()
+    runner.join(10)
+    assert verdicts[0].outcome == "retry" and tx_effects("k6") == 0
+    assert handle.status() == "cancelled"
+    again = executor.claim(Delivery("test.tx_write", handle.id, delivery_token("m")), 60)
+    assert again.outcome == "done"  # the next delivery acknowledges it, unrun
+    assert handle.status() == "cancelled" and tx_effects("k6") == 0
+
+
 def test_a_lost_reply_to_a_transactional_commit_is_not_run_again(stack, tx_effects):
     engine = database.engine()
     dialect, commit = engine.dialect, engine.dialect.do_commit

@@ -12,7 +12,7 @@ from sqlalchemy import event, text
 from tasklane import database
 from tasklane.errors import InvalidTransition, TaskNotFound
 from tasklane.lifecycle import Status
-from tasklane.store import Claim, Claimed, Failure, NewTask, NotClaimed, TaskStore
+from tasklane.store import Claim, Claimed, Failure, NewTask, NotClaimed, TaskFilter, TaskStore
 
 ERROR = {"type": "ValueError", "message": "boom"}
 
@@ -322,6 +322,35 @@ def test_a_dead_message_fails_a_task_whose_consumer_died(store):
     store.claim(claim(record.id, token="msg#1"), 0.2)
     time.sleep(0.3)
     assert mark_dead(store, record.id, "msg") is Status.FAILED
+
+
+def test_a_run_asked_to_stop_whose_message_dead_letters_ends_cancelled(store):
+    """Not ``failed``: a retry of failed tasks must never run what someone asked to stop; nor
+    does a bulk retry take a failed task that was asked to stop (one from before)."""
+    asked, old = store.insert([new(), new()])
+    store.claim(claim(asked.id, token="msg#1"), 0.2)
+    store.cancel(asked.id)  # running: asked to stop
+    time.sleep(0.3)  # its consumer died
+    assert mark_dead(store, asked.id, "msg") is Status.CANCELLED
+    assert store.get(asked.id).error["type"] == "Cancelled"
+    store.claim(claim(old.id, token="old#1"), 60)
+    store.cancel(old.id)
+    with store.engine.begin() as conn:  # ended failed, as a dead letter left it before
+        conn.execute(text("UPDATE tasks SET status = 'failed' WHERE id = :id"), {"id": old.id})
+    assert store.requeue_failed_matching(TaskFilter(), 10) == ([], False)
+
+
+def test_a_claim_given_back_keeps_a_request_to_stop(store):
+    """A run cut short by the platform (a lost broker connection, a deadlock) gives its claim
+    back; one asked to stop is over instead, and no delivery claims it again."""
+    plain, asked = store.insert([new(), new()])
+    for record in (plain, asked):
+        store.claim(claim(record.id, token=f"{record.id}#1"), 60)
+    store.cancel(asked.id)
+    assert store.release(plain.id, f"{plain.id}#1") and store.release(asked.id, f"{asked.id}#1")
+    assert store.get(plain.id).status is Status.QUEUED
+    assert store.get(asked.id).status is Status.CANCELLED
+    assert not isinstance(store.claim(claim(asked.id, token=f"{asked.id}#2"), 60), Claimed)
 
 
 def test_a_task_that_never_ran_goes_back_to_pending_a_bounded_number_of_times(store):

@@ -216,6 +216,9 @@ TERMINAL_NAMES = ("succeeded", "failed", "cancelled")
 #: A workflow step failed before it ran: the results before it are too large to be its input.
 #: Running it again would not change that, so it is not retried.
 INPUT_TOO_LARGE = "InputTooLarge"
+#: The error of a run asked to stop that ended without its own outcome (its consumer died, its
+#: claim was given back, its message dead-lettered).
+STOPPED = {"type": "Cancelled", "message": "asked to stop while it ran"}
 _RETRYABLE = or_(tasks.c.error.is_(None), tasks.c.error["type"].astext != INPUT_TOO_LARGE)
 _IDS = cast(bindparam("ids"), ARRAY(UUID(as_uuid=True)))
 _NAMES = cast(bindparam("names"), ARRAY(Text))
@@ -1041,7 +1044,9 @@ class TaskStore:
 
     def release(self, task_id: uuid.UUID, token: str) -> bool:
         """Give back a claim whose run was cut short by the platform, not the task (a worker's
-        broker connection lost): ``queued`` again, and the run does not count."""
+        broker connection lost, a transactional run's deadlock): ``queued`` again, and the run
+        does not count; but a run asked to stop is over: ``cancelled``, never run again."""
+        asked = tasks.c.cancel_requested_at.is_not(None)
         stmt = (
             update(tasks)
             .where(
@@ -1050,9 +1055,11 @@ class TaskStore:
                 tasks.c.status == Status.RUNNING.value,
             )
             .values(
-                status=Status.QUEUED.value,
+                status=case((asked, Status.CANCELLED.value), else_=Status.QUEUED.value),
+                error=case((asked, literal(STOPPED, JSONB)), else_=tasks.c.error),
                 attempts=tasks.c.attempts - 1,
                 lease_until=None,
+                finished_at=case((asked, func.now()), else_=None),
                 updated_at=func.now(),
             )
         )
@@ -1085,6 +1092,8 @@ class TaskStore:
           reconciler, at most ``max_requeues`` times; then it is ``failed``, saying why.
         - Another message holds or held the claim: this one was a duplicate, and the task is
           left to that message's delivery. So is a task running under a live lease.
+        - A task asked to stop ends ``cancelled`` rather than ``failed``: no retry of failed
+          tasks takes it.
 
         Returns the status written and the task's lane (None: nothing changed).
         """
@@ -1097,6 +1106,7 @@ class TaskStore:
             f"{max_requeues} times (no consumer could claim it)",
         }
         live = and_(tasks.c.status == Status.RUNNING.value, tasks.c.lease_until >= func.now())
+        asked = tasks.c.cancel_requested_at.is_not(None)
         stmt = (
             update(tasks)
             .where(
@@ -1107,14 +1117,19 @@ class TaskStore:
             )
             .values(
                 dead_letters=tasks.c.dead_letters + case((never_claimed, 1), else_=0),
-                status=case((requeue, Status.PENDING.value), else_=Status.FAILED.value),
+                status=case(
+                    (asked, Status.CANCELLED.value),
+                    (requeue, Status.PENDING.value),
+                    else_=Status.FAILED.value,
+                ),
                 error=case(
+                    (asked, literal(STOPPED, JSONB)),
                     (requeue, tasks.c.error),
                     (never_claimed, literal(never_ran, JSONB)),
                     else_=func.coalesce(tasks.c.error, literal(error, JSONB)),
                 ),
                 lease_until=None,
-                finished_at=case((requeue, None), else_=func.now()),
+                finished_at=case((and_(requeue, ~asked), None), else_=func.now()),
                 updated_at=func.now(),
             )
             .returning(tasks.c.status, tasks.c.lane)
@@ -1338,9 +1353,10 @@ class TaskStore:
         first), in one statement; and whether more remain. ``SKIP LOCKED``: two bulk retries
         side by side take different tasks."""
         failed = replace(where, status=Status.FAILED)
+        # a task someone asked to stop is not taken by a bulk retry, whatever it ended as
         chosen = (
             select(tasks.c.id)
-            .where(*failed.conditions(), _RETRYABLE)
+            .where(*failed.conditions(), _RETRYABLE, tasks.c.cancel_requested_at.is_(None))
             .order_by(tasks.c.created_at.desc(), tasks.c.id.desc())
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -1352,7 +1368,11 @@ class TaskStore:
             .values(**_FRESH_LIFE)
             .returning(*_PUBLIC)
         )
-        more = select(tasks.c.id).where(*failed.conditions(), _RETRYABLE).limit(1)
+        more = (
+            select(tasks.c.id)
+            .where(*failed.conditions(), _RETRYABLE, tasks.c.cancel_requested_at.is_(None))
+            .limit(1)
+        )
         with _unavailable_as_error(), self.engine.begin() as conn:
             records = [TaskRecord.from_row(r) for r in conn.execute(stmt)]
             remaining = conn.execute(more).first() is not None
@@ -1556,6 +1576,7 @@ class TaskStore:
             )
             .values(
                 status=Status.CANCELLED.value,
+                error=func.coalesce(tasks.c.error, literal(STOPPED, JSONB)),
                 lease_until=None,
                 finished_at=func.now(),
                 updated_at=func.now(),
