@@ -185,6 +185,15 @@ def _tx_write(payload, db):
     return {"wrote": payload["key"]}
 
 
+@task(name="test.tx_sleep", lane="lambda", transactional=True)
+def tx_sleep(payload, db):
+    """One statement that takes ``payload["sleep"]`` seconds on the server."""
+    from sqlalchemy import text
+
+    db.execute(text("SELECT pg_sleep(:s)"), {"s": payload["sleep"]})
+    return payload["sleep"]
+
+
 task(name="test.tx_write", lane="lambda", transactional=True)(_tx_write)
 task(name="test.tx_write_celery", lane="celery", transactional=True)(_tx_write)
 

@@ -375,6 +375,27 @@ def test_a_cancel_asked_of_a_run_that_loses_a_deadlock_is_kept(stack, tx_effects
     assert handle.status() == "cancelled" and tx_effects("k6") == 0
 
 
+def test_a_transactional_statement_is_bounded_by_the_tasks_limit_not_the_socket(stack):
+    """The engine's socket timeout (1 s here) is for the store's own statements: a run's
+    statement may take up to the task's time limit, and the server stops one that would
+    outlast it, rather than run on after the client gave up."""
+    from tasklane.config import settings
+
+    short = database.make_engine(settings(), socket_timeout=1)
+    executor = Executor(TaskStore(short))
+    try:
+        for sleep, limit, ends in ((2, 10, "succeeded"), (30, 2, "retry")):
+            handle = submit("test.tx_sleep", {"sleep": sleep})
+            attempt = executor.claim(Delivery("test.tx_sleep", handle.id, delivery_token("m")), 60)
+            assert executor.run(attempt, limit_s=limit)[0].outcome == ends
+        assert "statement timeout" in handle.record().error["message"]
+        with database.engine().connect() as conn:  # nothing of it still runs on the server
+            running = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'"
+            assert conn.execute(text(running)).scalar_one() == 0
+    finally:
+        short.dispose()
+
+
 def test_a_lost_reply_to_a_transactional_commit_is_not_run_again(stack, tx_effects):
     engine = database.engine()
     dialect, commit = engine.dialect, engine.dialect.do_commit

@@ -59,10 +59,15 @@ def database_url(config: Settings) -> URL:
 @functools.cache
 def engine() -> Engine:
     """The process's engine. Credentials are read here once, not per request."""
-    config = settings()
-    url = database_url(config)
+    return make_engine(settings())
+
+
+def make_engine(config: Settings, socket_timeout: float = 10) -> Engine:
+    """An engine as tasklane's own: its pool, its listeners, and a client that gives up on
+    the server after ``socket_timeout`` (the store's statements are short; a transactional
+    run's connection waits longer, see :meth:`tasklane.store.TaskStore.transaction`)."""
     created = create_engine(
-        url,
+        database_url(config),
         # Connections are opened only as threads ask for them (a Lambda consumer, one thread,
         # holds one), and kept once opened: a Celery worker's main process claims, restores
         # and beats from several threads, and an overflow connection closed after each use
@@ -71,7 +76,7 @@ def engine() -> Engine:
         max_overflow=4,
         pool_pre_ping=True,
         pool_recycle=300,
-        connect_args=_connect_args(config, socket_timeout=10),
+        connect_args=_connect_args(config, socket_timeout=socket_timeout),
     )
     event.listen(created, "connect", _no_delay)
     event.listen(created, "handle_error", discard_after_foreign_error)
@@ -126,9 +131,14 @@ def _no_delay(dbapi_connection: Any, _record: Any) -> None:
     pg8000 writes a statement's messages in pieces; with Nagle on, each round trip can wait for
     a delayed ACK (~40 ms). Measured here: a 100-row insert took 94 ms with it, 11 ms without.
     """
-    sock = getattr(dbapi_connection, "_usock", None)  # pg8000's socket (TCP, TLS or Unix)
+    sock = socket_of(dbapi_connection)
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def socket_of(dbapi_connection: Any) -> socket.socket | None:
+    """pg8000's socket of a connection (TCP, TLS or Unix)."""
+    return getattr(dbapi_connection, "_usock", None)
 
 
 def reset() -> None:

@@ -467,7 +467,7 @@ class Executor:
         delivery runs it cleanly. A lost commit reply is told apart by reading the outcome."""
         token, result_json = attempt.delivery.token, "null"
         try:
-            with self.store.transaction() as db:
+            with self.store.transaction(limit_s) as db:
                 with _running(attempt, self.store), time_limit(limit_s):
                     result = attempt.spec.fn(payload, db)
                 try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -52,6 +53,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from tasklane.database import socket_of
 from tasklane.errors import InvalidRequest, InvalidTransition, StoreUnavailable, TaskNotFound
 from tasklane.lifecycle import CLAIMABLE, IN_FLIGHT, MAX_BACKOFF_S, TERMINAL, Status
 from tasklane.workflows import payload_json
@@ -477,6 +479,11 @@ def _unavailable_as_error() -> Iterator[None]:
         raise
 
 
+#: How much longer than a transactional run's time limit its client waits for the server.
+SOCKET_MARGIN_S = 5
+#: How much sooner than a transactional run's time limit the server stops its statement.
+STATEMENT_MARGIN_MS = 500
+
 #: A deadlock, a serialization failure: Postgres rolled the transaction back, and it may be
 #: made again as it was (every write is conditional, and fenced on its delivery's token).
 RETRYABLE = {"40P01", "40001"}
@@ -766,10 +773,31 @@ class TaskStore:
             return _claim_of(claim.id, conn.execute(select_claim(claim, lease_seconds)).one())
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """A transaction of tasklane's engine, for a transactional task's run and outcome."""
+    def transaction(self, limit_s: float | None = None) -> Iterator[Connection]:
+        """A transaction of tasklane's engine, for a transactional task's run and outcome.
+
+        ``limit_s``, the run's time limit: the server stops any statement of the run that
+        would outlast it (``statement_timeout``, a little before the run's own alarm, so the
+        statement ends with an error and the connection stays in step), and the client waits
+        for the server that long and ``SOCKET_MARGIN_S`` more, instead of the engine's short
+        socket timeout (made for the store's own quick statements). A statement the client
+        abandons all the same (the alarm struck in a later statement) is cancelled by the
+        server once it sees the connection gone (``client_connection_check_interval``)."""
         with _unavailable_as_error(), self.engine.begin() as conn:
-            yield conn
+            sock = socket_of(conn.connection.dbapi_connection)
+            before = sock.gettimeout() if sock is not None else None
+            if limit_s:
+                ms = max(100, math.ceil(limit_s * 1000) - STATEMENT_MARGIN_MS)
+                conn.exec_driver_sql(f"SET LOCAL statement_timeout = {ms}")
+            if (conn.dialect.server_version_info or (0,)) >= (14,):
+                conn.exec_driver_sql("SET LOCAL client_connection_check_interval = 1000")
+            if sock is not None:
+                sock.settimeout(limit_s + SOCKET_MARGIN_S if limit_s else None)
+            try:
+                yield conn
+            finally:
+                if sock is not None:
+                    sock.settimeout(before)
 
     def outcome_of(self, task_id: uuid.UUID, token: str) -> Status | None:
         """The task's status if delivery ``token`` was the last to hold it (else None)."""
