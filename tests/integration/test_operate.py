@@ -137,13 +137,24 @@ def test_bulk_retry_requeues_the_failed_tasks_matching_and_says_when_more_remain
 
 
 @pytest.mark.parametrize(
-    "body", [{"status": "succeeded"}, {"limit": 1001}, {"limit": 0}, {"lane": "x"}, {"x": 1}]
+    "body",
+    [
+        {"status": "succeeded"},
+        {"limit": 1001},
+        {"limit": 0},
+        {"lane": "x"},
+        {"x": 1},
+        {"created_after": "0001-01-01T00:00:00+14:00"},
+        {"created_before": "9999-12-31T23:59:59-14:00"},
+    ],
 )
 def test_bulk_retry_refuses_what_is_not_a_retry_of_failed_tasks(stack, body):
     insert(1, status="failed")
     status, _, answer = call_api("POST", "/tasks/retry", body)
     assert status == 400, answer
     assert stack.depth(stack.lambda_queue) == 0
+    if "created_after" in body or "created_before" in body:  # the field is named
+        assert answer["error"]["message"].startswith(next(iter(body))), answer
 
 
 # ------------------------------------------------------------------------------ stats

@@ -6,6 +6,8 @@ run_at (what the clock would have done), and schedules are fired with the clock 
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -86,12 +88,35 @@ def test_run_at_months_away_is_scheduled_and_sent_when_due(stack):
         {"run_at": "2030-01-01T00:00:00"},  # no offset: which zone?
         {"delay_seconds": -1},
         {"run_at": "next tuesday"},
+        {"run_at": "9999-12-31T23:59:59-14:00"},  # no UTC form in Python's calendar
+        {"run_at": "0001-01-01T00:00:00+14:00"},
     ],
 )
 def test_bad_timing_is_a_400(stack, extra):
     status, _, body = call_api("POST", "/tasks", {"task": "test.echo", "payload": 1} | extra)
     assert status == 400, body
     assert stack_query("SELECT count(*) FROM tasks")[0][0] == 0
+    status, _, body = call_api(
+        "POST", "/tasks/batch", {"tasks": [{"task": "test.echo", "payload": 1} | extra]}
+    )
+    assert status == 400, body
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "created_after=0001-01-01T00:00:00%2B14:00",
+        "created_before=9999-12-31T23:59:59-14:00",
+        "cursor="
+        + base64.urlsafe_b64encode(
+            json.dumps(["9999-12-31T23:59:59-14:00", str(uuid.uuid4())]).encode()
+        ).decode(),
+    ],
+)
+def test_moments_past_the_calendars_edge_in_a_listing_are_a_400_naming_them(stack, query):
+    status, _, body = call_api("GET", f"/tasks?{query}")
+    assert status == 400, body
+    assert query.split("=")[0] in body["error"]["message"].split(":")[0], body
 
 
 def test_a_batch_item_may_be_delayed(stack):

@@ -158,6 +158,13 @@ def test_a_naive_eta_is_utc_and_a_malformed_one_is_poison():
         _ = codec.CeleryMessage("t", "i", [], {}, eta="next tuesday").eta_at
 
 
+@pytest.mark.parametrize("eta", ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"])
+def test_an_eta_past_the_calendars_edge_is_poison(eta):
+    """It could be neither stored nor run when it says: to the DLQ at once, not re-sent."""
+    with pytest.raises(MessageDecodeError, match="eta must lie between"):
+        _ = codec.CeleryMessage("t", "i", [], {}, eta=eta).eta_at
+
+
 @pytest.mark.parametrize("where", ["envelope", "payload"])
 def test_a_body_too_deep_to_decode_is_a_decode_error_not_a_crash(where):
     deep = "[" * 5000 + "]" * 5000

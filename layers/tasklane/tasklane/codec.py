@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tasklane.errors import MessageDecodeError
+from tasklane.moments import in_range
 
 CONTENT_TYPE = "application/json"
 CONTENT_ENCODING = "utf-8"
@@ -80,7 +81,10 @@ def instant(value: Any, header: str) -> datetime | None:
         moment = datetime.fromisoformat(value)
     except (TypeError, ValueError):
         raise MessageDecodeError(f"header {header!r} is not an ISO 8601 time: {value!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:
+        return in_range(moment if moment.tzinfo else moment.replace(tzinfo=UTC), header)
+    except ValueError as exc:  # it could never be kept, nor run when it says
+        raise MessageDecodeError(f"header {exc}") from None
 
 
 def encode(

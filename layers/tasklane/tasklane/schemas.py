@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -16,6 +17,8 @@ from pydantic import (
     Tag,
     model_validator,
 )
+
+from tasklane.moments import in_range
 
 TaskStatus = Literal[
     "waiting", "pending", "scheduled", "queued", "running", "succeeded", "failed", "cancelled"
@@ -36,8 +39,13 @@ def _iso_text(value: Any) -> Any:
     return value
 
 
-#: An RFC 3339 date-time with an offset (pydantic alone would take 0.5 for 1970).
-Moment = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+def _in_range(value: datetime) -> datetime:
+    return in_range(value, "the moment")
+
+
+#: An RFC 3339 date-time with an offset (pydantic alone would take 0.5 for 1970), within the
+#: range tasklane stores (:mod:`tasklane.moments`).
+Moment = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_in_range)]
 
 
 class _Strict(BaseModel):

@@ -36,6 +36,7 @@ from tasklane.ids import new_id
 from tasklane.lanes import Lane, dead_letter_url, queue_url
 from tasklane.lifecycle import Status
 from tasklane.logs import logger, task_fields
+from tasklane.moments import in_range
 from tasklane.store import NewTask, TaskFilter, TaskRecord, TaskStore
 
 if TYPE_CHECKING:  # the ORM is imported only by applications that pass a Session
@@ -88,6 +89,10 @@ def due_at(countdown: float | None = None, eta: datetime | None = None) -> Timin
     if eta is not None:
         if not isinstance(eta, datetime) or eta.tzinfo is None:
             raise InvalidRequest("eta must be a datetime with a time zone")
+        try:
+            in_range(eta, "eta")
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
         return Timing(eta, f"at:{eta.isoformat()}")
     return None
 
@@ -338,7 +343,7 @@ def _after(cursor: str) -> tuple[datetime, uuid.UUID]:
         moment = datetime.fromisoformat(created_at)
         if moment.tzinfo is None:
             raise ValueError("naive")
-        return moment, uuid.UUID(task_id)
+        return in_range(moment, "cursor"), uuid.UUID(task_id)
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         raise InvalidRequest(
             "cursor: not one this API gave (pass next_cursor as it came)"
