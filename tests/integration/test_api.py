@@ -117,6 +117,50 @@ def test_idempotency_key(stack):
     assert len(stack.receive(stack.lambda_queue)) == 1  # the replay sent nothing
 
 
+@pytest.mark.parametrize(
+    "path, body, other",
+    [
+        (
+            "/tasks/batch",
+            {"tasks": [{"task": "test.echo", "payload": i} for i in range(3)]},
+            {"tasks": [{"task": "test.echo", "payload": i} for i in range(4)]},
+        ),
+        (
+            "/workflows",
+            {
+                "chord": {
+                    "header": [{"task": "test.echo", "payload": 1}],
+                    "body": {"task": "test.echo"},
+                }
+            },
+            {
+                "chord": {
+                    "header": [{"task": "test.echo", "payload": 2}],
+                    "body": {"task": "test.echo"},
+                }
+            },
+        ),
+    ],
+)
+def test_idempotency_key_on_the_routes_that_create_many(stack, path, body, other):
+    """A client retrying a batch or a workflow after a timeout gets the first request's tasks
+    (200), and nothing more is stored or sent: a chord body would otherwise run twice."""
+    key = {"Idempotency-Key": "retry-me"}
+    s1, _, first = call_api("POST", path, body, key)
+    s2, _, again = call_api("POST", path, body, key)
+    s3, _, conflict = call_api("POST", path, other, key)
+    assert (s1, s2, s3) == (202, 200, 422), (first, again, conflict)
+    assert [t["id"] for t in again["tasks"]] == [t["id"] for t in first["tasks"]]
+    assert again.get("id") == first.get("id")
+    assert conflict["error"]["code"] == "idempotency_conflict"
+    stored = stack.query("SELECT count(*) AS n FROM tasks")[0].n
+    assert stored == len(first["tasks"])
+    sent = len(stack.receive(stack.lambda_queue))
+    assert sent == sum(t["status"] == "queued" for t in first["tasks"])  # the replays sent none
+    s4, _, fresh = call_api("POST", path, body, {"Idempotency-Key": "another"})
+    assert s4 == 202 and fresh["tasks"][0]["id"] != first["tasks"][0]["id"]
+
+
 def test_batch_is_one_insert_and_batched_sends(stack):
     from sqlalchemy import event
 

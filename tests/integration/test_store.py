@@ -244,6 +244,39 @@ def test_idempotent_insert_returns_the_first_task(store):
     assert second.id == first.id and stored_hash == "hash-a"
 
 
+@pytest.mark.parametrize("kind", ["task", "batch"])
+def test_an_idempotent_insert_racing_the_prune_of_its_keys_row_inserts_afresh(store, kind):
+    """The key's row is pruned between the insert that met it and the read of it: the key is
+    free again, and the request creates anew rather than failing."""
+    if kind == "task":
+        first = store.insert_idempotent(new(), "key-p", "h")[0].id
+        table, marker = "tasks", "INSERT INTO tasks"
+    else:
+        with store.keyed("batch", "key-p", "h", [uuid.uuid4()]):
+            pass
+        table, marker = "idempotency_keys", "INSERT INTO idempotency_keys"
+    armed = [True]
+
+    def prune_in_between(conn, cursor, statement, params, context, executemany):
+        if armed and statement.startswith(marker):
+            armed.clear()
+            with store.engine.begin() as other:  # committed before the next statement
+                other.execute(text(f"DELETE FROM {table}"))
+
+    event.listen(store.engine, "after_cursor_execute", prune_in_between)
+    try:
+        if kind == "task":
+            again, _, created = store.insert_idempotent(new(), "key-p", "h")
+            assert created and again.id != first
+        else:
+            fresh = [uuid.uuid4()]
+            with store.keyed("batch", "key-p", "h2", fresh) as use:
+                assert use.first and use.ids == fresh
+    finally:
+        event.remove(store.engine, "after_cursor_execute", prune_in_between)
+    assert not armed  # the prune did come in between
+
+
 def test_stale_tasks_are_taken_once(store):
     records = store.insert([new() for _ in range(3)])
     store.mark_queued([records[0].id])

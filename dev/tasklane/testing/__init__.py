@@ -357,7 +357,9 @@ def _empty_tables() -> None:
     from tasklane import database
 
     with database.engine().begin() as conn:
-        conn.execute(text("TRUNCATE tasks, workflows"))
+        conn.execute(
+            text("TRUNCATE tasks, workflows, idempotency_keys, celery_groups, celery_chord_parts")
+        )
 
 
 @pytest.fixture

@@ -169,6 +169,21 @@ def workflow_view(view: service.WorkflowView) -> dict[str, Any]:
     }
 
 
+#: The ``Idempotency-Key`` header of the routes that create: the same key and body return what
+#: the first request created (200); the same key with another body is refused (422).
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="idempotency-key",
+        min_length=1,
+        max_length=IDEMPOTENCY_KEY_MAX,
+        pattern=r"^\S(.*\S)?$",
+        description="Makes the request safe to retry: the same key and body return what the "
+        "first request created",
+    ),
+]
+
+
 # Routes have no return annotation: Powertools would take it for the response model, and each
 # response is described in ``responses=`` instead.
 @app.post(
@@ -188,20 +203,7 @@ def workflow_view(view: service.WorkflowView) -> dict[str, Any]:
         **_errors(400, 413, 422, 503),
     },
 )
-def submit_task(
-    body: Annotated[SubmitRequest, Body()],
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="idempotency-key",
-            min_length=1,
-            max_length=IDEMPOTENCY_KEY_MAX,
-            pattern=r"^\S(.*\S)?$",
-            description="Makes submission safe to retry: the same key and body return the "
-            "same task",
-        ),
-    ] = None,
-):
+def submit_task(body: Annotated[SubmitRequest, Body()], idempotency_key: IdempotencyKey = None):
     submission = service.parse_submission(body.model_dump(), settings())
     record, created = service.submit(
         submission, idempotency_key=idempotency_key, owner=caller().owner
@@ -212,20 +214,27 @@ def submit_task(
 @app.post(
     "/tasks/batch",
     summary="Submit up to 100 tasks",
-    description="One multi-row insert, then SendMessageBatch calls.",
+    description="One multi-row insert, then SendMessageBatch calls. With an Idempotency-Key, "
+    "the same key and body return the same tasks (200).",
     responses={
         202: {
             "description": "Stored and queued",
             "content": {"application/json": {"model": BatchResponse}},
         },
+        200: {
+            "description": "Replay of an Idempotency-Key: the first request's tasks",
+            "content": {"application/json": {"model": BatchResponse}},
+        },
         **_errors(400, 413, 422, 503),
     },
 )
-def submit_batch(body: Annotated[BatchRequest, Body()]):
-    records = service.submit_batch(
-        service.parse_batch(body.model_dump(), settings()), owner=caller().owner
+def submit_batch(body: Annotated[BatchRequest, Body()], idempotency_key: IdempotencyKey = None):
+    records, created = service.submit_batch(
+        service.parse_batch(body.model_dump(), settings()),
+        idempotency_key=idempotency_key,
+        owner=caller().owner,
     )
-    return _json(202, {"tasks": [summary(r) for r in records]})
+    return _json(202 if created else 200, {"tasks": [summary(r) for r in records]})
 
 
 @app.get(
@@ -357,24 +366,29 @@ def cancel_task(task_id: Annotated[str, Path(description="The task's id")]):
             "description": "Stored; its first tasks queued",
             "content": {JSON: {"model": WorkflowCreated}},
         },
+        200: {
+            "description": "Replay of an Idempotency-Key: the first request's workflow",
+            "content": {JSON: {"model": WorkflowCreated}},
+        },
         **_errors(400, 413, 422, 503),
     },
 )
-def submit_workflow(body: Annotated[WorkflowNode, Body()]):
+def submit_workflow(body: Annotated[WorkflowNode, Body()], idempotency_key: IdempotencyKey = None):
     node = workflows.parse(body.model_dump(exclude_unset=True))
     config = settings()
-    workflow_id, records = service.submit_workflow(
+    workflow_id, records, created = service.submit_workflow(
         node,
         max_tasks=workflows.MAX_TASKS,
         max_bytes=config.max_payload_bytes,
         owner=caller().owner,
+        idempotency_key=idempotency_key,
     )
-    created = {
+    answer = {
         "id": str(workflow_id),
-        "status": "running",
+        "status": workflows.status_of([r.status.value for r in records]),
         "tasks": [summary(r) for r in records],
     }
-    return _json(202, created, {"Location": f"/workflows/{workflow_id}"})
+    return _json(202 if created else 200, answer, {"Location": f"/workflows/{workflow_id}"})
 
 
 @app.get(

@@ -162,7 +162,7 @@ def submit_many(
     )
     if not subs:
         return []
-    records = service.submit_batch(subs, connection=connection, owner=_owner(owner))
+    records, _ = service.submit_batch(subs, connection=connection, owner=_owner(owner))
     return [TaskHandle(r.id) for r in records]
 
 
@@ -221,5 +221,7 @@ def submit_workflow(
 ) -> WorkflowHandle:
     """Submit a chain, group or chord (:mod:`tasklane.workflows`): all its tasks are stored
     at once, and its first steps sent (after the caller's commit, with ``connection``)."""
-    workflow_id, records = service.submit_workflow(node, connection=connection, owner=_owner(owner))
+    workflow_id, records, _ = service.submit_workflow(
+        node, connection=connection, owner=_owner(owner)
+    )
     return WorkflowHandle(workflow_id, tuple(r.id for r in records))

@@ -15,7 +15,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -255,11 +255,7 @@ def submit(
             new, idempotency_key, sub.request_hash, broker.MAX_DELAY_S, conn, owner
         )
         if not created:
-            if request_hash != sub.request_hash:
-                raise IdempotencyConflict(
-                    "this Idempotency-Key was used with a different request body"
-                )
-            return record, False
+            return _replayed(request_hash, sub.request_hash, lambda: record), False
     if connection is not None:
         outbox.send_after_commit(connection, [record])
     else:
@@ -271,23 +267,52 @@ def submit(
 def submit_batch(
     subs: Sequence[Submission],
     *,
+    idempotency_key: str | None = None,
     store: TaskStore | None = None,
     config: Settings | None = None,
     connection: Connection | Session | None = None,
     owner: str = "",
-) -> list[TaskRecord]:
+) -> tuple[list[TaskRecord], bool]:
     """Store many tasks (``owner``'s) in one insert, then send them with SendMessageBatch
-    (after the caller's commit, with ``connection``)."""
+    (after the caller's commit, with ``connection``). Returns (tasks, created): with an
+    ``idempotency_key`` used before, nothing is stored and the first request's tasks come back
+    (created False), or :class:`IdempotencyConflict` if that request was another."""
     store = store or default_store()
     config = config or settings()
     conn = outbox.connection_of(connection) if connection is not None else None
-    records = store.insert([new_task(s) for s in subs], broker.MAX_DELAY_S, conn, owner)
+    new = [new_task(s) for s in subs]
+    if idempotency_key is None:
+        records = store.insert(new, broker.MAX_DELAY_S, conn, owner)
+    else:
+        digest = _digest(s.request_hash for s in subs)
+        ids = [t.id for t in new]
+        with store.keyed("batch", idempotency_key, digest, ids, conn, owner) as use:
+            if use.first:
+                records = store.insert(new, broker.MAX_DELAY_S, use.connection, owner)
+        if not use.first:
+            return _replayed(use.request_hash, digest, lambda: store.get_many(use.ids)), False
     if connection is not None:
         outbox.send_after_commit(connection, records)
     else:
         records = _send(records, store, config)
     logger.info("batch submitted", extra={"count": len(records)})
-    return records
+    return records, True
+
+
+def _digest(parts: Iterable[str]) -> str:
+    """One hash of a request made of parts (a batch's items, a workflow's description)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode() + b"\0")
+    return digest.hexdigest()
+
+
+def _replayed(first_hash: str | None, request_hash: str, first: Callable[[], Any]) -> Any:
+    """What a request whose idempotency key was used before gets: the first request's
+    answer (``first()``), if it was this same request (its hash, ``first_hash``)."""
+    if first_hash != request_hash:
+        raise IdempotencyConflict("this Idempotency-Key was used with a different request body")
+    return first()
 
 
 def send_committed(
@@ -467,12 +492,14 @@ def submit_workflow(
     config: Settings | None = None,
     connection: Connection | Session | None = None,
     owner: str = "",
-) -> tuple[uuid.UUID, list[TaskRecord]]:
+    idempotency_key: str | None = None,
+) -> tuple[uuid.UUID, list[TaskRecord], bool]:
     """Store a workflow whole (all its tasks, in one transaction), then send its first steps
     through the bulk path; the others wait for their predecessors. Each task is validated as
     :func:`parse_submission` does, before anything is stored; from HTTP, the number of tasks
     (``max_tasks``) and the payloads' total size (``max_bytes``) too. Returns the workflow's
-    id and its tasks, in order."""
+    id, its tasks in order, and whether it was created: with an ``idempotency_key`` used
+    before for the same description, the first request's workflow (created False)."""
     store = store or default_store()
     config = config or settings()
     planned = workflows.plan(node, max_tasks)
@@ -487,9 +514,22 @@ def submit_workflow(
             f"the workflow's payloads are {total} bytes, the limit is {max_bytes}"
         )
     conn = outbox.connection_of(connection) if connection is not None else None
-    records = store.insert_workflow(
-        planned.id, planned.output, new, [s.step_json() for s in planned.steps], conn, owner
-    )
+    steps = [s.step_json() for s in planned.steps]
+    if idempotency_key is None:
+        records = store.insert_workflow(planned.id, planned.output, new, steps, conn, owner)
+    else:
+        digest = _digest([repr(node)])
+        with store.keyed("workflow", idempotency_key, digest, [planned.id], conn, owner) as use:
+            if use.first:
+                records = store.insert_workflow(
+                    planned.id, planned.output, new, steps, use.connection, owner
+                )
+        if not use.first:
+            (workflow_id,) = use.ids
+            view = _replayed(
+                use.request_hash, digest, lambda: get_workflow(workflow_id, store=store)
+            )
+            return workflow_id, view.tasks, False
     first = [r for r in records if r.status is Status.PENDING]
     if connection is not None:
         outbox.send_after_commit(connection, first)
@@ -497,7 +537,7 @@ def submit_workflow(
         sent = {r.id: r for r in _send(first, store, config)}
         records = [sent.get(r.id, r) for r in records]
     logger.info("workflow submitted", extra={"workflow_id": str(planned.id), "count": len(new)})
-    return planned.id, records
+    return planned.id, records, True
 
 
 def _workflow_id(workflow_id: str | uuid.UUID) -> uuid.UUID:

@@ -171,6 +171,20 @@ celery_chord_parts = Table(
     Column("member_id", Text, primary_key=True),
 )
 
+#: Idempotency keys of requests that create several rows (a batch, a workflow): what each
+#: created, by owner, kind ("batch", "workflow") and key.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("owner", Text, primary_key=True, server_default=""),
+    Column("kind", Text, primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("request_hash", Text, nullable=False),
+    Column("ids", ARRAY(UUID(as_uuid=True)), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_idempotency_keys_created_at", "created_at"),
+)
+
 schedules = Table(
     "schedules",
     metadata,
@@ -516,6 +530,20 @@ def _jsonb(text: str | None) -> Any:
     return None if text is None else literal(text, JsonText())
 
 
+#: Tries of an idempotent insert whose key's row vanished (pruned) between its statements.
+KEY_TRIES = 3
+
+
+class KeyUse(NamedTuple):
+    """An idempotency key's use (:meth:`TaskStore.keyed`): the transaction to create the rows
+    in, whether this request is the key's first, and the first request's hash and ids."""
+
+    connection: Connection
+    first: bool
+    request_hash: str
+    ids: list[uuid.UUID]
+
+
 class TaskStore:
     """Every read and write of the ``tasks`` table. One instance per process; holds no state."""
 
@@ -625,17 +653,65 @@ class TaskStore:
             .returning(*_PUBLIC, tasks.c.request_hash)
         )
         near = {"near": timedelta(seconds=near_seconds)}
+        earlier = select(*_PUBLIC, tasks.c.request_hash).where(
+            tasks.c.owner == owner, tasks.c.idempotency_key == key
+        )
         with _unavailable_as_error(), self._transaction(connection) as conn:
-            with _data_errors_as_invalid():
-                row = conn.execute(stmt, near).first()
-            created = row is not None
-            if row is None:
-                row = conn.execute(
-                    select(*_PUBLIC, tasks.c.request_hash).where(
-                        tasks.c.owner == owner, tasks.c.idempotency_key == key
-                    )
-                ).one()
-        return TaskRecord.from_row(row), row.request_hash, created
+            # the row a key names may be pruned between the two statements: then the key is
+            # free again, and the insert is tried once more
+            for _ in range(KEY_TRIES):
+                with _data_errors_as_invalid():
+                    row = conn.execute(stmt, near).first()
+                if row is not None:
+                    return TaskRecord.from_row(row), row.request_hash, True
+                row = conn.execute(earlier).first()
+                if row is not None:
+                    return TaskRecord.from_row(row), row.request_hash, False
+        raise StoreUnavailable("the idempotency key's task kept changing; try again")
+
+    @contextlib.contextmanager
+    def keyed(
+        self,
+        kind: str,
+        key: str,
+        request_hash: str,
+        ids: Sequence[uuid.UUID],
+        connection: Connection | None = None,
+        owner: str = "",
+    ) -> Iterator[KeyUse]:
+        """A transaction (or a savepoint in ``connection``'s) that records ``owner``'s ``key``
+        for a request of ``kind`` creating ``ids``. If the key was recorded before, nothing is
+        written: the :class:`KeyUse` says so, with the first request's hash and ids, and the
+        caller creates nothing. Two requests with one key at once: the second waits for the
+        first's commit and finds its key."""
+        stmt = (
+            pg_insert(idempotency_keys)
+            .values(owner=owner, kind=kind, key=key, request_hash=request_hash, ids=list(ids))
+            .on_conflict_do_nothing()
+        )
+        prior = select(idempotency_keys.c.request_hash, idempotency_keys.c.ids).where(
+            idempotency_keys.c.owner == owner,
+            idempotency_keys.c.kind == kind,
+            idempotency_keys.c.key == key,
+        )
+        with _unavailable_as_error(), self._transaction(connection) as conn:
+            for _ in range(KEY_TRIES):  # the key may be pruned in between: free again
+                if conn.execute(stmt).rowcount == 1:
+                    use = KeyUse(conn, True, request_hash, list(ids))
+                    break
+                if (row := conn.execute(prior).first()) is not None:
+                    use = KeyUse(conn, False, row.request_hash, list(row.ids))
+                    break
+            else:
+                raise StoreUnavailable("the idempotency key kept changing; try again")
+            yield use
+
+    def get_many(self, ids: Sequence[uuid.UUID]) -> list[TaskRecord]:
+        """The tasks of these ids that exist, in the order given."""
+        stmt = select(*_PUBLIC).where(tasks.c.id == any_(_IDS))
+        with _unavailable_as_error(), self.engine.connect() as conn:
+            found = {r.id: TaskRecord.from_row(r) for r in conn.execute(stmt, {"ids": list(ids)})}
+        return [found[i] for i in ids if i in found]
 
     def pending_among(self, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         """Which of these tasks exist and are still ``pending`` (committed, not yet sent)."""
@@ -1518,6 +1594,10 @@ class TaskStore:
                     counts[key] += removed
                     if removed < batch:
                         break
+            with self.engine.begin() as conn:  # a key outlives no task it could replay
+                conn.execute(
+                    delete(idempotency_keys).where(idempotency_keys.c.created_at < finished_before)
+                )
             chosen = _taken(
                 select(tasks.c.id).where(heavy).limit(batch).with_for_update(skip_locked=True)
             )
