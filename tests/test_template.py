@@ -17,7 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"
 LOCAL_ONLY = {"DATABASE_URL"}  # AWS uses DATABASE_SECRET_ARN instead
 #: Defaults that fit AWS as they are.
-TUNABLE_DEFAULTS = {"LEASE_SECONDS", "PENDING_GRACE_SECONDS", "QUEUED_GRACE_SECONDS"}
+TUNABLE_DEFAULTS = {
+    "LEASE_SECONDS",
+    "PENDING_GRACE_SECONDS",
+    "QUEUED_GRACE_SECONDS",
+    "MAX_RESULT_BYTES",
+}
 #: Read only by the reconciler's prune, and set there from the template's parameters.
 RECONCILER_ONLY = {"RETENTION_DAYS", "PAYLOAD_RETENTION_DAYS"}
 #: Read only by the HTTP API: whose tasks a caller sees.

@@ -158,15 +158,49 @@ def detail(record: TaskRecord) -> dict[str, Any]:
     }
 
 
-def workflow_view(view: service.WorkflowView) -> dict[str, Any]:
+def listed(record: TaskRecord) -> dict[str, Any]:
+    """A task in a listing: its detail without the result and the error's traceback (a page
+    of 500 fits in a response whatever the tasks hold; GET /tasks/{id} has the rest)."""
+    item = detail(record)
+    del item["result"]
+    if item["error"]:
+        item["error"] = {k: v for k, v in item["error"].items() if k != "traceback"}
+    return item
+
+
+def workflow_view(
+    view: service.WorkflowView, start: int = 0, limit: int = workflows.MAX_TASKS
+) -> dict[str, Any]:
+    """A workflow, with its tasks from ``start``, ``limit`` of them (``next_cursor``: the
+    rest). A result too large for a response is left out, saying so."""
+    end = start + limit
+    omitted = None
+    if view.result_omitted_bytes is not None:
+        omitted = (
+            f"the result's parts are {view.result_omitted_bytes} bytes, over MAX_RESULT_BYTES: "
+            "read each task's with GET /tasks/{id}"
+        )
     return {
         "id": str(view.id),
         "status": view.status,
-        "tasks": [summary(r) for r in view.tasks],
+        "tasks": [summary(r) for r in view.tasks[start:end]],
+        "next_cursor": service.cursor_of({"task": end}) if end < len(view.tasks) else None,
         "result": view.result,
+        "result_omitted": omitted,
         "error": view.error,
         "created_at": view.created_at,
     }
+
+
+def _offset(cursor: str | None) -> int:
+    """Where a page of a workflow's tasks starts."""
+
+    def read(value: Any) -> int:
+        if not isinstance(value, dict) or not isinstance(value.get("task"), int):
+            raise ValueError(value)
+        return max(0, value["task"])
+
+    return 0 if cursor is None else service.read_cursor(cursor, read)
 
 
 #: The ``Idempotency-Key`` header of the routes that create: the same key and body return what
@@ -266,7 +300,7 @@ def list_tasks(
 ):
     where = _where(status, task, lane, created_after, created_before)
     page = service.list_tasks(where, limit, cursor, caller=caller())
-    return _json(200, {"tasks": [detail(r) for r in page.tasks], "next_cursor": page.next_cursor})
+    return _json(200, {"tasks": [listed(r) for r in page.tasks], "next_cursor": page.next_cursor})
 
 
 def _where(
@@ -399,8 +433,19 @@ def submit_workflow(body: Annotated[WorkflowNode, Body()], idempotency_key: Idem
         **_errors(404, 503),
     },
 )
-def get_workflow(workflow_id: Annotated[str, Path(description="The workflow's id")]):
-    return _json(200, workflow_view(service.get_workflow(workflow_id, caller=caller())))
+def get_workflow(
+    workflow_id: Annotated[str, Path(description="The workflow's id")],
+    limit: Annotated[
+        int, Query(ge=1, le=workflows.MAX_TASKS, description="Tasks in this page")
+    ] = workflows.MAX_TASKS,
+    cursor: Annotated[
+        str | None, Query(max_length=40, description="The previous page's next_cursor")
+    ] = None,
+):
+    view = service.get_workflow(
+        workflow_id, caller=caller(), max_result_bytes=settings().max_result_bytes
+    )
+    return _json(200, workflow_view(view, _offset(cursor), limit))
 
 
 @app.post(

@@ -196,10 +196,10 @@ class WorkflowHandle:
                 return view.result
             if view.status == "failed":
                 failed = next(t for t in view.tasks if t.status is Status.FAILED)
-                raise TaskFailed(failed.id, failed.error)
+                raise TaskFailed(failed.id, TaskHandle(failed.id).record().error)
             if view.status == "cancelled":
                 cancelled = next(t for t in view.tasks if t.status is Status.CANCELLED)
-                raise TaskCancelled(cancelled.id, cancelled.error)
+                raise TaskCancelled(cancelled.id, TaskHandle(cancelled.id).record().error)
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"workflow {self.id} is still {view.status} after {timeout} s")
             pause = interval if deadline is None else min(interval, deadline - time.monotonic())

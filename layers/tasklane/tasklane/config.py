@@ -16,6 +16,8 @@ from tasklane.errors import ConfigurationError
 
 DEFAULT_TASK_MODULES = ("tasklane.examples",)
 DEFAULT_MAX_PAYLOAD_BYTES = 5 * 1024 * 1024
+#: A result travels whole in a GET /tasks/{id} response, whose limit (Lambda's) is 6 MB.
+DEFAULT_MAX_RESULT_BYTES = 1024 * 1024
 DEFAULT_LEASE_SECONDS = 900
 DEFAULT_PENDING_GRACE_SECONDS = 60
 DEFAULT_QUEUED_GRACE_SECONDS = 900
@@ -34,6 +36,7 @@ ENV_VARS = (
     "CELERY_DLQ_URL",
     "TASK_MODULES",
     "MAX_PAYLOAD_BYTES",
+    "MAX_RESULT_BYTES",
     "LEASE_SECONDS",
     "PENDING_GRACE_SECONDS",
     "QUEUED_GRACE_SECONDS",
@@ -62,6 +65,9 @@ class Settings:
     celery_dlq_url: str | None = None
     task_modules: tuple[str, ...] = DEFAULT_TASK_MODULES
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    #: The largest result a task may record (its JSON, in bytes): a larger one fails the task
+    #: (``ResultTooLarge``), so every read of it fits in a response.
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
     #: How long a claim holds a task before another delivery may take it over (crashed consumer).
     lease_seconds: int = DEFAULT_LEASE_SECONDS
     #: How long a task may stay ``pending`` before the reconciler sends it again.
@@ -119,6 +125,7 @@ class Settings:
                 else DEFAULT_TASK_MODULES
             ),
             max_payload_bytes=number("MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES),
+            max_result_bytes=number("MAX_RESULT_BYTES", DEFAULT_MAX_RESULT_BYTES),
             lease_seconds=number("LEASE_SECONDS", DEFAULT_LEASE_SECONDS),
             pending_grace_seconds=number("PENDING_GRACE_SECONDS", DEFAULT_PENDING_GRACE_SECONDS),
             queued_grace_seconds=number("QUEUED_GRACE_SECONDS", DEFAULT_QUEUED_GRACE_SECONDS),

@@ -74,3 +74,13 @@ class MessageDecodeError(TasklaneError):
     """A queue message is not a Celery protocol-2 JSON message. Poison: never retried."""
 
     code = "undecodable_message"
+
+
+class ResultNotStorable(Exception):
+    """A run's result cannot be stored (not JSON, or not what Postgres's jsonb holds): the
+    task fails, not retried (the same run would make it again)."""
+
+
+class ResultTooLarge(ResultNotStorable):
+    """A run's result is over ``MAX_RESULT_BYTES``: every read of it must fit in a response
+    (keep a large output elsewhere, S3 say, and return where it is)."""

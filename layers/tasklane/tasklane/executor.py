@@ -41,6 +41,8 @@ from tasklane.errors import (
     Cancelled,
     InvalidRequest,
     PayloadUnreadable,
+    ResultNotStorable,
+    ResultTooLarge,
     StoreUnavailable,
     TaskNotFound,
     TimeLimitExceeded,
@@ -123,8 +125,17 @@ class Committed:
     status: Status | None
 
 
-class ResultNotStorable(Exception):
-    """The run's result cannot be stored (not JSON, or not what Postgres's jsonb holds)."""
+def _result_json(result: Any, max_bytes: int) -> str:
+    """A run's result as the JSON text to record; :class:`ResultNotStorable` (or
+    :class:`ResultTooLarge`) when it cannot be: the same run would make it again."""
+    try:
+        text = payloads.dumps(result, "result")
+    except InvalidRequest as exc:  # NaN, a set, too deep
+        raise ResultNotStorable(str(exc)) from None
+    size = len(text.encode())
+    if size > max_bytes:
+        raise ResultTooLarge(f"the result is {size} bytes, over {max_bytes} (MAX_RESULT_BYTES)")
+    return text
 
 
 class _ClaimLost(Exception):
@@ -470,12 +481,12 @@ class Executor:
             with self.store.transaction(limit_s) as db:
                 with _running(attempt, self.store), time_limit(limit_s):
                     result = attempt.spec.fn(payload, db)
+                result_json = _result_json(result, self.store.max_result_bytes)
                 try:
-                    result_json = payloads.dumps(result, "result")
                     status, _, released = self.store.settle(
                         attempt.id, token, result_json, connection=db
                     )
-                except InvalidRequest as exc:  # NaN, a set, \u0000: the same run makes it again
+                except InvalidRequest as exc:  # \u0000: the same run makes it again
                     raise ResultNotStorable(str(exc)) from None
                 if status is None:
                     raise _ClaimLost
@@ -503,9 +514,9 @@ class Executor:
         except Exception as exc:  # a task may raise anything; it is recorded, never propagated
             return Failure(error_of(exc))
         try:
-            return payloads.dumps(result, "result")
-        except InvalidRequest as exc:  # NaN, a set, too deep: the same run makes it again
-            return Failure(error_of(ResultNotStorable(str(exc))), final=True)
+            return _result_json(result, self.store.max_result_bytes)
+        except ResultNotStorable as exc:  # the same run would make it again
+            return Failure(error_of(exc), final=True)
 
     def record_lost(self, task_id: uuid.UUID, token: str, exc: BaseException) -> Verdict:
         """A run cut short outside the task's own code (its process killed, its time limit

@@ -47,7 +47,8 @@ from celery.utils.log import get_logger
 from sqlalchemy import and_, delete, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from tasklane.errors import TaskNotFound
+from tasklane.config import settings
+from tasklane.errors import ResultTooLarge, TaskNotFound
 from tasklane.lifecycle import Status
 from tasklane.store import JsonText, TaskRecord, celery_chord_parts, celery_groups, tasks
 
@@ -179,6 +180,14 @@ class TaskTableBackend(BaseBackend):
             result=result, state=state, traceback=traceback, request=request
         )
         doc = self._encoded(meta)
+        if state == states.SUCCESS:  # every read of it must fit in a response
+            size = len(json.dumps(doc.get("result")).encode())
+            limit = settings().max_result_bytes
+            if size > limit:
+                too_large = ResultTooLarge(
+                    f"the result is {size} bytes, over {limit} (MAX_RESULT_BYTES)"
+                )
+                return self._store_result(task_id, too_large, states.FAILURE, None, request)
         doc["task_id"] = str(task_id)
         status = STATUS_OF_STATE.get(state, Status.RUNNING)
         stored = doc.pop("result") if state == states.SUCCESS else None

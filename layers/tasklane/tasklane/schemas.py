@@ -169,8 +169,14 @@ class WorkflowError(BaseModel):
 
 
 class WorkflowDetail(WorkflowCreated):
+    next_cursor: str | None = Field(
+        None, description="The next page of its tasks (limit, cursor); null: no more"
+    )
     result: Any = Field(
         description="Once succeeded: a chain's last result, a group's list, a chord's body's"
+    )
+    result_omitted: str | None = Field(
+        None, description="Why the result is left out (its parts are over MAX_RESULT_BYTES)"
     )
     error: WorkflowError | None
     created_at: datetime
@@ -193,10 +199,25 @@ class TaskDetail(TaskSummary):
     )
 
 
-class TaskPage(BaseModel):
-    """One page of tasks, newest first; ``next_cursor`` fetches the next (null: no more)."""
+class ListedTask(TaskSummary):
+    """A task in a listing: :class:`TaskDetail` without the result and the traceback."""
 
-    tasks: list[TaskDetail]
+    attempts: int = Field(ge=0)
+    error: TaskError | None = Field(description="Without its traceback")
+    created_at: datetime
+    updated_at: datetime
+    run_at: datetime | None
+    workflow_id: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    payload_bytes: int | None = None
+
+
+class TaskPage(BaseModel):
+    """One page of tasks, newest first; ``next_cursor`` fetches the next (null: no more).
+    Summaries: each task's result and traceback are in ``GET /tasks/{id}``."""
+
+    tasks: list[ListedTask]
     next_cursor: str | None
 
 

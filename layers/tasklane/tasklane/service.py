@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tasklane import broker, metrics, outbox, payloads, periodic, registry, workflows
 from tasklane.callers import Caller
@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # the ORM is imported only by applications that pass a Sessio
     from sqlalchemy.orm import Session
 
 BATCH_MAX = 100
+T = TypeVar("T")
 #: Eager mode (``tasklane.testing.eager()``): run tasks inline instead of sending them.
 EAGER: ContextVar[bool] = ContextVar("tasklane_eager", default=False)
 
@@ -149,7 +150,8 @@ def parse_batch(body: Any, config: Settings, max_tasks: int | None = BATCH_MAX) 
 def default_store() -> TaskStore:
     from tasklane.database import engine
 
-    return TaskStore(engine(), settings().max_payload_bytes)
+    config = settings()
+    return TaskStore(engine(), config.max_payload_bytes, config.max_result_bytes)
 
 
 def new_task(sub: Submission) -> NewTask:
@@ -354,25 +356,37 @@ class Page:
     next_cursor: str | None
 
 
-def _cursor(record: TaskRecord) -> str:
-    if record.created_at is None:  # pages are of rows read back, which always have one
-        raise ValueError("a cursor is made from a stored task")
-    raw = json.dumps([record.created_at.isoformat(), str(record.id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def cursor_of(value: Any) -> str:
+    """An opaque cursor holding ``value`` (JSON): where the next page starts."""
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
 
 
-def _after(cursor: str) -> tuple[datetime, uuid.UUID]:
+def read_cursor(cursor: str, read: Callable[[Any], T]) -> T:
+    """What :func:`cursor_of` put in ``cursor``, through ``read`` (which raises ``ValueError``
+    or ``TypeError`` on what it does not expect); :class:`InvalidRequest` for any other."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, task_id = json.loads(raw)
-        moment = datetime.fromisoformat(created_at)
-        if moment.tzinfo is None:
-            raise ValueError("naive")
-        return in_range(moment, "cursor"), uuid.UUID(task_id)
+        return read(json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))))
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         raise InvalidRequest(
             "cursor: not one this API gave (pass next_cursor as it came)"
         ) from None
+
+
+def _cursor(record: TaskRecord) -> str:
+    if record.created_at is None:  # pages are of rows read back, which always have one
+        raise ValueError("a cursor is made from a stored task")
+    return cursor_of([record.created_at.isoformat(), str(record.id)])
+
+
+def _after(cursor: str) -> tuple[datetime, uuid.UUID]:
+    def read(value: Any) -> tuple[datetime, uuid.UUID]:
+        created_at, task_id = value
+        moment = datetime.fromisoformat(created_at)
+        if moment.tzinfo is None:
+            raise ValueError("naive")
+        return in_range(moment, "cursor"), uuid.UUID(task_id)
+
+    return read_cursor(cursor, read)
 
 
 def list_tasks(
@@ -481,6 +495,8 @@ class WorkflowView:
     result: Any = None
     error: dict | None = None
     created_at: datetime | None = None
+    #: The size of the result's parts, when they were too large to read (``max_result_bytes``).
+    result_omitted_bytes: int | None = None
 
 
 def submit_workflow(
@@ -548,9 +564,17 @@ def _workflow_id(workflow_id: str | uuid.UUID) -> uuid.UUID:
 
 
 def get_workflow(
-    workflow_id: str | uuid.UUID, *, store: TaskStore | None = None, caller: Caller | None = None
+    workflow_id: str | uuid.UUID,
+    *,
+    store: TaskStore | None = None,
+    caller: Caller | None = None,
+    max_result_bytes: int | None = None,
 ) -> WorkflowView:
-    row, records = (store or default_store()).workflow(_workflow_id(workflow_id))
+    """A workflow, its tasks (without their results) and, once it succeeded, its result:
+    assembled from its tasks' unless they are together over ``max_result_bytes`` (then
+    ``result_omitted_bytes`` says how large they are)."""
+    store = store or default_store()
+    row, records = store.workflow(_workflow_id(workflow_id))
     if caller is not None and not caller.sees(row.owner):
         raise TaskNotFound(f"no workflow with id {workflow_id}")
     status = workflows.status_of([r.status.value for r in records])
@@ -564,10 +588,14 @@ def get_workflow(
             "type": stored.get("type"),
             "message": stored.get("message"),
         }
-    result = None
+    result, omitted = None, None
     if status == "succeeded":
-        result = workflows.assemble(row.output, {str(r.id): r.result for r in records})
-    return WorkflowView(row.id, status, records, result, error, row.created_at)
+        parts, size = store.results_of(workflows.ids_in(row.output), max_result_bytes)
+        if parts is None:
+            omitted = size
+        else:
+            result = workflows.assemble(row.output, {str(k): v for k, v in parts.items()})
+    return WorkflowView(row.id, status, records, result, error, row.created_at, omitted)
 
 
 def cancel_workflow(

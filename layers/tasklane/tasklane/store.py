@@ -547,10 +547,17 @@ class KeyUse(NamedTuple):
 class TaskStore:
     """Every read and write of the ``tasks`` table. One instance per process; holds no state."""
 
-    def __init__(self, engine: Engine, max_payload_bytes: int = 5 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        max_payload_bytes: int = 5 * 1024 * 1024,
+        max_result_bytes: int = 1024 * 1024,
+    ) -> None:
         self.engine = engine
         #: The largest input a workflow step may be given (``MAX_PAYLOAD_BYTES``).
         self.max_payload_bytes = max_payload_bytes
+        #: The largest result a task may record (``MAX_RESULT_BYTES``).
+        self.max_result_bytes = max_result_bytes
 
     # -- submission --------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -1089,7 +1096,8 @@ class TaskStore:
         return [TaskRecord.from_row(r) for r in released]
 
     def workflow(self, workflow_id: uuid.UUID) -> tuple[Any, list[TaskRecord]]:
-        """A workflow's row and its tasks, in member order (:class:`TaskNotFound` if none)."""
+        """A workflow's row and its tasks, in member order, as listings have them (without
+        results: :meth:`results_of`); :class:`TaskNotFound` if none."""
         with _unavailable_as_error(), self.engine.connect() as conn:
             row = conn.execute(select(workflows).where(workflows.c.id == workflow_id)).first()
             if row is None:
@@ -1097,10 +1105,28 @@ class TaskStore:
             found = {
                 r.id: TaskRecord.from_row(r)
                 for r in conn.execute(
-                    select(*_PUBLIC).where(tasks.c.id == any_(_IDS)), {"ids": row.members}
+                    select(*_LISTED).where(tasks.c.id == any_(_IDS)), {"ids": row.members}
                 )
             }
         return row, [found[i] for i in row.members]
+
+    def results_of(
+        self, ids: Sequence[uuid.UUID], max_bytes: int | None = None
+    ) -> tuple[dict[uuid.UUID, Any] | None, int]:
+        """These tasks' results and their size together (as JSON text, in bytes); the
+        results are not read (None) when that is over ``max_bytes``."""
+        params = {"ids": list(ids)}
+        size = select(
+            func.coalesce(func.sum(func.octet_length(cast(tasks.c.result, Text))), 0)
+        ).where(tasks.c.id == any_(_IDS))
+        with _unavailable_as_error(), self.engine.connect() as conn:
+            total = int(conn.execute(size, params).scalar_one())
+            if max_bytes is not None and total > max_bytes:
+                return None, total
+            rows = conn.execute(
+                select(tasks.c.id, tasks.c.result).where(tasks.c.id == any_(_IDS)), params
+            )
+            return {r.id: r.result for r in rows}, total
 
     def cancel_workflow(self, workflow_id: uuid.UUID) -> int:
         """Cancel what has not run of a workflow: its waiting tasks now, its running ones asked
@@ -1705,9 +1731,10 @@ def _status_is(status: Status) -> Any:
 def find_statement(
     where: TaskFilter, limit: int, after: tuple[datetime, uuid.UUID] | None = None
 ) -> Any:
-    """The query of :meth:`TaskStore.find` (the tests read its plan)."""
+    """The query of :meth:`TaskStore.find` (the tests read its plan): summaries, without
+    results or tracebacks (a page of 500 tasks must fit in a response whatever they hold)."""
     stmt = (
-        select(*_PUBLIC)
+        select(*_LISTED)
         .where(*where.conditions())
         .order_by(tasks.c.created_at.desc(), tasks.c.id.desc())
         .limit(limit)
@@ -1715,6 +1742,23 @@ def find_statement(
     if after is not None:
         stmt = stmt.where(tuple_(tasks.c.created_at, tasks.c.id) < tuple_(*after))
     return stmt
+
+
+#: A listing's columns: ``_PUBLIC`` without the result, and the error without its traceback.
+_LISTED = tuple(
+    literal(None, JSONB).label("result")
+    if c is tasks.c.result
+    else case(
+        (
+            func.jsonb_typeof(tasks.c.error) == "object",
+            tasks.c.error.op("-", return_type=JSONB)(literal("traceback")),
+        ),
+        else_=tasks.c.error,
+    ).label("error")
+    if c is tasks.c.error
+    else c
+    for c in _PUBLIC
+)
 
 
 def _taken(rows: Any) -> Any:

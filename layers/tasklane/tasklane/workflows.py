@@ -300,6 +300,13 @@ def payload_json(step: dict[str, Any], own_json: str | None, results_json: dict[
     return f'{{"payload":{own},"previous":{previous}}}'
 
 
+def ids_in(template: Template) -> list[uuid.UUID]:
+    """The task ids a result template names (the tasks whose results make the result)."""
+    if isinstance(template, str):
+        return [uuid.UUID(template)]
+    return [i for t in template for i in ids_in(t)]
+
+
 def assemble(template: Template, results: dict[str, Any]) -> Any:
     """The template with each task id replaced by that task's (parsed) result."""
     if isinstance(template, str):
