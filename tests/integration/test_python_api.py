@@ -282,6 +282,20 @@ def test_the_flask_example_enqueues_with_its_order_or_not_at_all(stack):
     assert handle.get(timeout=5) == {"order": created.get_json()["order_id"], "confirmed": True}
 
 
+def test_a_task_enqueued_late_in_a_long_transaction_is_created_when_enqueued(stack):
+    """Not at the transaction's start: listings are newest first by ``created_at``, and a task
+    stamped minutes in the past would land behind pages a client has already read."""
+    from datetime import timedelta
+
+    with database.engine().begin() as conn:
+        began = conn.execute(text("SELECT now()")).scalar_one()
+        conn.execute(text("SELECT pg_sleep(0.5)"))
+        handle = submit("test.echo", 1, connection=conn)
+        (member,) = submit_many([("test.echo", 2)], connection=conn)
+    assert handle.record().created_at >= began + timedelta(seconds=0.5)
+    assert member.record().created_at >= began + timedelta(seconds=0.5)
+
+
 # ------------------------------------------------------------------ transactional tasks
 def claimed(task: str, payload):
     """Submit and claim one task in this process (the executor, no queue): ready to run."""

@@ -187,6 +187,24 @@ def test_cancelling_one_step_cancels_the_rest_of_its_workflow(stack):
     assert later.status() == "cancelled"
 
 
+def test_a_steps_cancel_and_its_workflows_commit_together(stack):
+    """One transaction: no failure between two can leave the step cancelled and the rest of
+    its workflow waiting (which a repeated cancel, finding the step finished, would refuse)."""
+    from sqlalchemy import event
+
+    handle = chain(tasks.add.s(1), tasks.add.s(), tasks.add.s()).delay()
+    commits: list[object] = []
+    listener = lambda conn: commits.append(conn)  # noqa: E731
+    event.listen(database.engine(), "commit", listener)
+    try:
+        status, _, body = call_api("POST", f"/tasks/{handle.task_ids[1]}/cancel")
+    finally:
+        event.remove(database.engine(), "commit", listener)
+    assert status == 200 and body["status"] == "cancelled"
+    assert len(commits) == 1 and handle.status() == "cancelled"
+    assert {t.status() for t in handle.tasks()} == {"cancelled"}
+
+
 # ------------------------------------------------------------------------------ exactly once
 def test_the_last_members_finishing_at_once_release_the_body_once(stack):
     """Two header members settle at the same moment, each in its own transaction: the body is

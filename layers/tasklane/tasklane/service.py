@@ -473,13 +473,11 @@ def cancel_task(
     task_id: str | uuid.UUID, *, store: TaskStore | None = None, caller: Caller | None = None
 ) -> TaskRecord:
     """Cancel a task: now if it waits to run, when it stops if it runs (it is asked). A step
-    of a workflow cancels what has not run of its workflow: it cannot go on without it."""
+    of a workflow cancels what has not run of its workflow, in the same transaction: it
+    cannot go on without it."""
     store = store or default_store()
     record = store.cancel(get_task(task_id, store=store, caller=caller).id)
     logger.info("task cancelled", extra=task_fields(record.id, record.task, status=record.status))
-    if record.workflow_id is not None:
-        store.cancel_workflow(record.workflow_id)
-        record = store.get(record.id)
     return record
 
 

@@ -79,7 +79,12 @@ tasks = Table(
     Column("idempotency_key", String(255)),
     Column("request_hash", String(64)),
     Column("lease_until", DateTime(timezone=True)),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column(
+        "created_at",
+        DateTime(timezone=True),
+        nullable=False,
+        server_default=func.statement_timestamp(),
+    ),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("started_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),
@@ -147,7 +152,12 @@ workflows = Table(
     Column("members", ARRAY(UUID(as_uuid=True)), nullable=False),
     #: Where its result comes from: a task id, or a list of them, nested as the description.
     Column("output", JSONB, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column(
+        "created_at",
+        DateTime(timezone=True),
+        nullable=False,
+        server_default=func.statement_timestamp(),
+    ),
     Column("owner", Text, nullable=False, server_default=""),
 )
 
@@ -1131,6 +1141,17 @@ class TaskStore:
     def cancel_workflow(self, workflow_id: uuid.UUID) -> int:
         """Cancel what has not run of a workflow: its waiting tasks now, its running ones asked
         to stop. Returns how many tasks were cancelled or asked."""
+        with _unavailable_as_error(), self.engine.begin() as conn:
+            exists = conn.execute(
+                select(workflows.c.id).where(workflows.c.id == workflow_id)
+            ).first()
+            if exists is None:
+                raise TaskNotFound(f"no workflow with id {workflow_id}")
+            return self._cancel_members(conn, workflow_id)
+
+    @staticmethod
+    def _cancel_members(conn: Connection, workflow_id: uuid.UUID) -> int:
+        """:meth:`cancel_workflow` in ``conn``'s transaction."""
         members = select(func.unnest(workflows.c.members)).where(workflows.c.id == workflow_id)
         error = {"type": "Cancelled", "message": "its workflow was cancelled"}
         waiting = [Status.WAITING, Status.PENDING, Status.SCHEDULED, Status.QUEUED]
@@ -1160,17 +1181,11 @@ class TaskStore:
             .order_by(tasks.c.id)
             .with_for_update()
         )
-        with _unavailable_as_error(), self.engine.begin() as conn:
-            exists = conn.execute(
-                select(workflows.c.id).where(workflows.c.id == workflow_id)
-            ).first()
-            if exists is None:
-                raise TaskNotFound(f"no workflow with id {workflow_id}")
-            # Running tasks first, then waiting ones: the order a member's outcome takes its
-            # locks in (its own row, then the steps waiting for it). The other order deadlocked.
-            conn.execute(running).all()
-            asked_count = conn.execute(asked).rowcount
-            return conn.execute(cancelled).rowcount + asked_count
+        # Running tasks first, then waiting ones: the order a member's outcome takes its
+        # locks in (its own row, then the steps waiting for it). The other order deadlocked.
+        conn.execute(running).all()
+        asked_count = conn.execute(asked).rowcount
+        return conn.execute(cancelled).rowcount + asked_count
 
     def release(self, task_id: uuid.UUID, token: str) -> bool:
         """Give back a claim whose run was cut short by the platform, not the task (a worker's
@@ -1352,7 +1367,16 @@ class TaskStore:
             .returning(*_PUBLIC)
         )
         with _unavailable_as_error(), self.engine.begin() as conn:
-            row = conn.execute(cancelled).first() or conn.execute(asked).first()
+            member = conn.execute(
+                select(tasks.c.workflow_id).where(
+                    tasks.c.id == task_id, tasks.c.status.in_([*waiting, Status.RUNNING.value])
+                )
+            ).scalar_one_or_none()
+            if member is not None:  # a step: its workflow cannot go on without it, all at once
+                self._cancel_members(conn, member)
+                row = conn.execute(select(*_PUBLIC).where(tasks.c.id == task_id)).first()
+            else:
+                row = conn.execute(cancelled).first() or conn.execute(asked).first()
             if row is None:
                 current = conn.execute(
                     select(tasks.c.status).where(tasks.c.id == task_id)
