@@ -16,7 +16,12 @@ processes. While tasks flow, the run injects:
 - one Celery pool process SIGKILLed mid-task (an OOM kill), and a whole worker SIGKILLed;
 - a network partition between a worker and SQS;
 - a worker whose registry lags (it does not know the celery lane's task, as mid-deploy);
-- a Postgres restart (when the run owns the cluster).
+- a Postgres restart (when the run owns the cluster);
+- operator mistakes: a periodic schedule that fails at run time, among good ones (the
+  reconciler's other phases, which re-send the tasks whose send failed, must go on); a
+  migration run behind an open application transaction holding a row lock on ``tasks``; a
+  transactional task asked to stop whose transaction then loses a deadlock (it must end
+  ``cancelled``, its effect rolled back, and never run again).
 
 A share of the tasks are transactional (``transactional=True``): their effect is written through
 the run's own connection and commits with its outcome. Some arrive as chords (POST /workflows):
@@ -118,6 +123,7 @@ class Report:
     submitted: int = 0
     succeeded: int = 0
     failed_as_expected: int = 0
+    cancelled_as_asked: int = 0
     lost: int = 0
     #: Extra executions with no fault in flight: defects.
     executed_more_than_once: int = 0
@@ -140,6 +146,7 @@ class Report:
             ("submitted", self.submitted),
             ("succeeded", self.succeeded),
             ("failed as expected", self.failed_as_expected),
+            ("cancelled as asked", self.cancelled_as_asked),
             ("lost", self.lost),
             ("executed more than once, no fault in flight", self.executed_more_than_once),
             ("executed again after a fault cut a run short", self.extra_executions_after_faults),
@@ -314,6 +321,7 @@ def run(
         environment.env | {"TASK_MODULES": "tasklane.examples"}, queue_name, "--pool", "solo"
     ).wait_ready()
     report.injected["worker with a lagging registry"] += 1
+    schedules = _schedules(faults)
 
     # -- submit, with send failures ---------------------------------------------------------
     plan = [(name, mode) for name, mode, share in MIX for _ in range(round(share * tasks))]
@@ -360,6 +368,8 @@ def run(
                 if start in (0, BATCH):  # the second lot while Postgres restarts
                     for _ in range(max(1, tasks // 60)):
                         _submit_chord(call_api, rng, expected, keys, transactional, chords)
+                if start + BATCH >= len(plan):  # the last lot: cancelled as soon as it runs
+                    asked = _submit_cancel_then_deadlock(call_api, expected, keys, transactional)
                 if start == 0:
                     _poison(environment, faults)
                     unreadable = _unloadable_payloads(call_api, faults)
@@ -371,6 +381,12 @@ def run(
             report.submitted = len(expected)
         finally:
             failing.enabled = False
+
+        # -- a cancel during a deadlock (as soon as the task runs) ----------------------------
+        canceller = threading.Thread(
+            target=_cancel_when_running, args=(call_api, asked, faults, report), daemon=True
+        )
+        canceller.start()
 
         # -- processes killed, a partition, the lagging worker leaves -------------------------
         killed = _kill_a_pool_process(workers, faults, timeout=30)
@@ -385,6 +401,8 @@ def run(
         workers[0].kill()
         faults.happened("celery worker SIGKILLed mid-task")
         workers.append(Worker(environment.env, queue_name, "--concurrency", "2").wait_ready())
+        _migrate_behind_an_open_transaction(faults, report)
+        canceller.join(60)
 
         # -- drain --------------------------------------------------------------------------
         deadline = time.monotonic() + timeout
@@ -392,7 +410,8 @@ def run(
         while time.monotonic() < deadline:
             final = _statuses(list(expected))
             ended = _workflows_ended(list(chords))
-            if ended and all(status in ("succeeded", "failed") for status, _ in final.values()):
+            done = ("succeeded", "failed", "cancelled")
+            if ended and all(status in done for status, _ in final.values()):
                 break
             time.sleep(0.5)
     report.drain_seconds = time.monotonic() - started
@@ -402,6 +421,7 @@ def run(
     proxy.close()
     for thread in threads:
         thread.join(timeout=10)
+    _check_schedules(schedules, report)
 
     for task_id, want in expected.items():
         status, _ = final.get(task_id, ("missing", 0))
@@ -409,6 +429,8 @@ def run(
             report.succeeded += 1
         elif status == want == "failed":
             report.failed_as_expected += 1
+        elif status == want == "cancelled":
+            report.cancelled_as_asked += 1
         else:
             report.lost += 1
             report.problems.append(f"{task_id}: expected {want}, got {status}")
@@ -478,6 +500,105 @@ def _submit_chord(
         keys[task["id"]] = key
     transactional.add(body_key)
     chords[answer["id"]] = (body_key, member_keys)
+
+
+def _schedules(faults: Faults) -> list[str]:
+    """Periodic tasks for the run's reconciler passes: two good ones, and between them one that
+    fails at run time (as an expression the definition's checks let through would)."""
+    from tasklane import Schedule, registry
+
+    class Broken(Schedule):
+        def due(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("a schedule broken at run time")
+
+    names = ["fault.tick_a", "fault.tick_broken", "fault.tick_b"]
+    for name in names:
+        kind = Broken if "broken" in name else Schedule
+        registry.task(name, schedule=kind("rate(1 minute)", {"key": name, "mode": "ok"}))(_tick)
+    faults.happened("a schedule broken at run time")
+    return names
+
+
+def _tick(payload: dict) -> dict:
+    return {"tick": payload["key"]}
+
+
+def _check_schedules(names: list[str], report: Report) -> None:
+    """The good schedules fired despite the broken one; then the run's schedules go."""
+    from tasklane import registry
+
+    for name in names:
+        registry._tasks.pop(name, None)
+    with database.engine().connect() as conn:
+        fired = dict(
+            conn.execute(
+                text("SELECT task, count(*) FROM tasks WHERE task = ANY(:n) GROUP BY task"),
+                {"n": names},
+            ).all()
+        )
+    for name in names:
+        if ("broken" in name) == bool(fired.get(name)):
+            report.problems.append(f"schedule {name}: fired {fired.get(name, 0)} ticks")
+
+
+def _submit_cancel_then_deadlock(
+    call_api, expected: dict[str, str], keys: dict[str, str], transactional: set[str]
+) -> str:
+    """A transactional task that writes, waits to be asked to stop, then loses a deadlock."""
+    key = str(uuid.uuid4())
+    body = {"task": "fault.lambda_tx", "payload": {"key": key, "mode": "cancel_then_deadlock"}}
+    status, _, answer = call_api("POST", "/tasks", body)
+    assert status == 202, answer
+    expected[answer["id"]], keys[answer["id"]] = "cancelled", key
+    transactional.add(key)
+    return answer["id"]
+
+
+def _cancel_when_running(call_api, task_id: str, faults: Faults, report: Report) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if _statuses([task_id]).get(task_id, ("", 0))[0] == "running":
+            status, _, answer = call_api("POST", f"/tasks/{task_id}/cancel")
+            if status == 200:
+                faults.happened("cancel, then a deadlock")
+                return
+            report.problems.append(f"cancel of {task_id}: {status} {answer}")
+            return
+        time.sleep(0.1)
+    report.problems.append(f"{task_id} never ran, to be cancelled")
+
+
+def _migrate_behind_an_open_transaction(faults: Faults, report: Report) -> None:
+    """The last migration run again (its DDL takes ``tasks``'s ACCESS EXCLUSIVE lock) while an
+    application transaction holds a row lock there: it must wait only briefly each time,
+    retry, and complete once the transaction ends; the pipeline goes on meanwhile."""
+    from tasklane import migrate
+
+    with database.engine().begin() as conn:
+        head = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+        previous = str(int(head) - 1).zfill(len(head))
+        conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": previous})
+    failures: list[BaseException] = []
+
+    def upgrade() -> None:
+        try:
+            migrate.upgrade()
+        except Exception as exc:
+            failures.append(exc)
+
+    with faults.window("a migration behind an open transaction"):
+        holder = database.engine().connect()
+        holder.execute(text("SELECT id FROM tasks ORDER BY created_at LIMIT 1 FOR UPDATE"))
+        migrator = threading.Thread(target=upgrade)
+        migrator.start()
+        time.sleep(migrate.LOCK_TIMEOUT_MS / 1000 * 2)
+        holder.rollback()
+        holder.close()
+        migrator.join(120)
+    with database.engine().connect() as conn:
+        now = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+    if failures or now != head:
+        report.problems.append(f"migration behind an open transaction: {failures} {now}")
 
 
 def _workflows_ended(ids: list[str]) -> bool:

@@ -132,6 +132,17 @@ def _fault_work(payload, effect=None):
         ).scalar_one()
     if payload.get("sleep"):
         time.sleep(payload["sleep"])
+    if payload["mode"] == "cancel_then_deadlock" and effect is not None:
+        # written, then asked to stop; its transaction then loses a deadlock (40P01)
+        effect.execute(text("INSERT INTO fault_effects (key) VALUES (:k)"), {"k": payload["key"]})
+        import tasklane
+
+        deadline = time.monotonic() + 60
+        while not tasklane.current_task().cancel_requested and time.monotonic() < deadline:
+            time.sleep(0.1)
+        effect.execute(
+            text("DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$")
+        )
     if payload["mode"] == "permanent" or runs <= payload.get("fail_times", 0):
         raise RuntimeError(f"injected failure on execution {runs}")
     record = text("INSERT INTO fault_effects (key) VALUES (:k)")

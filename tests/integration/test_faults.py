@@ -35,7 +35,10 @@ def test_no_task_is_lost_and_none_runs_again_without_a_fault_under_faults(
     assert report.transactional_tasks >= 10 and report.transactional_effects_doubled == 0
     assert report.workflows >= 2 and report.workflows_unfinished == 0, report.problems
     assert report.bodies_before_members == 0, report.problems
-    assert report.succeeded + report.failed_as_expected == report.submitted
+    assert report.succeeded + report.failed_as_expected + report.cancelled_as_asked == (
+        report.submitted
+    )
+    assert report.cancelled_as_asked == 1, report.problems  # the cancel during a deadlock
     assert report.failed_as_expected >= 5  # the permanent failures, and the unloadable payload
     injected = report.injected
     assert injected["duplicate deliveries"] > 0 and injected["lost commit replies"] > 0
@@ -45,5 +48,9 @@ def test_no_task_is_lost_and_none_runs_again_without_a_fault_under_faults(
     assert injected["celery worker SIGKILLed mid-task"] == 1
     assert injected["worker partitioned from SQS"] == 1
     assert injected["worker with a lagging registry"] == 1
+    assert injected["cancel, then a deadlock"] == 1
+    assert injected["a migration behind an open transaction"] == 1
+    assert injected["a schedule broken at run time"] == 1
+    assert not [p for p in report.problems if p.startswith(("schedule", "migration"))]
     if pg_cluster is not None:
         assert injected["postgres restarts"] == 1
