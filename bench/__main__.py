@@ -32,6 +32,7 @@ MEASUREMENTS = [
     "workflows",
     "scale",
     "concurrency",
+    "due_burst",
 ]
 RESULTS = Path(__file__).resolve().parent / "results"
 

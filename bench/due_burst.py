@@ -1,0 +1,99 @@
+"""12. Work due at once, on the local stack (``tasklane dev``): nothing caps what the reconciler
+sends when a great deal falls due together.
+
+- A burst: N lambda-lane tasks ``scheduled`` for the same second, ``lead`` seconds ahead. One
+  reconciler pass (``tasklane reconcile``) sends them all with the delay left; the stack's
+  consumer runs them. Figures: the pass's time, how late each started after its ``run_at``
+  (``started_at - run_at``), and how many started early (none may).
+- A volume: M tasks due within one minute, five minutes ahead. The reconciler's passes (one
+  from the CLI, then the stack's own, every minute) send them; figures: the time until none is
+  left ``scheduled``, the send rate, and how many were sent after their ``run_at`` (none may).
+  They are not run: the benchmark ends before they are due.
+
+The rows are written straight to the table (as many submits long before would have left them).
+"""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import text
+from tasklane import database
+
+from bench.env import BenchEnv, local_stack, percentile
+
+INSERT = text(
+    "INSERT INTO tasks (id, task, lane, status, payload, run_at) "
+    "SELECT gen_random_uuid(), 'bench.noop', 'lambda', 'scheduled', to_jsonb(i), "
+    "now() + make_interval(secs => :lead + :spread * i / :n) FROM generate_series(1, :n) i "
+    "RETURNING id"
+)
+LATENESS = text(
+    "SELECT count(*) FILTER (WHERE status <> 'succeeded') AS left, "
+    "array_agg(extract(epoch FROM started_at - run_at)) AS late FROM tasks "
+    "WHERE id = ANY(CAST(:ids AS uuid[]))"
+)
+SENT = text(
+    "SELECT count(*) FILTER (WHERE status = 'scheduled') AS left, "
+    "count(*) FILTER (WHERE status <> 'scheduled' AND updated_at > run_at) AS late "
+    "FROM tasks WHERE id = ANY(CAST(:ids AS uuid[]))"
+)
+
+
+def _scheduled(n: int, lead: float, spread: float) -> list[str]:
+    with database.engine().begin() as conn:
+        rows = conn.execute(INSERT, {"n": n, "lead": lead, "spread": spread}).all()
+    return [str(r.id) for r in rows]
+
+
+def run(bench: BenchEnv) -> dict:
+    burst, volume = bench.n(10_000, 200), bench.n(100_000, 1_000)
+    lead = bench.n(60, 10)
+    figures: dict[str, float] = {}
+    with local_stack() as stack:
+        ids = _scheduled(burst, lead, 0)
+        started = time.monotonic()
+        stack.cli("reconcile")
+        figures["burst: reconciler pass s"] = time.monotonic() - started
+        deadline = time.monotonic() + lead + 1800
+        while True:
+            with database.engine().connect() as conn:
+                left, late = conn.execute(LATENESS, {"ids": ids}).one()
+            if not left or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        late = [float(x) for x in late if x is not None]
+        figures["burst: not run"] = left
+        figures["burst: started late p50 s"] = percentile(late, 50)
+        figures["burst: started late p99 s"] = percentile(late, 99)
+        figures["burst: started early"] = sum(x < 0 for x in late)
+
+        ids = _scheduled(volume, 300, 60)
+        started = time.monotonic()
+        stack.cli("reconcile")
+        while True:
+            with database.engine().connect() as conn:
+                left, sent_late = conn.execute(SENT, {"ids": ids}).one()
+            if not left or time.monotonic() - started > 280:
+                break
+            time.sleep(1)
+        elapsed = time.monotonic() - started
+        figures["volume: all sent s"] = elapsed
+        figures["volume: sent per s"] = (volume - left) / elapsed
+        figures["volume: left scheduled"] = left
+        figures["volume: sent after run_at"] = sent_late
+    return {
+        "name": "work due at once (local stack)",
+        "workload": (
+            f"{burst} lambda-lane tasks due in the same second {lead} s ahead, sent by one "
+            f"reconciler pass and run; {volume} due within one minute 5 min ahead, sent only"
+        ),
+        "figures": figures,
+        "targets": {
+            "burst: started late p99 s": ("<=", 1),
+            "burst: started early": ("<=", 0),
+            "burst: not run": ("<=", 0),
+            "volume: left scheduled": ("<=", 0),
+            "volume: sent after run_at": ("<=", 0),
+        },
+    }
