@@ -275,6 +275,7 @@ class ClaimCheckAMQP(AMQP):
                     f"(@app.task(name={name!r})), so its message can be claim-checked"
                 )
             refuse_unknown_options(kwargs)
+            refuse_canvas_in_the_lambda_lane(self.app.tasks[name], message.body)
             return send(_ClaimCheckingProducer(producer, self.app), name, message, **kwargs)
 
         return send_claim_checked
@@ -305,6 +306,19 @@ MESSAGE_OPTIONS = _parameters(
     "correlation_id", "message_id", "timestamp", "type", "user_id", "app_id", "cluster_id",
     *TASKLANE_OPTIONS,
 }  # fmt: skip
+
+
+def refuse_canvas_in_the_lambda_lane(task: Task, body: Any) -> None:
+    """The lambda lane runs an adopted task's function alone: a message whose task it runs
+    and that carries Celery's links, errbacks, chain or chord is refused at the call site, not
+    run there with its continuation dropped."""
+    embed = body[2] if isinstance(body, tuple | list) and len(body) == 3 else None
+    carried = sorted(k for k in NO_EMBED if isinstance(embed, dict) and embed.get(k))
+    if carried and isinstance(task, AdoptedTask) and lane_of(task) == Lane.LAMBDA.value:
+        raise InvalidRequest(
+            f"{task.name} runs in the lambda lane, which runs a task alone: its "
+            f"{', '.join(carried)} need the celery lane (tasklane_lanes, or the task's lane)"
+        )
 
 
 def refuse_unknown_options(options: dict) -> None:
