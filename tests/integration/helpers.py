@@ -76,3 +76,27 @@ def consumer_source(
         timeout=timeout,
         **kw,
     )
+
+
+def insert_tasks(
+    n: int, task: str = "test.echo", lane: str = "lambda", status: str = "queued", age_s: float = 0
+) -> list[str]:
+    """``n`` task rows written straight to the table, created one millisecond apart (the last
+    is the newest); no message is sent."""
+    import uuid
+
+    from sqlalchemy import text
+    from tasklane import database
+
+    ids = [uuid.uuid4() for _ in range(n)]
+    with database.engine().begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO tasks (id, task, lane, status, payload, created_at, updated_at) "
+                "SELECT id, :task, :lane, :status, to_jsonb(n), t, t FROM unnest("
+                "CAST(:ids AS uuid[])) WITH ORDINALITY AS u(id, n), LATERAL (SELECT "
+                "now() - make_interval(secs => :age + (:count - n) / 1000.0) AS t) AS at"
+            ),
+            {"ids": ids, "task": task, "lane": lane, "status": status, "age": age_s, "count": n},
+        )
+    return [str(i) for i in ids]

@@ -141,9 +141,9 @@ def test_lanes_by_name_in_the_apps_settings(stack, project, monkeypatch):
         wait_for(lambda: consumer_source(stack).poll_once(), 20, what="the lambda lane")
         assert result.get(timeout=5) == 42
         # the lambda lane runs a task alone: a continuation is refused, never dropped
-        with pytest.raises(TasklaneError, match="runs in the lambda lane.*callbacks"):
+        with pytest.raises(TasklaneError, match=r"runs in the lambda lane.*callbacks"):
             project.mul.apply_async((1, 2), link=project.add.s(1))
-        with pytest.raises(TasklaneError, match="runs in the lambda lane.*chain"):
+        with pytest.raises(TasklaneError, match=r"runs in the lambda lane.*chain"):
             chain(project.mul.s(1, 2), project.add.s(1)).delay()
         assert stack.depth(stack.lambda_queue) == 0 and len(rows(stack)) == 1
     finally:

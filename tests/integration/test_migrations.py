@@ -80,9 +80,9 @@ def _old_snapshot(engine):
     return conn
 
 
-def _cancel_when_waiting(engine, fragment: str, timeout: float = 30) -> None:
-    """Cancel the statement containing ``fragment`` once it waits on a lock (as a timeout
-    would)."""
+def _lock_waiter(engine, fragment: str = "", timeout: float = 30) -> int | None:
+    """The pid of a statement (containing ``fragment``) that waits on a lock within
+    ``timeout``; None if none does."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with _autocommit(engine).connect() as conn:
@@ -93,11 +93,20 @@ def _cancel_when_waiting(engine, fragment: str, timeout: float = 30) -> None:
                 ),
                 {"q": f"%{fragment}%"},
             ).scalar()
-            if pid:
-                conn.execute(text("SELECT pg_cancel_backend(:p)"), {"p": pid})
-                return
+        if pid:
+            return pid
         time.sleep(0.05)
-    raise AssertionError(f"no statement with {fragment!r} waited")
+    return None
+
+
+def _cancel_when_waiting(engine, fragment: str, timeout: float = 30) -> None:
+    """Cancel the statement containing ``fragment`` once it waits on a lock (as a timeout
+    would)."""
+    pid = _lock_waiter(engine, fragment, timeout)
+    if pid is None:
+        raise AssertionError(f"no statement with {fragment!r} waited")
+    with _autocommit(engine).connect() as conn:
+        conn.execute(text("SELECT pg_cancel_backend(:p)"), {"p": pid})
 
 
 def _invalid_indexes(engine) -> list[str]:
@@ -289,23 +298,6 @@ def test_the_migrated_indexes_are_the_ones_the_code_declares(fresh_database, pg_
         declared.dispose()
 
 
-def _waiting_on_a_lock(engine, timeout: float) -> bool:
-    """Whether a statement (the migrator's) waits on a lock within ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with _autocommit(engine).connect() as conn:
-            waiting = conn.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND pid <> pg_backend_pid()"
-                )
-            ).scalar_one()
-        if waiting:
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.mark.parametrize("revision", revisions()[1:])
 def test_each_migration_behind_an_open_transaction_never_stalls_the_application(
     fresh_database, revision, caplog
@@ -338,7 +330,7 @@ def test_each_migration_behind_an_open_transaction_never_stalls_the_application(
 
     migrator = threading.Thread(target=run)
     migrator.start()
-    waited = _waiting_on_a_lock(engine, 5)
+    waited = _lock_waiter(engine, timeout=5) is not None
     with engine.connect() as reader:  # the application's read, while the migrator waits
         reader.execute(text("SET statement_timeout = '8s'"))
         assert reader.execute(text("SELECT count(*) FROM tasks")).scalar_one() == 1

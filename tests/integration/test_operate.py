@@ -12,24 +12,7 @@ from sqlalchemy import text
 from tasklane import database
 
 from tests.integration.helpers import call_api
-
-
-def insert(
-    n: int, task: str = "test.echo", lane: str = "lambda", status: str = "queued", age_s: float = 0
-) -> list[str]:
-    """``n`` task rows, created one millisecond apart (the last is the newest)."""
-    ids = [uuid.uuid4() for _ in range(n)]
-    with database.engine().begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO tasks (id, task, lane, status, payload, created_at, updated_at) "
-                "SELECT id, :task, :lane, :status, to_jsonb(n), t, t FROM unnest("
-                "CAST(:ids AS uuid[])) WITH ORDINALITY AS u(id, n), LATERAL (SELECT "
-                "now() - make_interval(secs => :age + (:count - n) / 1000.0) AS t) AS at"
-            ),
-            {"ids": ids, "task": task, "lane": lane, "status": status, "age": age_s, "count": n},
-        )
-    return [str(i) for i in ids]
+from tests.integration.helpers import insert_tasks as insert
 
 
 def page(**query) -> tuple[int, dict]:

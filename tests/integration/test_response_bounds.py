@@ -12,7 +12,7 @@ from sqlalchemy import text
 from tasklane import database
 from tasklane.config import settings
 
-from tests.integration.helpers import call_api, consumer_source
+from tests.integration.helpers import call_api, consumer_source, insert_tasks
 
 #: Lambda's limit on a synchronous response (6 MB), less room for the envelope and headers.
 RESPONSE_LIMIT = 6 * 1024 * 1024 - 64 * 1024
@@ -119,21 +119,6 @@ def test_a_workflows_tasks_come_in_pages(stack):
         assert status == 400 and body["error"]["message"].startswith("cursor"), body
 
 
-def insert_rows(n: int) -> list[str]:
-    """``n`` task rows written straight to the table (no message: only their reads matter)."""
-    ids = [uuid.uuid4() for _ in range(n)]
-    with database.engine().begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO tasks (id, task, lane, status, payload) "
-                "SELECT id, 'test.echo', 'lambda', 'queued', '1' "
-                "FROM unnest(CAST(:ids AS uuid[])) id"
-            ),
-            {"ids": ids},
-        )
-    return [str(i) for i in ids]
-
-
 def insert_workflow(description: dict) -> tuple[str, list[str]]:
     """A workflow stored as ``POST /workflows`` stores it, without sending its first steps."""
     from tasklane import workflows
@@ -154,7 +139,7 @@ def test_no_route_answers_more_than_lambdas_limit(stack):
     errors; a workflow of 1,000 tasks whose result is as large as allowed; the largest batch
     and bulk retry. Each under Lambda's 6 MB."""
     limit = settings().max_result_bytes
-    ids = insert_rows(1000)
+    ids = insert_tasks(1000)
     finish(ids, None, largest_error(), status="failed")
     finish(ids[:1], "r" * (limit - 2))  # a JSON string of exactly MAX_RESULT_BYTES
     answers = {
