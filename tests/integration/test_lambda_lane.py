@@ -532,6 +532,26 @@ def test_a_stock_eta_far_ahead_is_scheduled_and_sent_when_due(stack, tmp_path):
     assert get(str(task_id))["result"] == {"echo": "later"}
 
 
+def test_a_stock_eta_past_the_calendars_edge_is_poison_and_its_task_fails(stack):
+    """It cannot be kept nor run when it says: the DLQ at once (not a loop of receives), and
+    its task ``failed``, never sent again without the eta (it would run early)."""
+    from tasklane import service
+
+    task_id = stored_task("test.echo", "never")
+    stock_celery(stack).send_task(
+        "test.echo",
+        args=[str(task_id)],
+        task_id=str(task_id),
+        queue="tl-lambda",
+        headers={"eta": "9999-12-31T23:59:59-14:00"},
+    )
+    assert wait_for(source(stack).poll_once, 10, what="the message").deleted == 1
+    assert stack.depth(stack.lambda_dlq) == 1
+    task = get(str(task_id))
+    assert task["status"] == "failed" and "eta must lie between" in task["error"]["message"]
+    assert service.reconcile() == [] and stack.depth(stack.lambda_queue) == 0
+
+
 def test_an_expired_stock_message_is_acknowledged_without_running(stack, tmp_path):
     from datetime import UTC, datetime, timedelta
 

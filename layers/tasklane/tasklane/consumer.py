@@ -51,21 +51,27 @@ class ClaimCheckProcessor(BatchProcessor):
         self.order: list[str] = []  # message ids, in the batch's order
         self.steps: dict[str, Delivery | Verdict] = {}
         self.ahead: dict[str, Attempt | Verdict] = {}  # claims made with the previous outcome
+        #: Messages whose task cannot run as asked (an eta or expiry no calendar holds): the
+        #: message is poison, and the task it names ends ``failed`` rather than wait for a
+        #: re-send without that time.
+        self.unrunnable: dict[str, tuple[str, Any]] = {}
 
     def _prepare(self) -> None:
         super()._prepare()
-        self.order, self.steps, self.ahead = [], {}, {}
+        self.order, self.steps, self.ahead, self.unrunnable = [], {}, {}, {}
         for raw in self.records:
             record = SQSRecord(raw)
             self.order.append(record.message_id)
             try:
                 message = codec.decode(record.body)
+                task_id = message.claim_check
+                try:
+                    eta, expires = message.eta_at, message.expires_at
+                except MessageDecodeError:
+                    self.unrunnable[record.message_id] = (message.task, task_id)
+                    raise
                 self.steps[record.message_id] = Delivery(
-                    message.task,
-                    message.claim_check,
-                    delivery_token(record.message_id),
-                    eta=message.eta_at,
-                    expires=message.expires_at,
+                    message.task, task_id, delivery_token(record.message_id), eta, expires
                 )
             except MessageDecodeError as exc:
                 self.steps[record.message_id] = Verdict(Outcome.POISON, str(exc))
@@ -154,12 +160,21 @@ class ClaimCheckProcessor(BatchProcessor):
             logger.error(
                 "poison message", extra={"message_id": record.message_id, "reason": verdict.reason}
             )
+            if (unrunnable := self.unrunnable.get(record.message_id)) is not None:
+                self._fail_unrunnable(*unrunnable, verdict.reason)
             if broker.dead_letter(record.body, Lane.LAMBDA, verdict.reason, self.config):
                 return verdict.outcome.value  # now in the DLQ: delete it here
             raise RecordFailed(f"poison: {verdict.reason}")
         if verdict.retry_in is not None:
             self._back_off(record, verdict.retry_in)
         raise RecordFailed(f"{verdict.outcome}: {verdict.reason}")
+
+    def _fail_unrunnable(self, task: str, task_id: Any, reason: str) -> None:
+        error = {"type": "InvalidRequest", "message": f"its message cannot run as asked: {reason}"}
+        try:
+            self.executor.store.fail_waiting(task_id, task, error)
+        except StoreUnavailable as exc:  # the message goes to the DLQ all the same
+            logger.warning("could not fail an unrunnable task", extra={"error": str(exc)})
 
     def _back_off(self, record: SQSRecord, seconds: int) -> None:
         """Make the returned message visible again after ``seconds``."""

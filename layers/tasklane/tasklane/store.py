@@ -1318,6 +1318,27 @@ class TaskStore:
             row = conn.execute(stmt).first()
         return TaskRecord.from_row(row) if row else None
 
+    def fail_waiting(self, task_id: uuid.UUID, task: str, error: dict) -> bool:
+        """A task waiting to run whose message cannot run as it asks (an ``eta`` no calendar
+        holds): ``failed``, with ``error``; never sent again without what it asked. A task
+        running or finished is left as it is."""
+        stmt = (
+            update(tasks)
+            .where(
+                tasks.c.id == task_id,
+                tasks.c.task == task,
+                tasks.c.status.in_([s.value for s in (*CLAIMABLE, Status.SCHEDULED)]),
+            )
+            .values(
+                status=Status.FAILED.value,
+                error=literal(error, JSONB),
+                finished_at=func.now(),
+                updated_at=func.now(),
+            )
+        )
+        with _unavailable_as_error(), self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
     def expire(self, task_id: uuid.UUID, task: str, expired_at: datetime) -> bool:
         """A task whose message expired before it ran: ``cancelled`` (``TaskExpired``), never
         run, as Celery revokes it. A task already running or finished is left as it is."""
