@@ -9,6 +9,7 @@ test:           ## run every test and check (real Postgres, moto SQS, Celery wor
 	@scripts/bootstrap --sam
 	.venv/bin/ruff check .
 	.venv/bin/bandit -q -r layers/tasklane/tasklane functions
+	.venv/bin/lint-imports
 	.venv/bin/pytest
 
 lint:
