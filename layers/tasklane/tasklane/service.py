@@ -366,7 +366,7 @@ def read_cursor(cursor: str, read: Callable[[Any], T]) -> T:
     or ``TypeError`` on what it does not expect); :class:`InvalidRequest` for any other."""
     try:
         return read(json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))))
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, TypeError, AttributeError, binascii.Error, UnicodeDecodeError):
         raise InvalidRequest(
             "cursor: not one this API gave (pass next_cursor as it came)"
         ) from None
