@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from tasklane import service, workflows
+from tasklane import service, submitters, workflows
 from tasklane.config import settings
 from tasklane.errors import TasklaneError
 from tasklane.lifecycle import Status
@@ -225,3 +225,6 @@ def submit_workflow(
         node, connection=connection, owner=_owner(owner)
     )
     return WorkflowHandle(workflow_id, tuple(r.id for r in records))
+
+
+submitters.bind(submit=submit, submit_workflow=submit_workflow)

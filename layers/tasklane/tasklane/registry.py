@@ -17,6 +17,7 @@ from typing import Any
 from tasklane.errors import ConfigurationError, UnknownTask
 from tasklane.lanes import Lane
 from tasklane.periodic import Schedule
+from tasklane.submitters import submitter
 from tasklane.workflows import UNBOUND, Signature
 
 TaskFunction = Callable[[Any], Any]
@@ -68,9 +69,7 @@ class Task:
     def apply_async(self, payload: Any = None, **options: Any) -> Any:
         """Submit, with options: ``idempotency_key``, ``connection`` (the caller's open
         transaction: sent after it commits), ``countdown`` or ``eta``."""
-        from tasklane.client import submit
-
-        return submit(self.name, payload, **options)
+        return submitter("submit")(self.name, payload, **options)
 
 
 _tasks: dict[str, Task] = {}

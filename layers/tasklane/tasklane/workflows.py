@@ -38,6 +38,7 @@ from typing import Any, Union, cast
 
 from tasklane.errors import InvalidRequest
 from tasklane.ids import new_id
+from tasklane.submitters import submitter
 
 #: The most tasks one workflow submitted over HTTP may hold (the Python API sets no limit).
 MAX_TASKS = 1000
@@ -74,9 +75,7 @@ class _Canvas:
     def apply_async(self, **options: Any) -> Any:
         """Submit the workflow; returns a :class:`tasklane.WorkflowHandle`. ``connection``: the
         caller's open transaction (the workflow exists only if it commits)."""
-        from tasklane.client import submit_workflow
-
-        return submit_workflow(self, **options)  # type: ignore[arg-type]
+        return submitter("submit_workflow")(self, **options)
 
 
 @dataclass(frozen=True)
