@@ -1322,27 +1322,17 @@ class TaskStore:
         """A task waiting to run whose message cannot run as it asks (an ``eta`` no calendar
         holds): ``failed``, with ``error``; never sent again without what it asked. A task
         running or finished is left as it is."""
-        stmt = (
-            update(tasks)
-            .where(
-                tasks.c.id == task_id,
-                tasks.c.task == task,
-                tasks.c.status.in_([s.value for s in (*CLAIMABLE, Status.SCHEDULED)]),
-            )
-            .values(
-                status=Status.FAILED.value,
-                error=literal(error, JSONB),
-                finished_at=func.now(),
-                updated_at=func.now(),
-            )
-        )
-        with _unavailable_as_error(), self.engine.begin() as conn:
-            return conn.execute(stmt).rowcount == 1
+        return self._end_waiting(task_id, task, Status.FAILED, error)
 
     def expire(self, task_id: uuid.UUID, task: str, expired_at: datetime) -> bool:
         """A task whose message expired before it ran: ``cancelled`` (``TaskExpired``), never
         run, as Celery revokes it. A task already running or finished is left as it is."""
         error = {"type": "TaskExpired", "message": f"expired at {expired_at.isoformat()}"}
+        return self._end_waiting(task_id, task, Status.CANCELLED, error)
+
+    def _end_waiting(self, task_id: uuid.UUID, task: str, status: Status, error: dict) -> bool:
+        """End task ``task_id`` (of task ``task``) as ``status`` with ``error`` if it is still
+        waiting to run (``pending``, ``queued`` or ``scheduled``)."""
         stmt = (
             update(tasks)
             .where(
@@ -1351,7 +1341,7 @@ class TaskStore:
                 tasks.c.status.in_([s.value for s in (*CLAIMABLE, Status.SCHEDULED)]),
             )
             .values(
-                status=Status.CANCELLED.value,
+                status=status.value,
                 error=literal(error, JSONB),
                 finished_at=func.now(),
                 updated_at=func.now(),
