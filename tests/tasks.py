@@ -140,9 +140,7 @@ def _fault_work(payload, effect=None):
         deadline = time.monotonic() + 60
         while not tasklane.current_task().cancel_requested and time.monotonic() < deadline:
             time.sleep(0.1)
-        effect.execute(
-            text("DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$")
-        )
+        lose_a_deadlock(effect)
     if payload["mode"] == "permanent" or runs <= payload.get("fail_times", 0):
         raise RuntimeError(f"injected failure on execution {runs}")
     record = text("INSERT INTO fault_effects (key) VALUES (:k)")
@@ -189,11 +187,18 @@ def _tx_write(payload, db):
         gate.wait(30)
     if payload.get("fail"):
         raise RuntimeError("fails after its write")
-    if payload.get("deadlock"):  # Postgres picks this transaction to roll back (40P01)
-        db.execute(
-            text("DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$")
-        )
+    if payload.get("deadlock"):
+        lose_a_deadlock(db)
     return {"wrote": payload["key"]}
+
+
+def lose_a_deadlock(db) -> None:
+    """Postgres picks the run's transaction to roll back (SQLSTATE 40P01), as in a deadlock."""
+    from sqlalchemy import text
+
+    db.execute(
+        text("DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$")
+    )
 
 
 @task(name="test.tx_sleep", lane="lambda", transactional=True)

@@ -42,7 +42,6 @@ from tasklane.errors import (
     InvalidRequest,
     PayloadUnreadable,
     ResultNotStorable,
-    ResultTooLarge,
     StoreUnavailable,
     TaskNotFound,
     TimeLimitExceeded,
@@ -132,10 +131,7 @@ def _result_json(result: Any, max_bytes: int) -> str:
         text = payloads.dumps(result, "result")
     except InvalidRequest as exc:  # NaN, a set, too deep
         raise ResultNotStorable(str(exc)) from None
-    size = len(text.encode())
-    if size > max_bytes:
-        raise ResultTooLarge(f"the result is {size} bytes, over {max_bytes} (MAX_RESULT_BYTES)")
-    return text
+    return payloads.check_result_size(text, max_bytes)
 
 
 class _ClaimLost(Exception):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tasklane.errors import InvalidRequest, PayloadUnreadable
+from tasklane.errors import InvalidRequest, PayloadUnreadable, ResultTooLarge
 
 #: Nesting allowed: far more than real payloads use, far below the interpreter's recursion
 #: limit (1,000) in the deepest stack that loads one (a Celery pool process).
@@ -50,6 +50,15 @@ def dumps(value: Any, what: str = "payload") -> str:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidRequest(f"{what} is not valid Unicode (a lone surrogate)") from None
+    return text
+
+
+def check_result_size(text: str, max_bytes: int) -> str:
+    """A result's JSON ``text`` if it is at most ``max_bytes`` (``MAX_RESULT_BYTES``): every
+    read of a result must fit in a response. :class:`ResultTooLarge` otherwise."""
+    size = len(text.encode())
+    if size > max_bytes:
+        raise ResultTooLarge(f"the result is {size} bytes, over {max_bytes} (MAX_RESULT_BYTES)")
     return text
 
 

@@ -50,6 +50,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from tasklane.config import settings
 from tasklane.errors import ResultTooLarge, TaskNotFound
 from tasklane.lifecycle import Status
+from tasklane.payloads import check_result_size
 from tasklane.store import JsonText, TaskRecord, celery_chord_parts, celery_groups, tasks
 
 logger = get_logger(__name__)
@@ -181,12 +182,9 @@ class TaskTableBackend(BaseBackend):
         )
         doc = self._encoded(meta)
         if state == states.SUCCESS:  # every read of it must fit in a response
-            size = len(json.dumps(doc.get("result")).encode())
-            limit = settings().max_result_bytes
-            if size > limit:
-                too_large = ResultTooLarge(
-                    f"the result is {size} bytes, over {limit} (MAX_RESULT_BYTES)"
-                )
+            try:
+                check_result_size(json.dumps(doc.get("result")), settings().max_result_bytes)
+            except ResultTooLarge as too_large:
                 return self._store_result(task_id, too_large, states.FAILURE, None, request)
         doc["task_id"] = str(task_id)
         status = STATUS_OF_STATE.get(state, Status.RUNNING)

@@ -182,9 +182,11 @@ class WorkflowDetail(WorkflowCreated):
     created_at: datetime
 
 
-class TaskDetail(TaskSummary):
+class ListedTask(TaskSummary):
+    """A task in a listing: everything of :class:`TaskDetail` but its result, and its error
+    without the traceback (a page of 500 fits in a response whatever the tasks hold)."""
+
     attempts: int = Field(ge=0, description="Deliveries that claimed the task")
-    result: Any = Field(description="The task's JSON result, once succeeded")
     error: TaskError | None
     created_at: datetime
     updated_at: datetime
@@ -199,18 +201,8 @@ class TaskDetail(TaskSummary):
     )
 
 
-class ListedTask(TaskSummary):
-    """A task in a listing: :class:`TaskDetail` without the result and the traceback."""
-
-    attempts: int = Field(ge=0)
-    error: TaskError | None = Field(description="Without its traceback")
-    created_at: datetime
-    updated_at: datetime
-    run_at: datetime | None
-    workflow_id: str | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    payload_bytes: int | None = None
+class TaskDetail(ListedTask):
+    result: Any = Field(description="The task's JSON result, once succeeded")
 
 
 class TaskPage(BaseModel):
