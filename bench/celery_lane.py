@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from tasklane import broker, service
 from tasklane.config import settings
+from tasklane.store import default_store
 
 from bench.common import celery_body
 from bench.env import BenchEnv, median
@@ -55,7 +56,7 @@ def _drain_rate(bench: BenchEnv, app: str, n: int, bodies: Callable[[int], list[
 
 def _tasklane_messages(count: int) -> list[str]:
     """Rows first (what the producer inserts), then the same messages the producer sends."""
-    store = service.default_store()
+    store = default_store()
     ids = []
     for offset in range(0, count, 100):
         batch = {

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from tasklane import broker, database, migrate, service
+from tasklane import broker, database, migrate
 from tasklane.config import settings
 from tasklane.local.postgres import LocalPostgres, free_port
 from tasklane.local.sqs import FAKE_CREDENTIALS, MotoServer, QueueSpec, create_queues
+from tasklane.store import default_store
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK_MODULES = "bench.tasks"
@@ -108,7 +109,7 @@ def standalone(quick: bool = False, stock_moto: bool = False) -> Iterator[BenchE
     os.environ.update(env)
     settings.cache_clear()
     database.reset()
-    service.default_store.cache_clear()
+    default_store.cache_clear()
     broker.sqs.cache_clear()
     try:
         migrate.upgrade(database.engine())

@@ -189,7 +189,7 @@ def main() -> None:
         timeout=30,
     )
     if args.go is not None:
-        from tasklane.service import default_store
+        from tasklane.store import default_store
 
         default_store().engine.connect().close()  # connected, as a warm container is
         _ready_file(args.report).touch()

@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import event, text
-from tasklane import broker, codec, database, service
+from tasklane import broker, codec, database, reads, reconciler
 from tasklane.local.events import queue_arn
 from tasklane.local.eventsource import SqsEventSource
 from tasklane.local.postgres import LocalPostgres
@@ -305,7 +305,7 @@ def run(
         for q in ("LambdaDeadLetterQueue", "CeleryDeadLetterQueue")
     ]
     threads = [_loop(stop, consumer.poll_once)] + [_loop(stop, d.poll_once) for d in dead]
-    threads.append(_loop(stop, service.reconcile, pause=1.0))
+    threads.append(_loop(stop, reconciler.reconcile, pause=1.0))
     queue_name = urls["CeleryQueue"].rsplit("/", 1)[-1]
     proxy = Proxy(int(environment.env["AWS_ENDPOINT_URL_SQS"].rsplit(":", 1)[-1]))
     workers = [
@@ -622,7 +622,7 @@ def _check_chords(chords: dict[str, tuple[str, list[str]]], report: Report) -> N
     report.workflows = len(chords)
     runs, effects = _ledger()
     for workflow_id, (body_key, member_keys) in chords.items():
-        view = service.get_workflow(workflow_id)
+        view = reads.get_workflow(workflow_id)
         if view.status != "succeeded":
             report.workflows_unfinished += 1
             report.problems.append(f"workflow {workflow_id}: {view.status}")

@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 from tasklane import codec, database
+from tasklane.store import default_store
 
 from tests.integration.helpers import call_api
 
@@ -234,14 +235,13 @@ def test_send_failure_leaves_the_task_pending_and_still_202(stack):
 
 
 def test_database_down_is_503_and_sends_nothing(stack, monkeypatch):
-    from tasklane import service
     from tasklane.config import settings
     from tasklane.local.postgres import free_port
 
     monkeypatch.setenv("DATABASE_URL", f"postgresql+pg8000://postgres@127.0.0.1:{free_port()}/x")
     settings.cache_clear()
     database.reset()
-    service.default_store.cache_clear()
+    default_store.cache_clear()
     try:
         status, _, body = call_api("POST", "/tasks", {"task": "test.echo", "payload": 1})
         assert status == 503 and body["error"]["code"] == "database_unavailable"
@@ -251,7 +251,7 @@ def test_database_down_is_503_and_sends_nothing(stack, monkeypatch):
         monkeypatch.undo()
         settings.cache_clear()
         database.reset()
-        service.default_store.cache_clear()
+        default_store.cache_clear()
     assert stack.receive(stack.lambda_queue) == []
 
 

@@ -372,9 +372,9 @@ def test_a_run_longer_than_the_outcome_patience_still_waits_out_a_blip(stack, mo
     outcome at the first failed write, and the whole task ran again once its lease expired."""
     import threading
 
-    from tasklane import registry, worker
+    from tasklane import celery_run, registry
 
-    monkeypatch.setattr(worker, "OUTCOME_PATIENCE_S", 4)
+    monkeypatch.setattr(celery_run, "OUTCOME_PATIENCE_S", 4)
     task_id = submit("test.sleep_celery", {"seconds": 4})  # a run longer than the patience
     stack.sqs.purge_queue(QueueUrl=stack.celery_queue)  # this test runs the worker's code itself
     dialect = database.engine().dialect
@@ -391,7 +391,7 @@ def test_a_run_longer_than_the_outcome_patience_still_waits_out_a_blip(stack, mo
     for timer in timers:  # Postgres lost for 1.5 s, from half a second before the run ends
         timer.start()
     try:
-        outcome = worker.execute(registry.get("test.sleep_celery"), task_id, "m-1#blip")
+        outcome = celery_run.execute(registry.get("test.sleep_celery"), task_id, "m-1#blip")
     finally:
         for timer in timers:
             timer.cancel()

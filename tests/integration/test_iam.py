@@ -155,6 +155,7 @@ def reconciler(stack, recorder: Recorder) -> None:
 def worker(stack, recorder: Recorder) -> None:
     """The worker's own calls, made in this process through the same code: the heartbeat, the
     lease read, poison dead-lettered and deleted, an unknown task backed off."""
+    from tasklane import celery_run
     from tasklane import worker as celery_worker
 
     task_id = uuid.UUID(submit("test.echo_celery", 1))
@@ -164,13 +165,13 @@ def worker(stack, recorder: Recorder) -> None:
         delivery_info = {"sqs_message": message, "sqs_queue": stack.celery_queue}
 
     with recorder.running():
-        celery_worker._lease_seconds(stack.celery_queue)
+        celery_run.lease_seconds(stack.celery_queue)
         beat = celery_worker.Heartbeat(
             stack.celery_queue, message["ReceiptHandle"], task_id, "t#1", 2, lambda: True, 1e12
         )
         beat.stop.wait(1.2)
         beat.cancel()
-        celery_worker.execute(celery_worker.registry.get("test.echo_celery"), "x", "t#2")
+        celery_run.execute(celery_run.registry.get("test.echo_celery"), "x", "t#2")
         celery_worker._unknown_task(Delivered(), "no.such.task")  # poison: to the DLQ
         celery_worker.registry.get("test.spawn_celery").fn({"children": [1]})  # a child task
         # a task whose row exists, unknown to this worker (mid-deploy): offered again

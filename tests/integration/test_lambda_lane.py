@@ -8,8 +8,9 @@ import uuid
 
 import pytest
 from sqlalchemy import event, text
-from tasklane import database
+from tasklane import database, reconciler
 from tasklane.local.events import queue_arn
+from tasklane.store import default_store
 
 from tests.conftest import MAX_RECEIVES, wait_for
 from tests.integration.helpers import call_api, consumer_source, get_task, handler, submit
@@ -208,7 +209,6 @@ def test_payloads_of_several_megabytes_work_end_to_end(stack):
 
 
 def test_database_down_returns_the_batch_and_marks_nothing(stack, monkeypatch):
-    from tasklane import service
     from tasklane.config import settings
     from tasklane.local.postgres import free_port
 
@@ -216,14 +216,14 @@ def test_database_down_returns_the_batch_and_marks_nothing(stack, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", f"postgresql+pg8000://postgres@127.0.0.1:{free_port()}/x")
     settings.cache_clear()
     database.reset()
-    service.default_store.cache_clear()
+    default_store.cache_clear()
     try:
         result = source(stack, timeout=7).poll_once()  # waits out the outage until 5 s remain
     finally:
         monkeypatch.undo()
         settings.cache_clear()
         database.reset()
-        service.default_store.cache_clear()
+        default_store.cache_clear()
     assert len(result.failed_ids) == 3 and result.deleted == 0
     with database.engine().connect() as conn:
         statuses = conn.execute(text("SELECT status, attempts FROM tasks")).all()
@@ -371,19 +371,20 @@ def test_a_task_no_consumer_knows_ends_failed_after_the_patience(stack, monkeypa
     the patience (an hour; 4 s here), then ends failed. The reconciler runs all along: its
     stranded sweep touched updated_at, from which the patience was measured, so the task was
     offered for ever, with more copies of its message each time."""
-    from tasklane import executor, registry, service
+    from tasklane import executor, registry
     from tasklane.config import settings
 
     monkeypatch.setattr(executor, "UNKNOWN_HERE_BACKOFF_S", 1)
     monkeypatch.setattr(executor, "UNKNOWN_HERE_PATIENCE_S", 4)
     monkeypatch.setenv("QUEUED_GRACE_SECONDS", "1")
     monkeypatch.setenv("PENDING_GRACE_SECONDS", "1")
-    monkeypatch.setattr("tasklane.store.MAX_BACKOFF_S", 0)  # the stranded sweep's margin
+    # the stranded sweep's margin
+    monkeypatch.setattr("tasklane.store.maintenance.MAX_BACKOFF_S", 0)
     settings.cache_clear()
     task_id = submit("test.echo", "gone")
     monkeypatch.delitem(registry._tasks, "test.echo")
     consumer = source(stack, poll_wait=1)
-    poll_until(consumer, lambda: get(task_id)["status"] != "queued", 60, service.reconcile)
+    poll_until(consumer, lambda: get(task_id)["status"] != "queued", 60, reconciler.reconcile)
     failed = get(task_id)
     assert failed["status"] == "failed" and failed["attempts"] == 0
     assert failed["error"]["type"] == "UnknownTask"
@@ -513,8 +514,6 @@ def test_a_stock_countdown_is_honoured_without_holding_the_message(stack, tmp_pa
 def test_a_stock_eta_far_ahead_is_scheduled_and_sent_when_due(stack, tmp_path):
     from datetime import UTC, datetime, timedelta
 
-    from tasklane import service
-
     task_id = stored_task("test.echo", "later")
     eta = datetime.now(UTC) + timedelta(hours=2)
     stock_celery(stack).send_task(
@@ -522,12 +521,12 @@ def test_a_stock_eta_far_ahead_is_scheduled_and_sent_when_due(stack, tmp_path):
     )
     assert wait_for(source(stack).poll_once, 10, what="the eta message").deleted == 1
     assert get(str(task_id))["status"] == "scheduled"
-    assert service.reconcile() == [] and stack.depth(stack.lambda_queue) == 0  # not yet due
+    assert reconciler.reconcile() == [] and stack.depth(stack.lambda_queue) == 0  # not yet due
     with database.engine().begin() as conn:  # two hours pass
         conn.execute(text("UPDATE tasks SET run_at = now() + interval '2 seconds'"))
-    (sent,) = service.reconcile()
+    (sent,) = reconciler.reconcile()
     assert sent.status == "queued"
-    assert service.reconcile() == []  # sent once
+    assert reconciler.reconcile() == []  # sent once
     wait_for(lambda: deleted(source(stack).poll_once()), 15, what="the due task")
     assert get(str(task_id))["result"] == {"echo": "later"}
 
@@ -535,7 +534,6 @@ def test_a_stock_eta_far_ahead_is_scheduled_and_sent_when_due(stack, tmp_path):
 def test_a_stock_eta_past_the_calendars_edge_is_poison_and_its_task_fails(stack):
     """It cannot be kept nor run when it says: the DLQ at once (not a loop of receives), and
     its task ``failed``, never sent again without the eta (it would run early)."""
-    from tasklane import service
 
     task_id = stored_task("test.echo", "never")
     stock_celery(stack).send_task(
@@ -549,7 +547,7 @@ def test_a_stock_eta_past_the_calendars_edge_is_poison_and_its_task_fails(stack)
     assert stack.depth(stack.lambda_dlq) == 1
     task = get(str(task_id))
     assert task["status"] == "failed" and "eta must lie between" in task["error"]["message"]
-    assert service.reconcile() == [] and stack.depth(stack.lambda_queue) == 0
+    assert reconciler.reconcile() == [] and stack.depth(stack.lambda_queue) == 0
 
 
 def test_an_expired_stock_message_is_acknowledged_without_running(stack, tmp_path):

@@ -13,7 +13,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from tasklane import api
 from tasklane.local.events import LambdaContext, http_event
-from tasklane.local.stack import _http_response
+from tasklane.local.httpapi import http_response
 
 from tests.integration.helpers import call_api, handler
 
@@ -81,7 +81,7 @@ def wsgi_app(environ, start_response):
         body=body,
     )
     response = handler("producer")(event, LambdaContext(function_name="producer"))
-    status, response_headers, data = _http_response(response)
+    status, response_headers, data = http_response(response)
     start_response(f"{status} X", response_headers)
     return [data]
 

@@ -9,7 +9,8 @@ from urllib.parse import urlencode
 
 import pytest
 from sqlalchemy import text
-from tasklane import database
+from tasklane import database, reconciler
+from tasklane.store import default_store
 
 from tests.integration.helpers import call_api
 from tests.integration.helpers import insert_tasks as insert
@@ -189,7 +190,6 @@ def rows() -> dict[str, tuple]:
 
 
 def test_prune_deletes_old_finished_tasks_drops_old_payloads_and_spares_the_unfinished(stack):
-    from tasklane import service
 
     old_done = insert(3, status="succeeded")
     old_failed = insert(2, status="failed")
@@ -202,10 +202,10 @@ def test_prune_deletes_old_finished_tasks_drops_old_payloads_and_spares_the_unfi
         conn.execute(  # an unfinished task that is old all the same
             text("UPDATE tasks SET created_at = now() - interval '90 days' WHERE status = 'queued'")
         )
-    dry = service.prune(timedelta(days=30), timedelta(days=7), dry_run=True)
+    dry = reconciler.prune(timedelta(days=30), timedelta(days=7), dry_run=True)
     assert dry == {"tasks": 5, "workflows": 0, "payloads": 2}
     assert len(rows()) == 10  # a dry run deletes nothing
-    store = service.default_store()
+    store = default_store()
     now = datetime.now(UTC)
     counts = store.prune(now - timedelta(days=30), now - timedelta(days=7), batch=2)
     assert counts == {"tasks": 5, "workflows": 0, "payloads": 2}  # in batches of two
@@ -216,7 +216,7 @@ def test_prune_deletes_old_finished_tasks_drops_old_payloads_and_spares_the_unfi
 
 
 def test_prune_keeps_a_workflow_until_all_its_tasks_are_old_and_finished(stack):
-    from tasklane import chain, service
+    from tasklane import chain
 
     from tests import tasks
 
@@ -226,7 +226,7 @@ def test_prune_keeps_a_workflow_until_all_its_tasks_are_old_and_finished(stack):
         conn.execute(text("UPDATE tasks SET status = 'failed' WHERE id = :id"), {"id": first})
         conn.execute(text("UPDATE workflows SET created_at = now() - interval '60 days'"))
     finished([first], 40)
-    assert service.prune(timedelta(days=30), timedelta(days=7)) == {
+    assert reconciler.prune(timedelta(days=30), timedelta(days=7)) == {
         "tasks": 0,
         "workflows": 0,
         "payloads": 0,
@@ -235,7 +235,7 @@ def test_prune_keeps_a_workflow_until_all_its_tasks_are_old_and_finished(stack):
     with database.engine().begin() as conn:
         conn.execute(text("UPDATE tasks SET status = 'cancelled' WHERE id = :id"), {"id": second})
     finished([second], 40)
-    assert service.prune(timedelta(days=30), timedelta(days=7))["workflows"] == 1
+    assert reconciler.prune(timedelta(days=30), timedelta(days=7))["workflows"] == 1
     assert rows() == {}
 
 

@@ -24,6 +24,7 @@ from tasklane import (
     TaskNotFound,
     UnknownTask,
     database,
+    reconciler,
     submit,
     submit_many,
 )
@@ -236,7 +237,6 @@ def test_committed_the_message_goes_out_after_the_commit_not_before(stack):
 
 
 def test_a_process_dying_between_commit_and_send_is_covered_by_the_reconciler(stack):
-    from tasklane import service
 
     script = (
         "import os; from sqlalchemy import create_engine; from tests import tasks\n"
@@ -258,7 +258,7 @@ def test_a_process_dying_between_commit_and_send_is_covered_by_the_reconciler(st
     assert handle.status() == "pending" and stack.depth(stack.lambda_queue) == 0
     with database.engine().begin() as conn:
         conn.execute(text("UPDATE tasks SET updated_at = now() - interval '5 minutes'"))
-    (sent,) = service.reconcile()
+    (sent,) = reconciler.reconcile()
     assert sent.id == handle.id
     drain(stack)
     assert handle.get(timeout=5) == {"echo": "orphan"}

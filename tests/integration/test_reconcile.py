@@ -6,7 +6,7 @@ import threading
 import time
 
 from sqlalchemy import text
-from tasklane import database, service
+from tasklane import database, reconciler
 
 from tests.integration.helpers import call_api, consumer_source
 
@@ -28,9 +28,9 @@ def test_a_failed_send_is_recovered_by_the_reconciler(stack):
     status, _, body = call_api("POST", "/tasks", {"task": "test.echo", "payload": 1})
     assert status == 202 and body["status"] == "pending"
     stack.sqs.create_queue(QueueName="tl-lambda")
-    assert service.reconcile() == []  # still inside the grace period
+    assert reconciler.reconcile() == []  # still inside the grace period
     age_pending(120)
-    (record,) = service.reconcile()
+    (record,) = reconciler.reconcile()
     assert record.id.hex == body["id"].replace("-", "") and record.status == "queued"
     assert len(stack.receive(url)) == 1
 
@@ -47,7 +47,7 @@ def test_two_reconcilers_never_send_a_task_twice(stack):
 
     def run():
         barrier.wait()
-        results.append(service.reconcile(limit=100))
+        results.append(reconciler.reconcile(limit=100))
 
     threads = [threading.Thread(target=run) for _ in range(3)]
     for t in threads:
@@ -75,12 +75,12 @@ def test_a_task_stuck_running_after_its_consumer_died_is_sent_again(stack):
     stack.sqs.purge_queue(QueueUrl=stack.lambda_queue)
     time.sleep(0.2)
     assert call_api("POST", "/tasks", {"task": "test.echo", "payload": "in line"})[0] == 202
-    assert service.reconcile() == []  # a message waits in the lane: its own may be in line too
+    assert reconciler.reconcile() == []  # a message waits in the lane: its own may be in line too
     for message in stack.receive(stack.lambda_queue):  # the lane is quiet again
         stack.sqs.delete_message(
             QueueUrl=stack.lambda_queue, ReceiptHandle=message["ReceiptHandle"]
         )
-    resent = service.reconcile()
+    resent = reconciler.reconcile()
     assert body["id"] in {str(r.id) for r in resent}
     with database.engine().begin() as conn:  # a lane that is never quiet: much later, all the same
         conn.execute(
@@ -91,7 +91,7 @@ def test_a_task_stuck_running_after_its_consumer_died_is_sent_again(stack):
             {"id": body["id"]},
         )
     assert call_api("POST", "/tasks", {"task": "test.echo", "payload": "busy"})[0] == 202
-    assert body["id"] in {str(r.id) for r in service.reconcile()}
+    assert body["id"] in {str(r.id) for r in reconciler.reconcile()}
     source = consumer_source(stack)
     assert source.poll_once().deleted == 3  # its two copies (one runs it) and the busy one
     task = call_api("GET", f"/tasks/{body['id']}")[2]
@@ -111,13 +111,13 @@ def test_a_queued_task_whose_message_is_gone_is_sent_again_once_its_lane_is_quie
     _, _, waiting = call_api("POST", "/tasks", {"task": "test.echo", "payload": "waiting"})
     with database.engine().begin() as conn:  # past the grace, even after the longest back-off
         conn.execute(text("UPDATE tasks SET updated_at = now() - interval '4 minutes'"))
-    assert service.reconcile() == []  # may still be waiting out a retry's back-off
+    assert reconciler.reconcile() == []  # may still be waiting out a retry's back-off
     with database.engine().begin() as conn:
         conn.execute(text("UPDATE tasks SET updated_at = now() - interval '11 minutes'"))
-    assert service.reconcile() == []  # a message waits in the lane: maybe just a backlog
+    assert reconciler.reconcile() == []  # a message waits in the lane: maybe just a backlog
     stack.receive(stack.lambda_queue)  # the waiting one is taken
-    resent = service.reconcile()
+    resent = reconciler.reconcile()
     assert {str(r.id) for r in resent} == {stranded["id"], waiting["id"]}
-    assert service.reconcile() == []  # touched: not again within the grace period
+    assert reconciler.reconcile() == []  # touched: not again within the grace period
     assert consumer_source(stack).poll_once().deleted == 2
     assert call_api("GET", f"/tasks/{stranded['id']}")[2]["status"] == "succeeded"

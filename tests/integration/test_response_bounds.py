@@ -122,8 +122,7 @@ def test_a_workflows_tasks_come_in_pages(stack):
 def insert_workflow(description: dict) -> tuple[str, list[str]]:
     """A workflow stored as ``POST /workflows`` stores it, without sending its first steps."""
     from tasklane import workflows
-    from tasklane.service import default_store
-    from tasklane.store import NewTask
+    from tasklane.store import NewTask, default_store
 
     planned = workflows.plan(workflows.parse(description), None)
     new = [NewTask(s.id, s.task, "lambda", json.dumps(s.payload), None) for s in planned.steps]

@@ -14,8 +14,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
-from tasklane import Schedule, TaskCancelled, TaskHandle, database, registry, service
+from tasklane import Schedule, TaskCancelled, TaskHandle, database, reconciler, registry
 from tasklane.lifecycle import Status
+from tasklane.store import default_store
 
 from tests import tasks
 from tests.conftest import wait_for
@@ -72,9 +73,9 @@ def test_run_at_months_away_is_scheduled_and_sent_when_due(stack):
         "POST", "/tasks", {"task": "test.echo", "payload": "later", "run_at": eta}
     )
     assert status == 202 and body["status"] == "scheduled"
-    assert service.reconcile() == [] and stack.depth(stack.lambda_queue) == 0
+    assert reconciler.reconcile() == [] and stack.depth(stack.lambda_queue) == 0
     move_due(3, body["id"])  # ninety days pass
-    (sent,) = service.reconcile()
+    (sent,) = reconciler.reconcile()
     assert sent.status == "queued" and stack.depth(stack.lambda_queue) == 1
     wait_for(lambda: run_lambda_lane(stack), 15, what="the due task")
     done = row(body["id"])
@@ -146,7 +147,7 @@ def test_two_schedulers_at_once_send_each_due_task_once(stack):
 
     def scheduler():
         barrier.wait()
-        results.append(service.reconcile())
+        results.append(reconciler.reconcile())
 
     threads = [threading.Thread(target=scheduler) for _ in range(2)]
     for t in threads:
@@ -167,7 +168,7 @@ def test_one_pass_sends_everything_due_batch_after_batch(stack):
         {"tasks": [{"task": "test.echo", "payload": i, "delay_seconds": 7200} for i in range(35)]},
     )
     move_due(60)
-    sent = service.reconcile(limit=10)
+    sent = reconciler.reconcile(limit=10)
     assert len(sent) == len({r.id for r in sent}) == 35
     assert {r.status for r in sent} == {Status.QUEUED}
     assert stack.depth(stack.lambda_queue) == 35
@@ -183,9 +184,9 @@ def test_a_pass_stops_claiming_when_its_time_is_spent(stack):
         {"tasks": [{"task": "test.echo", "payload": i, "delay_seconds": 7200} for i in range(25)]},
     )
     move_due(60)
-    assert len(service.reconcile(limit=10, budget_s=0)) == 10
+    assert len(reconciler.reconcile(limit=10, budget_s=0)) == 10
     assert stack_query("SELECT count(*) FROM tasks WHERE status = 'scheduled'")[0][0] == 15
-    assert len(service.reconcile(limit=10)) == 15
+    assert len(reconciler.reconcile(limit=10)) == 15
 
 
 # ------------------------------------------------------------------------------ periodic
@@ -212,13 +213,13 @@ def tick_rows(name: str) -> list:
 def test_each_tick_fires_once_however_many_schedulers_run(stack, periodic):
     periodic("test.every_minute", "rate(1 minute)", {"tick": True})
     now = datetime(2030, 1, 1, 12, 0, 30, tzinfo=UTC)
-    service.fire_schedules(now=now)  # the first pass starts the schedule: no past ticks
+    reconciler.fire_schedules(now=now)  # the first pass starts the schedule: no past ticks
     later = now + timedelta(minutes=20)
     barrier = threading.Barrier(3)
 
     def scheduler():
         barrier.wait()
-        service.fire_schedules(now=later)
+        reconciler.fire_schedules(now=later)
 
     threads = [threading.Thread(target=scheduler) for _ in range(3)]
     for t in threads:
@@ -236,9 +237,9 @@ def test_missed_ticks_coalesce_after_downtime_unless_caught_up(stack, periodic):
     periodic("test.coalesced", "rate(5 minutes)")
     periodic("test.caught_up", "rate(5 minutes)", catch_up=True)
     start = datetime(2030, 1, 1, 12, 1, tzinfo=UTC)
-    service.fire_schedules(now=start)  # 12:05, 12:10, 12:15: the next 15 minutes
+    reconciler.fire_schedules(now=start)  # 12:05, 12:10, 12:15: the next 15 minutes
     back = start + timedelta(hours=2)  # two hours down: 12:20 to 14:00 missed
-    service.fire_schedules(now=back)
+    reconciler.fire_schedules(now=back)
     coalesced = [r.run_at for r in tick_rows("test.coalesced")]
     caught_up = [r.run_at for r in tick_rows("test.caught_up")]
     at = lambda h, m: datetime(2030, 1, 1, h, m, tzinfo=UTC)  # noqa: E731
@@ -257,8 +258,8 @@ def test_missed_ticks_coalesce_after_downtime_unless_caught_up(stack, periodic):
 def test_a_periodic_tick_runs_through_the_lambda_lane(stack, periodic):
     periodic("test.every_minute_now", "rate(1 minute)", {"tick": "now"})
     real_now = datetime.now(UTC)
-    service.fire_schedules(now=real_now - timedelta(seconds=90))  # it started a while ago
-    service.fire_schedules(now=real_now)
+    reconciler.fire_schedules(now=real_now - timedelta(seconds=90))  # it started a while ago
+    reconciler.fire_schedules(now=real_now)
     ticks = stack_query(
         "SELECT id, run_at FROM tasks WHERE task = 'test.every_minute_now' ORDER BY run_at"
     )
@@ -299,14 +300,14 @@ def test_cancel_works_in_every_waiting_status(stack, when):
         handle = TaskHandle(uuid.uuid4())
         from tasklane.store import NewTask
 
-        service.default_store().insert([NewTask(handle.id, "test.echo", "lambda", "1")])
+        default_store().insert([NewTask(handle.id, "test.echo", "lambda", "1")])
     else:
         handle = tasks.echo.apply_async(1, countdown=3600)
     assert handle.status() == when
     assert handle.cancel() == "cancelled"
     with database.engine().begin() as conn:  # long past every grace period
         conn.execute(text("UPDATE tasks SET updated_at = now() - interval '1 day', run_at = NULL"))
-    assert service.reconcile() == [] and handle.status() == "cancelled"
+    assert reconciler.reconcile() == [] and handle.status() == "cancelled"
     assert stack.depth(stack.lambda_queue) == 0
 
 
@@ -351,7 +352,7 @@ def test_a_stock_countdown_in_the_celery_lane_is_not_held_by_the_worker(stack, c
     task_id = uuid.uuid4()
     from tasklane.store import NewTask
 
-    service.default_store().insert([NewTask(task_id, "test.echo_celery", "celery", '"deferred"')])
+    default_store().insert([NewTask(task_id, "test.echo_celery", "celery", '"deferred"')])
     app = Celery("stock", broker="sqs://", set_as_current=False)
     app.conf.update(
         broker_transport_options={
@@ -389,7 +390,7 @@ def test_a_failing_schedule_stops_no_other_phase_of_the_pass(stack, periodic, mo
         return original(self, *args)
 
     monkeypatch.setattr(Schedule, "due", due)
-    sent = service.reconcile()
+    sent = reconciler.reconcile()
     assert [r.id for r in sent] == [uuid.UUID(body["id"])]  # the due task went out
     assert tick_rows("test.healthy") and not tick_rows("test.broken")
     assert [r.phase for r in caplog.records if hasattr(r, "phase")] == ["schedule test.broken"]

@@ -11,10 +11,21 @@ import uuid
 
 import pytest
 from sqlalchemy import text
-from tasklane import TaskFailed, WorkflowHandle, broker, chain, chord, database, group, service
+from tasklane import (
+    TaskFailed,
+    WorkflowHandle,
+    broker,
+    chain,
+    chord,
+    database,
+    group,
+    reads,
+    service,
+)
 from tasklane.config import settings
 from tasklane.executor import Delivery, Executor, delivery_token
 from tasklane.lanes import Lane
+from tasklane.store import default_store
 
 from tests import tasks
 from tests.integration.helpers import call_api, consumer_source
@@ -211,7 +222,7 @@ def test_the_last_members_finishing_at_once_release_the_body_once(stack):
     released by exactly one of them, never by neither, whatever the interleaving."""
     for _ in range(5):
         handle = chord([tasks.add.s(1), tasks.add.s(2)], tasks.total.s()).delay()
-        executor = Executor(service.default_store())
+        executor = Executor(default_store())
         attempts = []
         for member in handle.task_ids[:2]:
             attempt = executor.claim(Delivery("wf.add", member, delivery_token("m")), 60)
@@ -221,7 +232,7 @@ def test_the_last_members_finishing_at_once_release_the_body_once(stack):
 
         def settle(attempt, barrier=barrier, released=released) -> None:
             barrier.wait()
-            outcome = service.default_store().settle(attempt.id, attempt.delivery.token, "5")
+            outcome = default_store().settle(attempt.id, attempt.delivery.token, "5")
             released.extend(outcome.released)
 
         threads = [threading.Thread(target=settle, args=(a,)) for a in attempts]
@@ -240,7 +251,7 @@ def test_duplicate_deliveries_of_every_member_run_the_body_once(stack, tmp_path)
         [tasks.add.s(n) for n in range(10)],
         tasks.record.s({"ledger": str(ledger)}),
     ).delay()
-    members = service.default_store().workflow(handle.id)[1][:10]
+    members = default_store().workflow(handle.id)[1][:10]
     copies = [broker.Outgoing(r.id, r.task, Lane.LAMBDA, 0) for r in members]
     assert len(broker.publish(copies, settings())) == 10  # every member's message twice
     done = run_until(stack, str(handle.id), sources=2)
@@ -304,7 +315,7 @@ def test_a_cancel_meeting_a_members_outcome_waits_for_it_rather_than_deadlock(st
 
     handle = chord([tasks.add.s(1), tasks.add.s(2)], tasks.total.s()).delay()
     first, second, body = handle.task_ids
-    store = service.default_store()
+    store = default_store()
     attempt = Executor(store).claim(Delivery("wf.add", first, delivery_token("m")), 60)
     release = TaskStore._release
     settling = threading.Event()
@@ -345,7 +356,7 @@ def test_a_body_whose_input_is_too_large_fails_itself_not_its_last_member(stack)
         attempt = executor.claim(Delivery("wf.add", member, delivery_token("m")), 60)
         settled = store.settle(attempt.id, attempt.delivery.token, json.dumps("x" * 60))
         assert settled.status == "succeeded" and settled.released == []
-    view = service.get_workflow(handle.id)
+    view = reads.get_workflow(handle.id)
     assert view.status == "failed"
     assert view.error["task_id"] == str(body) and view.error["type"] == "InputTooLarge"
     assert "MAX_PAYLOAD_BYTES" in view.error["message"]

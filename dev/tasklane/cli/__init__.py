@@ -52,7 +52,7 @@ def _age(moment: datetime | None) -> str:
 
 def cmd_dev(args: argparse.Namespace) -> int:
     from tasklane.local import logstream
-    from tasklane.local.stack import LocalStack, Options
+    from tasklane.local.stack import LocalStack, Options, banner
 
     logstream.install()
     options = Options(
@@ -67,7 +67,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     )
     stack = LocalStack(options).start()
     logstream.set_part("stack")
-    print("tasklane local stack is up\n" + stack.banner())
+    print("tasklane local stack is up\n" + banner(stack))
     stack.wait()
     return 0
 
@@ -320,11 +320,12 @@ def cmd_console(args: argparse.Namespace) -> int:
 
 
 def cmd_schedules(args: argparse.Namespace) -> int:
-    from tasklane import periodic, registry, service
+    from tasklane import periodic, registry
+    from tasklane.store import default_store
 
     _use_local_stack(args.data_dir)
     now = datetime.now(UTC)
-    fired = {row.name: row.last_tick for row in service.default_store().schedules()}
+    fired = {row.name: row.last_tick for row in default_store().schedules()}
     table = Table("task", "schedule", "payload", "last tick fired", "next tick")
     for spec in registry.all_tasks():
         if spec.schedule is None:
@@ -361,10 +362,10 @@ def _duration(text: str) -> timedelta:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from tasklane import service
+    from tasklane import reconciler
 
     _use_local_stack(args.data_dir)
-    counts = service.prune(args.older_than, args.payloads_older_than, dry_run=args.dry_run)
+    counts = reconciler.prune(args.older_than, args.payloads_older_than, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     console.print(
         f"{verb} {counts['tasks']} finished tasks, {counts['workflows']} workflows, and "

@@ -16,7 +16,6 @@ their own, ``!Ref``/``!GetAtt`` of queues resolved to the local ones) and a Lamb
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import re
@@ -26,25 +25,20 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from tasklane.errors import ConfigurationError
 from tasklane.local import logstream
 from tasklane.local.events import (
-    ACCOUNT_ID,
-    LambdaContext,
-    http_event,
     queue_arn,
-    schedule_event,
 )
 from tasklane.local.eventsource import SqsEventSource
+from tasklane.local.httpapi import HttpApi
 from tasklane.local.postgres import LocalPostgres, free_port, port_is_free
-from tasklane.local.runtime import FunctionPool, InvocationError
+from tasklane.local.runtime import FunctionPool
+from tasklane.local.schedules import schedules_of
 from tasklane.local.sqs import FAKE_CREDENTIALS, MotoServer, QueueSpec, create_queues
 from tasklane.local.template import Function, Template
 from tasklane.logs import logger
@@ -53,8 +47,6 @@ STATE_FILE = "stack.json"
 #: What differs locally from the template's environment: the local HTTP API has no
 #: authorizer, so its callers are one local owner who operates it (tasklane.callers.LOCAL).
 LOCAL_ENVIRONMENT = {"API_AUTHORIZATION": "NONE"}
-API_TIMEOUT_S = 30  # API Gateway's integration timeout
-API_MAX_BODY = 6 * 1024 * 1024  # Lambda's synchronous request payload limit
 QUEUE_ATTRIBUTES = (
     "VisibilityTimeout",
     "MessageRetentionPeriod",
@@ -62,8 +54,6 @@ QUEUE_ATTRIBUTES = (
     "MaximumMessageSize",
     "ReceiveMessageWaitTimeSeconds",
 )
-_RATE = re.compile(r"rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)")
-_UNIT = {"minute": 60, "hour": 3600, "day": 86400}
 
 
 @dataclass
@@ -79,24 +69,6 @@ class Options:
     worker_concurrency: int = 2
 
 
-@dataclass
-class Route:
-    method: str
-    path: str
-    pattern: re.Pattern
-    function: str
-
-    @classmethod
-    def of(cls, method: str, path: str, function: str) -> Route:
-        regex = re.sub(r"\\\{(\w+)\\\+\\\}", r"(?P<\1>.+)", re.escape(path))
-        regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", regex)
-        return cls(method.upper(), path, re.compile(f"^{regex}$"), function)
-
-    @property
-    def specificity(self) -> tuple[int, int]:
-        return (self.path.count("{"), -len(self.path))
-
-
 class LocalStack:
     def __init__(self, options: Options) -> None:
         self.options = options
@@ -106,13 +78,12 @@ class LocalStack:
         self.processes: list[subprocess.Popen] = []
         self.sources: list[SqsEventSource] = []
         self.refs: dict[str, Any] = {}
-        self.routes: list[Route] = []
         self.handlers: dict[str, FunctionPool] = {}
         self.environments: dict[str, dict[str, str]] = {}
         self.functions: dict[str, Function] = {}
         self.postgres: LocalPostgres | None = None
         self.moto: MotoServer | None = None
-        self.server: http.server.ThreadingHTTPServer | None = None
+        self.api: HttpApi | None = None
         self.database_url = ""
         self.sqs_endpoint = ""
         self.celery_queue: str | None = None
@@ -134,7 +105,9 @@ class LocalStack:
             self._start_database()
             self._start_sqs()
             self._load_functions()
-            self._start_api()
+            self.api = HttpApi(self.functions, self.handlers).serve(
+                self.options.host, self.options.port, self.threads
+            )
             self._start_event_sources()
             self._start_schedules()
             if self.options.celery_worker:
@@ -240,86 +213,6 @@ class LocalStack:
             self.celery_queue = self.celery_queue or env.get("CELERY_QUEUE_URL") or None
 
     # -- HTTP API -----------------------------------------------------------------------------
-    def _start_api(self) -> None:
-        for fn in self.functions.values():
-            for event in fn.events.values():
-                if event.get("Type") == "HttpApi":
-                    props = event.get("Properties") or {}
-                    self.routes.append(
-                        Route.of(
-                            props.get("Method", "ANY"),
-                            props.get("Path", "/{proxy+}"),
-                            fn.logical_id,
-                        )
-                    )
-        self.routes.sort(key=lambda r: r.specificity)
-        stack = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, fmt: str, *args: Any) -> None:
-                logstream.set_part("api")
-                sys.stdout.write(f'{self.address_string()} "{self.requestline}" {args[1]}\n')
-
-            def _serve(self) -> None:
-                status, headers, body = stack.handle_http(self)
-                self.send_response(status)
-                for key, value in headers:
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
-
-        self.server = http.server.ThreadingHTTPServer(
-            (self.options.host, self.options.port), Handler
-        )
-        self.server.daemon_threads = True
-        thread = threading.Thread(target=self.server.serve_forever, name="api", daemon=True)
-        thread.start()
-        self.threads.append(thread)
-        self.api_pool = ThreadPoolExecutor(8, thread_name_prefix="invoke")
-
-    def handle_http(self, request: http.server.BaseHTTPRequestHandler) -> tuple[int, list, bytes]:
-        """One HTTP request → the route's function → an HTTP response, as API Gateway does."""
-        url = urlsplit(request.path)
-        method = request.command
-        length = int(request.headers.get("Content-Length") or 0)
-        if length > API_MAX_BODY:
-            return _plain(413, "Request Entity Too Large")
-        raw = request.rfile.read(length) if length else None
-        for route in self.routes:
-            match = route.pattern.match(url.path)
-            if match and route.method in (method, "ANY"):
-                break
-        else:
-            return _plain(404, "Not Found")
-        fn = self.functions[route.function]
-        event = http_event(
-            method,
-            url.path,
-            route_key=f"{route.method} {route.path}",
-            path_parameters=match.groupdict() or None,
-            headers=dict(request.headers.items()),
-            query=url.query,
-            body=raw,
-        )
-        timeout = min(fn.timeout, API_TIMEOUT_S)
-        context = LambdaContext(
-            function_name=fn.logical_id, timeout_seconds=timeout, memory_limit_in_mb=fn.memory
-        )
-        future = self.api_pool.submit(self.handlers[fn.logical_id], event, context)
-        try:
-            response = future.result(timeout=timeout + 1)
-        except (FutureTimeout, InvocationError) as exc:
-            logger.warning(
-                "invocation failed", extra={"function": fn.logical_id, "error": str(exc)}
-            )
-            return _plain(503, "Service Unavailable")
-        return _http_response(response)
-
     # -- event sources, schedules, worker -------------------------------------------------------
     def _start_event_sources(self) -> None:
         arns = {v: k[: -len(".Arn")] for k, v in self.refs.items() if k.endswith(".Arn")}
@@ -352,51 +245,15 @@ class LocalStack:
                 self._thread(f"{fn.logical_id}.{name}", fn.logical_id, source.run, self.stop_event)
 
     def _start_schedules(self) -> None:
-        for fn in self.functions.values():
-            for name, event in fn.events.items():
-                if event.get("Type") not in ("Schedule", "ScheduleV2"):
-                    continue
-                props = event.get("Properties") or {}
-                expression = str(
-                    self.template.resolve(
-                        props.get("ScheduleExpression") or props.get("Schedule"), self.refs
-                    )
-                )
-                state = str(props.get("State", "ENABLED")).upper()
-                if state == "DISABLED" or props.get("Enabled") is False:
-                    continue
-                match = _RATE.fullmatch(expression.strip())
-                if not match:
-                    logger.warning(
-                        "only rate() schedules run locally; use `tasklane invoke`",
-                        extra={"function": fn.logical_id, "schedule": expression},
-                    )
-                    continue
-                every = int(match.group(1)) * _UNIT[match.group(2).rstrip("s")]
-                rule = (
-                    f"arn:aws:scheduler:us-east-1:{ACCOUNT_ID}:schedule/default/"
-                    f"{fn.logical_id}{name}"
-                )
-                given = props.get("Input")  # the schedule's own event, as EventBridge sends it
-                event_body = json.loads(given) if given else None
-                self._thread(
-                    f"{fn.logical_id}.{name}",
-                    fn.logical_id,
-                    self._tick,
-                    fn,
-                    rule,
-                    every,
-                    event_body,
-                )
-
-    def _tick(self, fn: Function, rule: str, every: float, given: Any = None) -> None:
-        while not self.stop_event.wait(every):
-            context = LambdaContext(function_name=fn.logical_id, timeout_seconds=fn.timeout)
-            event = given if given is not None else schedule_event(rule)
-            try:
-                self.handlers[fn.logical_id](event, context)
-            except Exception:
-                logger.exception("scheduled invocation failed", extra={"function": fn.logical_id})
+        for schedule in schedules_of(self.template, self.functions, self.refs):
+            fn = schedule.function
+            self._thread(
+                f"{fn.logical_id}.{schedule.name}",
+                fn.logical_id,
+                schedule.run,
+                self.handlers[fn.logical_id],
+                self.stop_event,
+            )
 
     def _thread(self, name: str, part: str, target: Callable, *args: Any) -> None:
         def run() -> None:
@@ -471,35 +328,6 @@ class LocalStack:
             pids += pool.pids
         return pids
 
-    def banner(self) -> str:
-        lines = [
-            f"HTTP API        {self.api_url}"
-            f"  ({len(self.routes)} routes from {self.template.path.name})",
-        ]
-        for route in self.routes:
-            lines.append(f"  {route.method:<6} {route.path:<22} → {route.function}")
-        lines.append(f"Console         {self.api_url}/console")
-        lines.append(f"Postgres        {self.database_url}")
-        lines.append(f"SQS (moto)      {self.sqs_endpoint}")
-        for source in self.sources:
-            lines.append(
-                f"  {source.queue_url.rsplit('/', 1)[-1]:<22} → {source.function_name}"
-                f" (batch {source.batch_size}, window {source.batching_window:g}s,"
-                f" {'partial failures' if source.report_batch_item_failures else 'all or nothing'})"
-            )
-        if self.processes:
-            lines.append(f"Celery worker   pid {self.processes[0].pid} on {self.celery_queue}")
-        lines += [
-            "",
-            "Submit a task:",
-            f"  curl -s -X POST {self.api_url}/tasks -H 'content-type: application/json' \\",
-            """    -d '{"task": "text.wordcount", "payload": {"text": "hello local world"}}'""",
-            "  tasklane submit math.primes --payload '{\"limit\": 1000000}' --wait",
-            "  tasklane tasks",
-            "Ctrl-C stops everything.",
-        ]
-        return "\n".join(lines)
-
     def wait(self) -> None:
         """Block until Ctrl-C or SIGTERM, then stop everything."""
         previous = signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
@@ -518,10 +346,9 @@ class LocalStack:
     def stop(self) -> None:
         logstream.set_part("stack")
         self.stop_event.set()
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
+        if self.api:
+            self.api.close()
+            self.api = None
         for process in self.processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)  # Celery's warm shutdown
@@ -550,24 +377,36 @@ class LocalStack:
         logger.info("local stack stopped")
 
 
-def _plain(status: int, message: str) -> tuple[int, list, bytes]:
-    return status, [("Content-Type", "application/json")], json.dumps({"message": message}).encode()
-
-
-def _http_response(response: Any) -> tuple[int, list, bytes]:
-    """A payload-format-2.0 Lambda response as HTTP (a bare value means 200 and JSON)."""
-    import base64
-
-    if not (isinstance(response, dict) and "statusCode" in response):
-        body = response if isinstance(response, str) else json.dumps(response)
-        return 200, [("Content-Type", "application/json")], body.encode()
-    headers = [(k, str(v)) for k, v in (response.get("headers") or {}).items()]
-    for key, values in (response.get("multiValueHeaders") or {}).items():
-        headers += [(key, str(v)) for v in values]
-    headers += [("Set-Cookie", c) for c in response.get("cookies") or []]
-    body = response.get("body") or ""
-    data = base64.b64decode(body) if response.get("isBase64Encoded") else str(body).encode()
-    return int(response["statusCode"]), headers, data
+def banner(stack: LocalStack) -> str:
+    """What `tasklane dev` prints once the stack is up: where each part listens, and how to
+    submit a first task."""
+    lines = [
+        f"HTTP API        {stack.api_url}"
+        f"  ({len(stack.api.routes if stack.api else [])} routes from {stack.template.path.name})",
+    ]
+    for route in stack.api.routes if stack.api else []:
+        lines.append(f"  {route.method:<6} {route.path:<22} → {route.function}")
+    lines.append(f"Console         {stack.api_url}/console")
+    lines.append(f"Postgres        {stack.database_url}")
+    lines.append(f"SQS (moto)      {stack.sqs_endpoint}")
+    for source in stack.sources:
+        lines.append(
+            f"  {source.queue_url.rsplit('/', 1)[-1]:<22} → {source.function_name}"
+            f" (batch {source.batch_size}, window {source.batching_window:g}s,"
+            f" {'partial failures' if source.report_batch_item_failures else 'all or nothing'})"
+        )
+    if stack.processes:
+        lines.append(f"Celery worker   pid {stack.processes[0].pid} on {stack.celery_queue}")
+    lines += [
+        "",
+        "Submit a task:",
+        f"  curl -s -X POST {stack.api_url}/tasks -H 'content-type: application/json' \\",
+        """    -d '{"task": "text.wordcount", "payload": {"text": "hello local world"}}'""",
+        "  tasklane submit math.primes --payload '{\"limit\": 1000000}' --wait",
+        "  tasklane tasks",
+        "Ctrl-C stops everything.",
+    ]
+    return "\n".join(lines)
 
 
 def queue_refs(logical_id: str, url: str) -> dict[str, str]:

@@ -90,12 +90,13 @@ def queue_specs(prefix: str = "tl", max_receives: int = MAX_RECEIVES) -> list:
 def refresh() -> None:
     """Forget what was read from the environment (settings, engine, clients, the registry's
     loaded modules stay loaded)."""
-    from tasklane import broker, database, service
+    from tasklane import broker, database
     from tasklane.config import settings
+    from tasklane.store import default_store
 
     settings.cache_clear()
     database.reset()
-    service.default_store.cache_clear()
+    default_store.cache_clear()
     broker.sqs.cache_clear()
 
 
@@ -246,9 +247,9 @@ class Stack:
         return worker.wait_ready()
 
     def reconcile(self) -> list:
-        from tasklane import service
+        from tasklane import reconciler
 
-        return service.reconcile()
+        return reconciler.reconcile()
 
 
 # ------------------------------------------------------------------------------ eager mode
@@ -256,13 +257,10 @@ class Stack:
 def eager() -> Iterator[None]:
     """Run every task submitted in this block inline, through the executor, instead of
     sending its message (a ``scheduled`` one waits, as it would)."""
-    from tasklane import service
+    from tasklane.eager import eager as inline
 
-    token = service.EAGER.set(True)
-    try:
+    with inline():
         yield
-    finally:
-        service.EAGER.reset(token)
 
 
 # ------------------------------------------------------------------------------ fixtures

@@ -2,7 +2,8 @@
 
 Powertools validates requests and responses against the pydantic models of
 :mod:`tasklane.schemas` and describes them in an OpenAPI document (``GET /openapi.json``,
-Swagger UI at ``/docs``). Routes call :mod:`tasklane.service` and shape the response. Every
+Swagger UI at ``/docs``). Routes call :mod:`tasklane.service` (changes) and
+:mod:`tasklane.reads`, and shape the response (:mod:`tasklane.views`). Every
 error leaves as ``{"error": {"code", "message"}}`` with its status, mapped once below; nothing
 leaves as a stack trace.
 """
@@ -22,7 +23,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 
-from tasklane import callers, service, workflows
+from tasklane import callers, reads, service, views, workflows
 from tasklane.callers import Caller, NotAuthenticated
 from tasklane.config import settings
 from tasklane.errors import (
@@ -55,7 +56,7 @@ from tasklane.schemas import (
     WorkflowDetail,
     WorkflowNode,
 )
-from tasklane.store import TaskFilter, TaskRecord
+from tasklane.store import TaskFilter
 
 TITLE = "tasklane"
 VERSION = "1.0.0"
@@ -131,78 +132,6 @@ def error_response(status: int, code: str, message: str) -> Response:
     return _json(status, {"error": {"code": code, "message": message}})
 
 
-def summary(record: TaskRecord) -> dict[str, Any]:
-    return {
-        "id": str(record.id),
-        "task": record.task,
-        "lane": record.lane,
-        "status": str(record.status),
-    }
-
-
-def detail(record: TaskRecord) -> dict[str, Any]:
-    error = record.error
-    if error:
-        error = {k: error.get(k) for k in ("type", "message", "traceback")}
-    return summary(record) | {
-        "attempts": record.attempts,
-        "result": record.result,
-        "error": error,
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-        "started_at": record.started_at,
-        "finished_at": record.finished_at,
-        "run_at": record.run_at,
-        "workflow_id": str(record.workflow_id) if record.workflow_id else None,
-        "payload_bytes": record.payload_bytes,
-    }
-
-
-def listed(record: TaskRecord) -> dict[str, Any]:
-    """A task in a listing: its detail without the result and the error's traceback (a page
-    of 500 fits in a response whatever the tasks hold; GET /tasks/{id} has the rest)."""
-    item = detail(record)
-    del item["result"]
-    if item["error"]:
-        item["error"] = {k: v for k, v in item["error"].items() if k != "traceback"}
-    return item
-
-
-def workflow_view(
-    view: service.WorkflowView, start: int = 0, limit: int = workflows.MAX_TASKS
-) -> dict[str, Any]:
-    """A workflow, with its tasks from ``start``, ``limit`` of them (``next_cursor``: the
-    rest). A result too large for a response is left out, saying so."""
-    end = start + limit
-    omitted = None
-    if view.result_omitted_bytes is not None:
-        omitted = (
-            f"the result's parts are {view.result_omitted_bytes} bytes, over MAX_RESULT_BYTES: "
-            "read each task's with GET /tasks/{id}"
-        )
-    return {
-        "id": str(view.id),
-        "status": view.status,
-        "tasks": [summary(r) for r in view.tasks[start:end]],
-        "next_cursor": service.cursor_of({"task": end}) if end < len(view.tasks) else None,
-        "result": view.result,
-        "result_omitted": omitted,
-        "error": view.error,
-        "created_at": view.created_at,
-    }
-
-
-def _offset(cursor: str | None) -> int:
-    """Where a page of a workflow's tasks starts."""
-
-    def read(value: Any) -> int:
-        if not isinstance(value, dict) or not isinstance(value.get("task"), int):
-            raise ValueError(value)
-        return max(0, value["task"])
-
-    return 0 if cursor is None else service.read_cursor(cursor, read)
-
-
 #: The ``Idempotency-Key`` header of the routes that create: the same key and body return what
 #: the first request created (200); the same key with another body is refused (422).
 IdempotencyKey = Annotated[
@@ -242,7 +171,9 @@ def submit_task(body: Annotated[SubmitRequest, Body()], idempotency_key: Idempot
     record, created = service.submit(
         submission, idempotency_key=idempotency_key, owner=caller().owner
     )
-    return _json(202 if created else 200, summary(record), {"Location": f"/tasks/{record.id}"})
+    return _json(
+        202 if created else 200, views.summary(record), {"Location": f"/tasks/{record.id}"}
+    )
 
 
 @app.post(
@@ -268,7 +199,7 @@ def submit_batch(body: Annotated[BatchRequest, Body()], idempotency_key: Idempot
         idempotency_key=idempotency_key,
         owner=caller().owner,
     )
-    return _json(202 if created else 200, {"tasks": [summary(r) for r in records]})
+    return _json(202 if created else 200, {"tasks": [views.summary(r) for r in records]})
 
 
 @app.get(
@@ -293,14 +224,16 @@ def list_tasks(
     created_before: Annotated[
         Moment | None, Query(description="Created before this moment (RFC 3339)")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=service.PAGE_MAX, description="Page size")] = 50,
+    limit: Annotated[int, Query(ge=1, le=reads.PAGE_MAX, description="Page size")] = 50,
     cursor: Annotated[
         str | None, Query(max_length=200, description="The previous page's next_cursor")
     ] = None,
 ):
     where = _where(status, task, lane, created_after, created_before)
-    page = service.list_tasks(where, limit, cursor, caller=caller())
-    return _json(200, {"tasks": [listed(r) for r in page.tasks], "next_cursor": page.next_cursor})
+    page = reads.list_tasks(where, limit, cursor, caller=caller())
+    return _json(
+        200, {"tasks": [views.listed(r) for r in page.tasks], "next_cursor": page.next_cursor}
+    )
 
 
 def _where(
@@ -323,7 +256,7 @@ def _where(
     },
 )
 def get_task(task_id: Annotated[str, Path(description="The task's id")]):
-    return _json(200, detail(service.get_task(task_id, caller=caller())))
+    return _json(200, views.detail(reads.get_task(task_id, caller=caller())))
 
 
 @app.post(
@@ -353,7 +286,7 @@ def retry_tasks(body: Annotated[RetryRequest, Body()]):
     },
 )
 def get_stats():
-    return _json(200, service.stats(caller=caller()))
+    return _json(200, reads.stats(caller=caller()))
 
 
 @app.post(
@@ -369,7 +302,7 @@ def get_stats():
 )
 def retry_task(task_id: Annotated[str, Path(description="The task's id")]):
     record = service.retry_task(task_id, caller=caller())
-    return _json(202, summary(record), {"Location": f"/tasks/{record.id}"})
+    return _json(202, views.summary(record), {"Location": f"/tasks/{record.id}"})
 
 
 @app.post(
@@ -385,7 +318,7 @@ def retry_task(task_id: Annotated[str, Path(description="The task's id")]):
     },
 )
 def cancel_task(task_id: Annotated[str, Path(description="The task's id")]):
-    return _json(200, detail(service.cancel_task(task_id, caller=caller())))
+    return _json(200, views.detail(service.cancel_task(task_id, caller=caller())))
 
 
 @app.post(
@@ -420,7 +353,7 @@ def submit_workflow(body: Annotated[WorkflowNode, Body()], idempotency_key: Idem
     answer = {
         "id": str(workflow_id),
         "status": workflows.status_of([r.status.value for r in records]),
-        "tasks": [summary(r) for r in records],
+        "tasks": [views.summary(r) for r in records],
     }
     return _json(202 if created else 200, answer, {"Location": f"/workflows/{workflow_id}"})
 
@@ -442,10 +375,10 @@ def get_workflow(
         str | None, Query(max_length=40, description="The previous page's next_cursor")
     ] = None,
 ):
-    view = service.get_workflow(
+    view = reads.get_workflow(
         workflow_id, caller=caller(), max_result_bytes=settings().max_result_bytes
     )
-    return _json(200, workflow_view(view, _offset(cursor), limit))
+    return _json(200, views.workflow_view(view, views.workflow_offset(cursor), limit))
 
 
 @app.post(
@@ -458,7 +391,7 @@ def get_workflow(
     },
 )
 def cancel_workflow(workflow_id: Annotated[str, Path(description="The workflow's id")]):
-    return _json(200, workflow_view(service.cancel_workflow(workflow_id, caller=caller())))
+    return _json(200, views.workflow_view(service.cancel_workflow(workflow_id, caller=caller())))
 
 
 @app.get("/openapi.json", include_in_schema=False)

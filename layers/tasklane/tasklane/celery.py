@@ -91,7 +91,7 @@ class ClaimCheckTask(Task):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.request.called_directly:
             return self.run(*args, **kwargs)
-        from tasklane.worker import execute  # in a worker: the message carries a task id
+        from tasklane.celery_run import execute  # in a worker: the message carries a task id
 
         (task_id,) = args
         request = self.request
@@ -133,7 +133,7 @@ class AdoptedTask(Task):
             )
         from tasklane.client import submit
         from tasklane.outbox import connection_of
-        from tasklane.service import default_store
+        from tasklane.store import default_store
 
         handle = submit(
             self.name,
@@ -219,7 +219,7 @@ def claim_check_message(
     ``Task.replace``) replaces the row's payload and makes it claimable again, unless the task
     has already succeeded."""
     from tasklane.results import row_id
-    from tasklane.service import default_store
+    from tasklane.store import default_store
 
     row = row_id(headers["id"])
     default_store().put_celery_message(

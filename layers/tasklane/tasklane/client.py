@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from tasklane import service, submitters, workflows
+from tasklane import reads, service, submitters, workflows
 from tasklane.config import settings
 from tasklane.errors import TasklaneError
 from tasklane.lifecycle import Status
@@ -73,7 +73,7 @@ class TaskHandle:
     id: uuid.UUID
 
     def record(self) -> TaskRecord:
-        return service.get_task(self.id)
+        return reads.get_task(self.id)
 
     def status(self) -> Status:
         return self.record().status
@@ -174,8 +174,8 @@ class WorkflowHandle:
     #: Its tasks' ids, in the order of its description.
     task_ids: tuple[uuid.UUID, ...]
 
-    def view(self) -> service.WorkflowView:
-        return service.get_workflow(self.id)
+    def view(self) -> reads.WorkflowView:
+        return reads.get_workflow(self.id)
 
     def status(self) -> str:
         """``running``, ``succeeded``, ``failed`` or ``cancelled``."""

@@ -190,7 +190,7 @@ class ClaimCheckProcessor(BatchProcessor):
 def handle(event: dict, context: Any, executor: Executor | None = None) -> dict:
     """Process one SQS event from the lambda lane's queue; the consumer function's whole job."""
     if executor is None:
-        from tasklane.service import default_store
+        from tasklane.store import default_store
 
         executor = Executor(default_store())
     processor = ClaimCheckProcessor(executor, settings())

@@ -61,7 +61,7 @@ def record_dead(record: SQSRecord, store: TaskStore) -> str:
 def handle(event: dict, context: Any, store: TaskStore | None = None) -> dict:
     """Process an SQS batch from a dead-letter queue; the dead-letter function's whole job."""
     if store is None:
-        from tasklane.service import default_store
+        from tasklane.store import default_store
 
         store = default_store()
     processor = BatchProcessor(EventType.SQS, raise_on_entire_batch_failure=False)

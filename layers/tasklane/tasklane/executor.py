@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from tasklane import metrics, payloads, registry
+from tasklane import metrics, payloads, registry, sending
 from tasklane.errors import (
     Cancelled,
     InvalidRequest,
@@ -169,10 +169,9 @@ def _send_released(released: Sequence[TaskRecord], store: TaskStore) -> None:
     sent now stays ``pending``, and the reconciler sends it, as any task whose send failed."""
     if not released:
         return
-    from tasklane import service  # imported here: the service runs tasks through the executor
 
     try:
-        service.send_committed(released, store=store)
+        sending.send_committed(released, store=store)
     except Exception as exc:  # never lose the outcome's verdict over a send
         logger.warning(
             "released workflow steps not sent: the reconciler will",
@@ -280,7 +279,7 @@ class Executor:
                 return Verdict(Outcome.DONE, "expired")
             return self._standing(delivery)
         if delivery.eta is not None and delivery.eta > now:
-            from tasklane.service import defer
+            from tasklane.sending import defer
 
             deferred = defer(
                 delivery.id, delivery.task, delivery.eta, store=self.store, expires=delivery.expires
@@ -332,7 +331,7 @@ class Executor:
         """Offer the task again in ``seconds`` as a fresh message, and let this one go: a wait
         that is not the task's doing spends none of its message's receives (which decide when
         SQS dead-letters it). If the send fails, this message is left instead."""
-        from tasklane.service import resend
+        from tasklane.sending import resend
 
         try:
             if resend(delivery.id, seconds, store=self.store):

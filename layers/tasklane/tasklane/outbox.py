@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, event
 
+from tasklane import sending
 from tasklane.lifecycle import Status
 from tasklane.logs import logger
 from tasklane.store import TaskRecord
@@ -136,10 +137,9 @@ def _checked_in(dbapi_connection: Any, record: Any) -> None:
 def _send(records: Sequence[TaskRecord]) -> None:
     if not records:
         return
-    from tasklane import service
 
     try:
-        service.send_committed(records)
+        sending.send_committed(records)
     except Exception as exc:  # the reconciler sends them: they are pending in the table
         logger.warning(
             "send after commit failed, tasks stay pending",

@@ -240,7 +240,7 @@ class TaskTableBackend(BaseBackend):
         return self.meta_from_decoded(self.decode(json.dumps(doc)))
 
     def _native_meta(self, task_id: str) -> dict[str, Any]:
-        from tasklane.service import default_store
+        from tasklane.store import default_store
 
         try:
             record = default_store().get(row_id(task_id))

@@ -40,6 +40,11 @@ from tasklane.celery import (
     configure,
     restored_message,
 )
+from tasklane.celery_run import (
+    OUTCOME_PATIENCE_S,
+    claim_adopted,
+    lease_seconds,
+)
 from tasklane.config import settings
 from tasklane.errors import StoreUnavailable, TasklaneError, TimeLimitExceeded, UnknownTask
 from tasklane.executor import (
@@ -51,23 +56,15 @@ from tasklane.executor import (
     Verdict,
     delivery_token,
 )
-from tasklane.lanes import Lane, queue_name
+from tasklane.lanes import Lane
 from tasklane.logs import logger, task_fields
 
-#: How long a claim, or a finished task's outcome, may wait for an unreachable Postgres.
-OUTCOME_PATIENCE_S = 120
 #: Beats per visibility timeout: the message is extended well before it would reappear.
 BEATS_PER_TIMEOUT = 3
 #: The heartbeat beats until the hard limit plus this: the time to record the outcome, which
 #: may wait out a database outage for OUTCOME_PATIENCE_S after the run ends. Stopping sooner
 #: let the message reappear, and the task run again, while its outcome was still retrying.
 BEATS_GRACE_S = 60 + OUTCOME_PATIENCE_S
-
-
-class AttemptNotDone(TasklaneError):
-    """The attempt failed or could not run now; the message is left for SQS to redeliver."""
-
-    code = "attempt_not_done"
 
 
 class Heartbeat:
@@ -99,7 +96,7 @@ class Heartbeat:
         self.thread.start()
 
     def _run(self) -> None:
-        from tasklane.service import default_store
+        from tasklane.store import default_store
 
         queue_url, receipt_handle, task_id, token, seconds = self.args
         while not self.stop.wait(max(1.0, seconds / BEATS_PER_TIMEOUT)):
@@ -197,7 +194,7 @@ class ClaimCheckRequest(Request):
                 receipt,
                 task_id,
                 self.token,
-                _lease_seconds(self._sqs_queue),
+                lease_seconds(self._sqs_queue),
                 alive=lambda: self in worker_state.active_requests,
                 until=time.monotonic()
                 + (self.task.time_limit or registry.MAX_TIME_LIMIT_S)
@@ -246,7 +243,7 @@ class ClaimCheckRequest(Request):
         task_id = self.claim_check
         if original is None or task_id is None:
             return False
-        from tasklane.service import default_store
+        from tasklane.store import default_store
 
         try:
             default_store().release(task_id, self.token)
@@ -261,7 +258,7 @@ class ClaimCheckRequest(Request):
         task_id = self.claim_check
         if task_id is None:
             return None
-        from tasklane.service import default_store
+        from tasklane.store import default_store
 
         lost = self._lost or WorkerLostError("the run ended without an outcome")
         try:
@@ -277,7 +274,7 @@ class ClaimCheckRequest(Request):
         self._stop_heartbeat()
         task_id = self.claim_check
         if task_id is not None:
-            from tasklane.service import default_store
+            from tasklane.store import default_store
 
             try:
                 default_store().release(task_id, self.token)
@@ -298,70 +295,6 @@ def create_app() -> Celery:
     return app
 
 
-def _lease_seconds(queue_url: str | None) -> int:
-    """A claim lasts as long as its message stays hidden; the heartbeat extends both together.
-
-    So a worker killed mid-task frees its task about when SQS delivers the message again.
-    """
-    try:
-        return broker.queue_visibility(queue_url) if queue_url else settings().lease_seconds
-    except Exception:
-        return settings().lease_seconds
-
-
-def execute(
-    spec: registry.Task,
-    task_id: str,
-    token: str | None,
-    eta: str | None = None,
-    expires: str | None = None,
-) -> str:
-    """Run one delivery in this worker; raises :class:`AttemptNotDone` to leave it unacked.
-    ``eta`` and ``expires``: the message's headers, as Celery sent them."""
-    from tasklane.service import default_store
-
-    config = settings()
-    try:
-        delivery = Delivery(
-            spec.name,
-            uuid.UUID(str(task_id)),
-            token or delivery_token(None),
-            eta=codec.instant(eta, "eta"),
-            expires=codec.instant(expires, "expires"),
-        )
-    except (ValueError, TasklaneError) as exc:
-        step: Attempt | Verdict = Verdict(Outcome.POISON, f"not a claim-check message: {exc}")
-    else:
-        executor = Executor(default_store())
-        lease = _lease_seconds(config.celery_queue_url)
-        step = executor.claim(delivery, lease, time.monotonic() + OUTCOME_PATIENCE_S)
-        if isinstance(step, Attempt):
-            # The heartbeat keeps the claim while the outcome waits for Postgres.
-            step, _ = executor.run(step, patience_s=OUTCOME_PATIENCE_S, limit_s=spec.time_limit)
-    if step.outcome.acknowledge:
-        return step.outcome.value
-    if step.outcome is Outcome.POISON:
-        logger.error("poison message", extra=task_fields(task_id, spec.name, reason=step.reason))
-        url = config.celery_queue_url
-        body = broker.message_body(spec.name, task_id, queue_name(url) if url else "celery")
-        if broker.dead_letter(body, Lane.CELERY, step.reason, config):
-            return step.outcome.value
-    raise AttemptNotDone(f"{step.outcome}: {step.reason}")
-
-
-def claim_adopted(name: str, row: uuid.UUID, token: str) -> Attempt | Verdict:
-    """Claim an adopted task's row for one delivery: the attempt (Celery runs it now), or why
-    not (:class:`Verdict`)."""
-    from tasklane.service import default_store
-
-    config = settings()
-    return Executor(default_store()).claim(
-        Delivery(name, row, token),
-        _lease_seconds(config.celery_queue_url),
-        time.monotonic() + OUTCOME_PATIENCE_S,
-    )
-
-
 #: Where a restored message keeps its body as received (a requeue sends that back).
 ORIGINAL = "tasklane_claim_check"
 
@@ -375,7 +308,7 @@ def restore_claim_checked(app: Celery, message: Any) -> Verdict | None:
     Returns None when the message is Celery's to handle now (restored, or not a claim check
     of an adopted task), or why its run cannot start (:class:`Verdict`: the caller settles
     the message). Raises :class:`StoreUnavailable` while Postgres is."""
-    from tasklane.service import default_store
+    from tasklane.store import default_store
 
     headers = message.headers or {}
     name = headers.get("task")
@@ -452,7 +385,7 @@ def _unknown_task(message: Any = None, name: str = "", **_: object) -> None:
     progress): the message is left to come back soon, for a worker that knows it. Otherwise it
     is poison, and goes to the DLQ now.
     """
-    from tasklane.service import default_store
+    from tasklane.store import default_store
 
     info = getattr(message, "delivery_info", None) or {}
     sqs_message = info.get("sqs_message") or {}
@@ -530,7 +463,7 @@ def _end_adopted_run(task: Any = None, state: str | None = None, **_: object) ->
     if not (task.ignore_result or getattr(request, "ignore_result", False)):
         return  # Celery's backend has stored the outcome, and ended the row with it
     from tasklane.results import STATUS_OF_STATE
-    from tasklane.service import default_store
+    from tasklane.store import default_store
 
     try:
         default_store().end_run(

@@ -1,0 +1,345 @@
+"""Claims and outcomes: a delivery claims its task for one attempt under a lease, and its
+outcome is written only while it still holds the claim (the attempt number and the delivery's
+token are in every ``WHERE``). A claim given back keeps a cancel request.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Interval,
+    Text,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+from tasklane.lifecycle import CLAIMABLE, IN_FLIGHT, Status
+from tasklane.store.base import StoreBase
+from tasklane.store.records import Claim, Claimed, Failure, NotClaimed, Settled, TaskRecord
+from tasklane.store.sql import STOPPED, JsonText, data_errors_as_invalid, unavailable_as_error
+from tasklane.store.tables import tasks
+
+
+def _due() -> Any:
+    """Due, and not expired: a claim takes neither an early task nor an expired one."""
+    return and_(
+        or_(tasks.c.run_at.is_(None), tasks.c.run_at <= func.now()),
+        or_(tasks.c.expires_at.is_(None), tasks.c.expires_at > func.now()),
+    )
+
+
+def select_claim(claim: Claim, lease_seconds: float, *riders: Any) -> Any:
+    """One statement that claims ``claim`` and says why not when it cannot: the claim's
+    attempt and payload, and the row's status, task and ``run_at`` as they were before it.
+    ``riders``, labelled scalar subqueries over an outcome's update, come along in the same
+    round trip.
+    """
+    token = literal(claim.token, Text)
+    claimed = (
+        update(tasks)
+        .where(
+            tasks.c.id == claim.id,
+            tasks.c.task == claim.task,
+            or_(
+                and_(tasks.c.status.in_([s.value for s in CLAIMABLE]), _due()),
+                and_(
+                    tasks.c.status == Status.RUNNING.value,
+                    or_(
+                        and_(
+                            tasks.c.lease_until < func.now(),
+                            tasks.c.cancel_requested_at.is_(None),
+                        ),
+                        tasks.c.claimed_by == token,
+                    ),
+                ),
+            ),
+        )
+        .values(
+            status=Status.RUNNING.value,
+            attempts=tasks.c.attempts + case((tasks.c.claimed_by == token, 0), else_=1),
+            claimed_by=token,
+            unknown_since=None,
+            lease_until=func.now() + literal(timedelta(seconds=lease_seconds), Interval),
+            started_at=func.coalesce(tasks.c.started_at, func.now()),
+            updated_at=func.now(),
+        )
+        .returning(
+            tasks.c.id,
+            tasks.c.attempts,
+            cast(tasks.c.payload, Text).label("payload"),
+            tasks.c.owner,
+        )
+        .cte("claimed")
+    )
+    asked = select(literal(claim.id, UUID(as_uuid=True)).label("id")).subquery("asked")
+    before = tasks.alias("before")
+    columns = [
+        claimed.c.attempts,
+        claimed.c.payload,
+        claimed.c.owner,
+        before.c.status,
+        before.c.task,
+        before.c.run_at,
+        before.c.expires_at,
+    ]
+    return select(*riders, *columns).select_from(
+        asked.outerjoin(claimed, claimed.c.id == asked.c.id).outerjoin(
+            before, before.c.id == asked.c.id
+        )
+    )
+
+
+def _claim_of(task_id: uuid.UUID, row: Any) -> Claimed | NotClaimed:
+    if row.attempts is not None:
+        return Claimed(task_id, row.attempts, row.payload, row.owner)
+    return NotClaimed(
+        task_id, Status(row.status) if row.status else None, row.task, row.run_at, row.expires_at
+    )
+
+
+def _settle_update(task_id: uuid.UUID, token: str, outcome: str | Failure) -> Any:
+    """The conditional update recording one attempt's outcome (see :meth:`TaskStore.settle`)."""
+    mine = and_(tasks.c.id == task_id, tasks.c.claimed_by == token)
+    running = tasks.c.status == Status.RUNNING.value
+    if isinstance(outcome, Failure):
+        error = literal(outcome.error, JSONB)
+        last = or_(
+            literal(outcome.final),
+            and_(tasks.c.max_attempts.is_not(None), tasks.c.attempts >= tasks.c.max_attempts),
+        )
+        asked = tasks.c.cancel_requested_at.is_not(None)  # it stopped when asked
+        replayed = and_(
+            tasks.c.status.in_([Status.QUEUED.value, Status.FAILED.value, Status.CANCELLED.value]),
+            tasks.c.error == error,
+        )
+        return (
+            update(tasks)
+            .where(mine, or_(running, replayed))
+            .values(
+                status=case(
+                    (asked, Status.CANCELLED.value),
+                    (last, Status.FAILED.value),
+                    else_=Status.QUEUED.value,
+                ),
+                error=error,
+                lease_until=None,
+                finished_at=case((or_(asked, last), func.now()), else_=None),
+                updated_at=func.now(),
+            )
+        )
+    return (
+        update(tasks)
+        .where(mine, tasks.c.status.in_([Status.RUNNING.value, Status.SUCCEEDED.value]))
+        .values(
+            status=Status.SUCCEEDED.value,
+            result=literal(outcome, JsonText()),
+            error=None,
+            lease_until=None,
+            finished_at=func.coalesce(tasks.c.finished_at, func.now()),
+            updated_at=func.now(),
+        )
+    )
+
+
+class Claims(StoreBase):
+    """A delivery's claim, its lease, and the outcome it settles."""
+
+    def end_run(self, task_id: uuid.UUID, token: str, status: Status) -> bool:
+        """An adopted Celery task's run has ended (its result, if any, is Celery's backend's
+        to store): the row leaves ``running`` while this delivery still holds it."""
+        with unavailable_as_error(), self.engine.begin() as conn:
+            ended = conn.execute(
+                update(tasks)
+                .where(
+                    tasks.c.id == task_id,
+                    tasks.c.status == Status.RUNNING.value,
+                    tasks.c.claimed_by == token,
+                )
+                .values(
+                    status=status.value,
+                    lease_until=None,
+                    updated_at=func.now(),
+                    finished_at=func.now() if status.terminal else None,
+                )
+            )
+        return ended.rowcount == 1
+
+    def claim(self, claim: Claim, lease_seconds: float) -> Claimed | NotClaimed:
+        """Claim a task for one delivery, in one round trip; the attempt counts a run.
+
+        Claimable: ``pending``/``queued`` and due, or ``running`` with an expired lease (its
+        consumer died), and the message names the row's task. A claim this delivery already
+        holds is returned again without counting (its commit's reply was lost).
+        """
+        with unavailable_as_error(), self.engine.begin() as conn:
+            return _claim_of(claim.id, conn.execute(select_claim(claim, lease_seconds)).one())
+
+    def outcome_of(self, task_id: uuid.UUID, token: str) -> Status | None:
+        """The task's status if delivery ``token`` was the last to hold it (else None)."""
+        stmt = select(tasks.c.status).where(tasks.c.id == task_id, tasks.c.claimed_by == token)
+        with unavailable_as_error(), self.engine.connect() as conn:
+            status = conn.execute(stmt).scalar_one_or_none()
+        return Status(status) if status else None
+
+    def settle(
+        self,
+        task_id: uuid.UUID,
+        token: str,
+        outcome: str | Failure,
+        then: Claim | None = None,
+        lease_seconds: float = 0,
+        connection: Connection | None = None,
+    ) -> Settled:
+        """Record an attempt's outcome (``outcome``: the result's JSON text, or a
+        :class:`Failure`) if delivery ``token`` still holds the claim; and, in the same round
+        trip, claim ``then``, the next task its consumer will run.
+
+        Returns the task's status after the write (None: the claim was lost, nothing written),
+        ``then``'s claim, and the workflow steps this success released (:meth:`_release`), in
+        the same transaction, for the caller to send. A failure leaves the task ``queued`` for
+        a retry, or ``failed`` on its last attempt (``max_attempts``) or when final. Replaying
+        the same write after a lost reply finds the delivery's own committed outcome and
+        returns it again.
+        """
+        settled = _settle_update(task_id, token, outcome).returning(
+            tasks.c.status, tasks.c.step["then"].label("then")
+        )
+        if connection is not None:  # inside a transactional run: commits with its writes
+            with data_errors_as_invalid():
+                row = connection.execute(settled).first()
+            return Settled(*self._after_settle(connection, row.status if row else None, row))
+        with unavailable_as_error(), self.engine.begin() as conn, data_errors_as_invalid():
+            if then is None:
+                row = conn.execute(settled).first()
+                return Settled(*self._after_settle(conn, row.status if row else None, row))
+            cte = settled.cte("settled")
+            stmt = select_claim(
+                then,
+                lease_seconds,
+                select(cte.c.status).scalar_subquery().label("settled"),
+                select(cte.c.then).scalar_subquery().label("then"),
+            )
+            row = conn.execute(stmt).one()
+            status, _, released = self._after_settle(conn, row.settled, row)
+            return Settled(status, _claim_of(then.id, row), released)
+
+    def _after_settle(
+        self, conn: Connection, status: str | None, row: Any
+    ) -> tuple[Status | None, None, Sequence[TaskRecord]]:
+        if status != Status.SUCCEEDED.value or row is None or not row.then:
+            return (Status(status) if status else None), None, []
+        return Status.SUCCEEDED, None, self._release(conn, row.then)
+
+    def release(self, task_id: uuid.UUID, token: str) -> bool:
+        """Give back a claim whose run was cut short by the platform, not the task (a worker's
+        broker connection lost, a transactional run's deadlock): ``queued`` again, and the run
+        does not count; but a run asked to stop is over: ``cancelled``, never run again."""
+        asked = tasks.c.cancel_requested_at.is_not(None)
+        stmt = (
+            update(tasks)
+            .where(
+                tasks.c.id == task_id,
+                tasks.c.claimed_by == token,
+                tasks.c.status == Status.RUNNING.value,
+            )
+            .values(
+                status=case((asked, Status.CANCELLED.value), else_=Status.QUEUED.value),
+                error=case((asked, literal(STOPPED, JSONB)), else_=tasks.c.error),
+                attempts=tasks.c.attempts - 1,
+                lease_until=None,
+                finished_at=case((asked, func.now()), else_=None),
+                updated_at=func.now(),
+            )
+        )
+        with unavailable_as_error(), self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def extend_lease(self, task_id: uuid.UUID, token: str, seconds: float) -> bool:
+        """Keep a running attempt's claim alive (the Celery lane's heartbeat)."""
+        stmt = (
+            update(tasks)
+            .where(
+                tasks.c.id == task_id,
+                tasks.c.claimed_by == token,
+                tasks.c.status == Status.RUNNING.value,
+            )
+            .values(lease_until=func.now() + literal(timedelta(seconds=seconds), Interval))
+        )
+        with unavailable_as_error(), self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def mark_dead(
+        self, task_id: uuid.UUID, message_id: str, error: dict, max_requeues: int
+    ) -> tuple[Status, str] | None:
+        """A message that SQS moved to a dead-letter queue: what it means for its task.
+
+        - It carried the task's latest claim: the attempts it carried are over, the task is
+          ``failed`` (keeping its last error).
+        - No delivery ever claimed the task (every receive found Postgres down, or no consumer
+          that knew the task): it never ran, so it goes back to ``pending`` for the
+          reconciler, at most ``max_requeues`` times; then it is ``failed``, saying why.
+        - Another message holds or held the claim: this one was a duplicate, and the task is
+          left to that message's delivery. So is a task running under a live lease.
+        - A task asked to stop ends ``cancelled`` rather than ``failed``: no retry of failed
+          tasks takes it.
+
+        Returns the status written and the task's lane (None: nothing changed).
+        """
+        never_claimed = tasks.c.claimed_by.is_(None)
+        carried_it = func.split_part(tasks.c.claimed_by, "#", 1) == message_id
+        requeue = and_(never_claimed, tasks.c.dead_letters + 1 < max_requeues)
+        never_ran = {
+            "type": "DeadLetter",
+            "message": f"the task never ran: its messages reached the dead-letter queue "
+            f"{max_requeues} times (no consumer could claim it)",
+        }
+        live = and_(tasks.c.status == Status.RUNNING.value, tasks.c.lease_until >= func.now())
+        asked = tasks.c.cancel_requested_at.is_not(None)
+        stmt = (
+            update(tasks)
+            .where(
+                tasks.c.id == task_id,
+                tasks.c.status.in_([s.value for s in IN_FLIGHT]),
+                ~live,
+                or_(never_claimed, carried_it),
+            )
+            .values(
+                dead_letters=tasks.c.dead_letters + case((never_claimed, 1), else_=0),
+                status=case(
+                    (asked, Status.CANCELLED.value),
+                    (requeue, Status.PENDING.value),
+                    else_=Status.FAILED.value,
+                ),
+                error=case(
+                    (asked, literal(STOPPED, JSONB)),
+                    (requeue, tasks.c.error),
+                    (never_claimed, literal(never_ran, JSONB)),
+                    else_=func.coalesce(tasks.c.error, literal(error, JSONB)),
+                ),
+                lease_until=None,
+                finished_at=case((and_(requeue, ~asked), None), else_=func.now()),
+                updated_at=func.now(),
+            )
+            .returning(tasks.c.status, tasks.c.lane)
+        )
+        with unavailable_as_error(), self.engine.begin() as conn:
+            row = conn.execute(stmt).first()
+        return (Status(row.status), row.lane) if row else None
+
+    def cancel_requested(self, task_id: uuid.UUID) -> bool:
+        """Whether a task was asked to stop (read now: a running task polls it)."""
+        stmt = select(tasks.c.cancel_requested_at.is_not(None)).where(tasks.c.id == task_id)
+        with unavailable_as_error(), self.engine.connect() as conn:
+            return bool(conn.execute(stmt).scalar_one_or_none())
