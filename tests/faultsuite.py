@@ -54,7 +54,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -388,15 +388,16 @@ def run(
         )
         canceller.start()
 
-        # -- processes killed, a partition, the lagging worker leaves -------------------------
-        killed = _kill_a_pool_process(workers, faults, timeout=30)
+        # -- the lagging worker leaves; processes killed, a partition --------------------------
+        lagging.stop()  # the victim must reach a worker that knows it, not be offered again
+        killed = _kill_a_pool_process(call_api, workers, faults, expected, keys, timeout=60)
+        report.submitted = len(expected)  # and the victim
         if not killed:
             report.problems.append("no pool process was running a task to kill")
         with faults.window("worker partitioned from SQS"):
             proxy.cut()
             time.sleep(PARTITION_S)
             proxy.restore()
-        lagging.stop()
         _wait_for_running_celery_task(timeout=30)
         workers[0].kill()
         faults.happened("celery worker SIGKILLed mid-task")
@@ -705,21 +706,33 @@ def _restart_postgres(cluster: LocalPostgres) -> None:
     cluster.start()
 
 
-def _kill_a_pool_process(workers: list, faults: Faults, timeout: float) -> bool:
-    """SIGKILL the pool process running a celery-lane task (its worker's main process lives)."""
-    workers_pids = {worker.process.pid for worker in workers}
-    children = {pid for pid in procfs.pids() if procfs.parent(pid) in workers_pids}
+def _kill_a_pool_process(
+    call_api: Callable, workers: list, faults: Faults, expected: dict, keys: dict, timeout: float
+) -> bool:
+    """SIGKILL the pool process running a celery-lane task (its worker's main process lives).
+
+    The victim is a task of its own, long enough (5 s) to be caught running whatever the rest
+    of the scenario is doing; the pool processes are read afresh each time (a killed one is
+    replaced under a new pid)."""
+    key = str(uuid.uuid4())
+    status, _, answer = call_api(
+        "POST", "/tasks", {"task": "fault.celery", "payload": _payload("long", key)}
+    )
+    assert status == 202, answer
+    expected[answer["id"]], keys[answer["id"]] = "succeeded", key
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        workers_pids = {worker.process.pid for worker in workers}
+        children = {pid for pid in procfs.pids() if procfs.parent(pid) in workers_pids}
         with database.engine().connect() as conn:
-            pids = conn.execute(
+            victim = conn.execute(
                 text(
                     "SELECT r.pid FROM fault_runs r JOIN tasks t ON t.payload->>'key' = r.key "
-                    "WHERE t.status = 'running' AND t.lane = 'celery' ORDER BY r.at DESC"
-                )
-            ).scalars()
-            victim = next((p for p in pids if p in children), None)
-        if victim is not None:
+                    "WHERE r.key = :k AND t.status = 'running' ORDER BY r.at DESC LIMIT 1"
+                ),
+                {"k": key},
+            ).scalar()
+        if victim in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(victim, signal.SIGKILL)
                 faults.happened("pool process SIGKILLed mid-task")
