@@ -2,7 +2,9 @@
 
 Only ``rate()`` runs here (a ``cron()`` is named in the log and left to ``tasklane invoke``):
 each tick invokes the function with the event EventBridge Scheduler would send, or the
-schedule's own ``Input``. A tick waits for the last to finish, so ticks never overlap locally.
+schedule's own ``Input``. Ticks keep time whatever the last one is doing, as EventBridge's do:
+an invocation that outlasts the rate runs beside the next (the reconciler's passes overlap so,
+sharing the rows they claim), up to the function's pool of warm children.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
+from tasklane.local import logstream
 from tasklane.local.events import ACCOUNT_ID, LambdaContext, schedule_event
 from tasklane.local.runtime import FunctionPool
 from tasklane.local.template import Function, Template
@@ -34,15 +38,24 @@ class Schedule:
     given: Any = None
 
     def run(self, handler: FunctionPool, stop: threading.Event) -> None:
-        """Invoke the function every ``every`` seconds until ``stop`` is set."""
+        """Invoke the function every ``every`` seconds until ``stop`` is set, each invocation
+        in a thread of its own, so a long one never delays the next tick."""
+        next_tick = time.monotonic() + self.every
+        while not stop.wait(max(0.0, next_tick - time.monotonic())):
+            next_tick += self.every
+            threading.Thread(
+                target=self._invoke, args=(handler,), name=f"tick-{self.name}", daemon=True
+            ).start()
+
+    def _invoke(self, handler: FunctionPool) -> None:
         fn = self.function
-        while not stop.wait(self.every):
-            context = LambdaContext(function_name=fn.logical_id, timeout_seconds=fn.timeout)
-            event = self.given if self.given is not None else schedule_event(self.rule)
-            try:
-                handler(event, context)
-            except Exception:
-                logger.exception("scheduled invocation failed", extra={"function": fn.logical_id})
+        logstream.set_part(fn.logical_id)
+        context = LambdaContext(function_name=fn.logical_id, timeout_seconds=fn.timeout)
+        event = self.given if self.given is not None else schedule_event(self.rule)
+        try:
+            handler(event, context)
+        except Exception:
+            logger.exception("scheduled invocation failed", extra={"function": fn.logical_id})
 
 
 def schedules_of(
