@@ -33,6 +33,7 @@ MEASUREMENTS = [
     "scale",
     "concurrency",
     "due_burst",
+    "peers",
 ]
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -14,7 +14,7 @@ import pwd
 import shutil
 import socket
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasklane.errors import ConfigurationError
@@ -84,6 +84,8 @@ class LocalPostgres:
     durable: bool = True
     #: Where initdb/pg_ctl live; found on first use when not given.
     bin_dir: Path | None = None
+    #: Server settings given at start (``-c name=value``), e.g. ``shared_preload_libraries``.
+    settings: dict[str, str] = field(default_factory=dict)
 
     @property
     def _as_root(self) -> bool:
@@ -153,6 +155,7 @@ class LocalPostgres:
         options = f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1"
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._run(
             "pg_ctl",
             "start",
