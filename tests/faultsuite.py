@@ -205,13 +205,14 @@ class _SendFailures:
 class _LostReplies:
     """Makes a share of the claim and outcome commits of this process's parts (producer,
     consumer, dead-letter function, reconciler) succeed in Postgres but report a network
-    error to the client, as when a failover drops the connection before the reply."""
+    error to the client, as when a failover drops the connection before the reply. A commit
+    is a COMMIT, or a statement run in autocommit (its own transaction): its reply is lost."""
 
     def __init__(self, rate: float, rng: random.Random, faults: Faults) -> None:
         self.rate, self.rng, self.faults = rate, rng, faults
         self.engine = database.engine()
         self.dialect = self.engine.dialect
-        self.commit = self.dialect.do_commit
+        self.commit, self.execute = self.dialect.do_commit, self.dialect.do_execute
         self.last: dict[int, str] = {}
         self.lock = threading.Lock()
 
@@ -220,7 +221,15 @@ class _LostReplies:
 
     def _commit(self, connection: Any) -> None:
         self.commit(connection)
-        statement = self.last.pop(id(connection), "")
+        self._maybe_lose(self.last.pop(id(connection), ""))
+
+    def _execute(self, cursor: Any, statement: str, parameters: Any, context: Any = None) -> None:
+        self.execute(cursor, statement, parameters, context)
+        raw = context.root_connection.connection.dbapi_connection if context else None
+        if getattr(raw, "autocommit", False):
+            self._maybe_lose(statement)
+
+    def _maybe_lose(self, statement: str) -> None:
         # claims, outcomes, marks and dead letters; not submissions, whose lost reply a client
         # meets with an Idempotency-Key (the batch endpoint has none)
         write = "UPDATE tasks" in statement and "INSERT INTO tasks" not in statement
@@ -232,11 +241,11 @@ class _LostReplies:
 
     def __enter__(self) -> _LostReplies:
         event.listen(self.engine, "before_cursor_execute", self._remember)
-        self.dialect.do_commit = self._commit
+        self.dialect.do_commit, self.dialect.do_execute = self._commit, self._execute
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.dialect.do_commit = self.commit
+        self.dialect.do_commit, self.dialect.do_execute = self.commit, self.execute
         event.remove(self.engine, "before_cursor_execute", self._remember)
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import uuid
+
 import pytest
 from sqlalchemy import text
 from tasklane import database
+from tasklane.config import settings
 
 
 def test_a_read_that_raises_midway_does_not_answer_the_next_query(stack):
@@ -36,3 +40,125 @@ def test_errors_the_server_reports_keep_the_connection(stack):
         conn.execute(text("SELECT 1 / 0"))
     with engine.connect() as conn:
         assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() == before
+
+
+# -- the consumer's path: autocommit statements, a ping only after idling, cached rewrites ------
+def _backends(engine) -> list[int]:
+    """The server processes of the engine's pooled connections (used one at a time: one)."""
+    with engine.connect() as conn:
+        return [conn.execute(text("SELECT pg_backend_pid()")).scalar_one()]
+
+
+def _kill_backends(engine) -> None:
+    pids = _backends(engine)
+    with database.engine().connect() as conn:
+        for pid in pids:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+
+def test_a_killed_connection_is_reported_as_unavailable_never_as_a_socket_error(stack):
+    """pg8000 lets a reset socket's error through unwrapped; the store must say the database
+    was unavailable (the consumer then makes the write again, fenced on its token), not raise
+    ConnectionResetError, which nothing retries: an outcome was lost so."""
+    from tasklane.errors import StoreUnavailable
+    from tasklane.store import Claim, NewTask, TaskStore
+
+    store = TaskStore(database.make_engine(settings()))
+    seen = set()
+    try:
+        for i in range(10):
+            (record,) = store.insert([NewTask(uuid.uuid4(), "test.echo", "lambda", "{}", None)])
+            _kill_backends(store.engine)
+            try:
+                store.claim(Claim(record.id, "test.echo", f"m-{i}#t"), 60)
+                seen.add("claimed")
+            except StoreUnavailable:
+                seen.add("unavailable")
+    finally:
+        store.engine.dispose()
+    assert seen <= {"claimed", "unavailable"} and "unavailable" in seen
+
+
+def test_a_claim_whose_reply_never_came_is_made_again_without_counting(stack):
+    """In autocommit the claim commits even when the client gave up waiting (a row lock held
+    past its socket timeout): the client is told the store was unavailable, and the same
+    delivery's claim made again gets the claim back, its attempt counted once."""
+    from tasklane.errors import StoreUnavailable
+    from tasklane.store import Claim, Claimed, NewTask, TaskStore
+
+    impatient = TaskStore(database.make_engine(settings(), socket_timeout=1))
+    (record,) = impatient.insert([NewTask(uuid.uuid4(), "test.echo", "lambda", "{}", None)])
+    delivery = Claim(record.id, "test.echo", "m-1#t")
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with database.engine().begin() as conn:
+            conn.execute(text("SELECT 1 FROM tasks WHERE id = :id FOR UPDATE"), {"id": record.id})
+            locked.set()
+            release.wait(2)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    locked.wait()
+    try:
+        with pytest.raises(StoreUnavailable):
+            impatient.claim(delivery, 60)
+    finally:
+        release.set()
+        holder.join()
+    again = TaskStore(database.engine()).claim(delivery, 60)
+    impatient.engine.dispose()
+    assert isinstance(again, Claimed) and again.attempt == 1
+
+
+def test_a_time_limit_striking_while_an_idle_connection_is_pinged_is_not_swallowed(
+    stack, monkeypatch
+):
+    """The ping of an idle connection replaces a dead one on the driver's errors only: a task's
+    time limit (its alarm) raised while the ping waits on a stalled server stops the task."""
+    import os
+    import signal
+    import time
+
+    from tasklane.errors import TimeLimitExceeded
+    from tasklane.executor import time_limit
+    from tasklane.store import NewTask, TaskStore
+
+    store = TaskStore(database.make_engine(settings()))
+    (record,) = store.insert([NewTask(uuid.uuid4(), "test.echo", "lambda", "{}", None)])
+    monkeypatch.setattr(database, "IDLE_PING_S", 0.0)  # every checkout pings
+    pids = _backends(store.engine)
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)  # the server stalls (a hung primary)
+    resume = threading.Timer(2.0, lambda: [os.kill(p, signal.SIGCONT) for p in pids])
+    resume.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(TimeLimitExceeded), time_limit(0.5):
+            store.get(record.id)
+            time.sleep(3)
+    finally:
+        resume.join()
+        store.engine.dispose()
+    assert time.monotonic() - started < 2.9
+
+
+def test_an_autocommit_statement_commits_and_leaves_the_connection_transactional(stack):
+    """The consumer's single statements run in autocommit, seen at once from elsewhere; the
+    pooled connection then serves an ordinary transaction that rolls back whole."""
+    from tasklane.store import Claim, NewTask, TaskStore
+
+    store = TaskStore(database.make_engine(settings(), socket_timeout=10))
+    (record,) = store.insert([NewTask(uuid.uuid4(), "test.echo", "lambda", "{}", None)])
+    store.claim(Claim(record.id, "test.echo", "m-1#t"), 60)
+    with database.engine().connect() as other:
+        status = other.execute(
+            text("SELECT status FROM tasks WHERE id = :id"), {"id": record.id}
+        ).scalar_one()
+    assert status == "running"
+    with pytest.raises(RuntimeError), store.engine.begin() as conn:
+        conn.execute(text("UPDATE tasks SET status = 'failed' WHERE id = :id"), {"id": record.id})
+        raise RuntimeError("the transaction is abandoned")
+    assert store.get(record.id).status.value == "running"
+    store.engine.dispose()

@@ -425,24 +425,32 @@ def test_a_lost_reply_to_a_retry_outcome_leaves_the_message_for_the_retry(stack,
     task_id = submit("test.flaky", {"marker": str(tmp_path / "runs"), "fail_times": 1})
     engine = database.engine()
     dialect = engine.dialect
-    commit, last = dialect.do_commit, {"sql": ""}
+    commit, execute, last = dialect.do_commit, dialect.do_execute, {"sql": ""}
 
     def remember(conn, cursor, statement, *args):
         last["sql"] = statement
 
-    def commit_then_lose_the_reply(dbapi_connection):
-        commit(dbapi_connection)
+    def lose_the_reply_of_the_failure():
         recorded_failure = last["sql"].startswith("UPDATE tasks SET") and "error=" in last["sql"]
         if recorded_failure and not last.get("done"):
             last["done"] = True
             raise dialect.loaded_dbapi.InterfaceError("network error")
 
+    def commit_then_lose_the_reply(dbapi_connection):
+        commit(dbapi_connection)
+        lose_the_reply_of_the_failure()
+
+    def execute_then_lose_the_reply(cursor, statement, parameters, context=None):
+        execute(cursor, statement, parameters, context)
+        if context is not None and context.root_connection.connection.dbapi_connection.autocommit:
+            lose_the_reply_of_the_failure()  # a statement in autocommit is its own commit
+
     event.listen(engine, "before_cursor_execute", remember)
-    dialect.do_commit = commit_then_lose_the_reply
+    dialect.do_commit, dialect.do_execute = commit_then_lose_the_reply, execute_then_lose_the_reply
     try:
         first = source(stack).poll_once()
     finally:
-        dialect.do_commit = commit
+        dialect.do_commit, dialect.do_execute = commit, execute
         event.remove(engine, "before_cursor_execute", remember)
     assert last.get("done"), "the fault was not injected"
     assert first.failed_ids and first.deleted == 0  # left for its retry, not acknowledged

@@ -148,6 +148,8 @@ class Attempt:
     payload_json: str
     #: Who submitted the task (its child tasks are theirs too).
     owner: str = ""
+    #: Whether its success may release workflow steps (see :meth:`TaskStore.settle`).
+    releases: bool = True
 
     @property
     def id(self) -> uuid.UUID:
@@ -344,7 +346,9 @@ class Executor:
         self, delivery: Delivery, spec: registry.Task, claim: Claimed | NotClaimed
     ) -> Attempt | Verdict:
         if isinstance(claim, Claimed):
-            return Attempt(delivery, spec, claim.attempt, claim.payload_json, claim.owner)
+            return Attempt(
+                delivery, spec, claim.attempt, claim.payload_json, claim.owner, claim.releases
+            )
         return self._why_not(delivery, claim)
 
     def _why_not(self, delivery: Delivery, claim: NotClaimed) -> Verdict:
@@ -441,7 +445,12 @@ class Executor:
         def settle(outcome: str | Failure) -> Settled:
             return self._persist(
                 lambda: self.store.settle(
-                    attempt.id, attempt.delivery.token, outcome, next_claim, lease_seconds
+                    attempt.id,
+                    attempt.delivery.token,
+                    outcome,
+                    next_claim,
+                    lease_seconds,
+                    releases=attempt.releases,
                 ),
                 settle_by,
                 fields,

@@ -28,7 +28,7 @@ import functools
 
 from tasklane.config import settings
 from tasklane.store.base import StoreBase
-from tasklane.store.claims import Claims, select_claim
+from tasklane.store.claims import Claims
 from tasklane.store.listing import Listing, find_statement
 from tasklane.store.maintenance import Maintenance
 from tasklane.store.records import (
@@ -78,7 +78,6 @@ __all__ = [
     "idempotency_keys",
     "metadata",
     "schedules",
-    "select_claim",
     "sqlstate",
     "tasks",
     "workflows",

@@ -40,6 +40,26 @@ class StoreBase:
         self.max_result_bytes = max_result_bytes
 
     @contextlib.contextmanager
+    def _single(self) -> Iterator[Connection]:
+        """A connection for one statement that is its own transaction: in autocommit.
+
+        A single statement is atomic by itself; run in a transaction, pg8000 sends BEGIN
+        before it and COMMIT after it, three round trips for one (the consumer's claims and
+        outcomes are most of Postgres's work). Only here, for the length of the block: every
+        other use of the engine stays transactional."""
+        with self.engine.connect() as conn:
+            raw = conn.connection.dbapi_connection
+            if raw is None or getattr(raw, "_in_transaction", True):  # not a plain pg8000 one
+                yield conn
+                conn.commit()
+                return
+            raw.autocommit = True
+            try:
+                yield conn
+            finally:
+                raw.autocommit = False
+
+    @contextlib.contextmanager
     def _transaction(self, connection: Connection | None) -> Iterator[Connection]:
         """tasklane's own short transaction, or a savepoint inside the caller's open one (so a
         refused insert leaves the caller's transaction usable)."""

@@ -5,16 +5,20 @@ token are in every ``WHERE``). A claim given back keeps a cancel request.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Connection,
     Interval,
+    String,
     Text,
     and_,
+    bindparam,
     case,
     cast,
     func,
@@ -40,18 +44,49 @@ def _due() -> Any:
     )
 
 
-def select_claim(claim: Claim, lease_seconds: float, *riders: Any) -> Any:
-    """One statement that claims ``claim`` and says why not when it cannot: the claim's
-    attempt and payload, and the row's status, task and ``run_at`` as they were before it.
-    ``riders``, labelled scalar subqueries over an outcome's update, come along in the same
+# The consumer's statements are built once per process, with bound parameters: rebuilding
+# them per call (and computing their cache keys) was a third of the consumer's time.
+_CLAIM_ID = bindparam("claim_id", type_=UUID(as_uuid=True))
+_CLAIM_TASK = bindparam("claim_task", type_=String)
+_CLAIM_TOKEN = bindparam("claim_token", type_=Text)
+_CLAIM_LEASE = bindparam("claim_lease", type_=Interval)
+# (none named as a column: an UPDATE would take a parameter named so as a value to set)
+_TASK_ID = bindparam("outcome_id", type_=UUID(as_uuid=True))
+_TOKEN = bindparam("outcome_token", type_=Text)
+_RESULT = bindparam("outcome_result", type_=JsonText())
+_ERROR = bindparam("outcome_error", type_=JSONB)
+_FINAL = bindparam("outcome_final", type_=Boolean)
+
+
+def claim_params(claim: Claim, lease_seconds: float) -> dict[str, Any]:
+    """The parameters of :func:`claim_statement` for one delivery's claim."""
+    return {
+        "claim_id": claim.id,
+        "claim_task": claim.task,
+        "claim_token": claim.token,
+        "claim_lease": timedelta(seconds=lease_seconds),
+    }
+
+
+def settle_params(task_id: uuid.UUID, token: str, outcome: str | Failure) -> dict[str, Any]:
+    """The parameters of :func:`settle_statement` for one attempt's outcome."""
+    mine = {"outcome_id": task_id, "outcome_token": token}
+    if isinstance(outcome, Failure):
+        return mine | {"outcome_error": outcome.error, "outcome_final": outcome.final}
+    return mine | {"outcome_result": outcome}
+
+
+def _claim_select(*riders: Any) -> Any:
+    """One statement that claims a delivery's task and says why not when it cannot: the
+    claim's attempt and payload, and the row's status, task and ``run_at`` as they were before
+    it. ``riders``, labelled scalar subqueries over an outcome's update, come along in the same
     round trip.
     """
-    token = literal(claim.token, Text)
     claimed = (
         update(tasks)
         .where(
-            tasks.c.id == claim.id,
-            tasks.c.task == claim.task,
+            tasks.c.id == _CLAIM_ID,
+            tasks.c.task == _CLAIM_TASK,
             or_(
                 and_(tasks.c.status.in_([s.value for s in CLAIMABLE]), _due()),
                 and_(
@@ -61,17 +96,17 @@ def select_claim(claim: Claim, lease_seconds: float, *riders: Any) -> Any:
                             tasks.c.lease_until < func.now(),
                             tasks.c.cancel_requested_at.is_(None),
                         ),
-                        tasks.c.claimed_by == token,
+                        tasks.c.claimed_by == _CLAIM_TOKEN,
                     ),
                 ),
             ),
         )
         .values(
             status=Status.RUNNING.value,
-            attempts=tasks.c.attempts + case((tasks.c.claimed_by == token, 0), else_=1),
-            claimed_by=token,
+            attempts=tasks.c.attempts + case((tasks.c.claimed_by == _CLAIM_TOKEN, 0), else_=1),
+            claimed_by=_CLAIM_TOKEN,
             unknown_since=None,
-            lease_until=func.now() + literal(timedelta(seconds=lease_seconds), Interval),
+            lease_until=func.now() + _CLAIM_LEASE,
             started_at=func.coalesce(tasks.c.started_at, func.now()),
             updated_at=func.now(),
         )
@@ -80,15 +115,19 @@ def select_claim(claim: Claim, lease_seconds: float, *riders: Any) -> Any:
             tasks.c.attempts,
             cast(tasks.c.payload, Text).label("payload"),
             tasks.c.owner,
+            (func.coalesce(func.jsonb_array_length(tasks.c.step["then"]), 0) > 0).label(
+                "releases"
+            ),
         )
         .cte("claimed")
     )
-    asked = select(literal(claim.id, UUID(as_uuid=True)).label("id")).subquery("asked")
+    asked = select(_CLAIM_ID.label("id")).subquery("asked")
     before = tasks.alias("before")
     columns = [
         claimed.c.attempts,
         claimed.c.payload,
         claimed.c.owner,
+        claimed.c.releases,
         before.c.status,
         before.c.task,
         before.c.run_at,
@@ -101,28 +140,47 @@ def select_claim(claim: Claim, lease_seconds: float, *riders: Any) -> Any:
     )
 
 
+@functools.cache
+def claim_statement() -> Any:
+    """A delivery's claim alone (:func:`claim_params`)."""
+    return _claim_select()
+
+
+@functools.cache
+def settle_statement(failure: bool, then: bool) -> Any:
+    """An attempt's outcome (:func:`settle_params`), returning the status it left and the
+    steps it may release; with ``then``, the next delivery's claim in the same statement."""
+    settled = _settle_update(failure).returning(tasks.c.status, tasks.c.step["then"].label("then"))
+    if not then:
+        return settled
+    cte = settled.cte("settled")
+    return _claim_select(
+        select(cte.c.status).scalar_subquery().label("settled"),
+        select(cte.c.then).scalar_subquery().label("then"),
+    )
+
+
 def _claim_of(task_id: uuid.UUID, row: Any) -> Claimed | NotClaimed:
     if row.attempts is not None:
-        return Claimed(task_id, row.attempts, row.payload, row.owner)
+        return Claimed(task_id, row.attempts, row.payload, row.owner, bool(row.releases))
     return NotClaimed(
         task_id, Status(row.status) if row.status else None, row.task, row.run_at, row.expires_at
     )
 
 
-def _settle_update(task_id: uuid.UUID, token: str, outcome: str | Failure) -> Any:
+def _settle_update(failure: bool) -> Any:
     """The conditional update recording one attempt's outcome (see :meth:`TaskStore.settle`)."""
-    mine = and_(tasks.c.id == task_id, tasks.c.claimed_by == token)
+    mine = and_(tasks.c.id == _TASK_ID, tasks.c.claimed_by == _TOKEN)
     running = tasks.c.status == Status.RUNNING.value
-    if isinstance(outcome, Failure):
-        error = literal(outcome.error, JSONB)
+    if failure:
         last = or_(
-            literal(outcome.final),
+            _FINAL,
             and_(tasks.c.max_attempts.is_not(None), tasks.c.attempts >= tasks.c.max_attempts),
         )
         asked = tasks.c.cancel_requested_at.is_not(None)  # it stopped when asked
         replayed = and_(
             tasks.c.status.in_([Status.QUEUED.value, Status.FAILED.value, Status.CANCELLED.value]),
-            tasks.c.error == error,
+            tasks.c.error == _ERROR,
         )
         return (
             update(tasks)
@@ -133,7 +191,7 @@ def _settle_update(task_id: uuid.UUID, token: str, outcome: str | Failure) -> An
                     (last, Status.FAILED.value),
                     else_=Status.QUEUED.value,
                 ),
-                error=error,
+                error=_ERROR,
                 lease_until=None,
                 finished_at=case((or_(asked, last), func.now()), else_=None),
                 updated_at=func.now(),
@@ -144,7 +202,7 @@ def _settle_update(task_id: uuid.UUID, token: str, outcome: str | Failure) -> An
         .where(mine, tasks.c.status.in_([Status.RUNNING.value, Status.SUCCEEDED.value]))
         .values(
             status=Status.SUCCEEDED.value,
-            result=literal(outcome, JsonText()),
+            result=_RESULT,
             error=None,
             lease_until=None,
             finished_at=func.coalesce(tasks.c.finished_at, func.now()),
@@ -183,8 +241,9 @@ class Claims(StoreBase):
         consumer died), and the message names the row's task. A claim this delivery already
         holds is returned again without counting (its commit's reply was lost).
         """
-        with unavailable_as_error(), self.engine.begin() as conn:
-            return _claim_of(claim.id, conn.execute(select_claim(claim, lease_seconds)).one())
+        with unavailable_as_error(), self._single() as conn:
+            row = conn.execute(claim_statement(), claim_params(claim, lease_seconds)).one()
+            return _claim_of(claim.id, row)
 
     def outcome_of(self, task_id: uuid.UUID, token: str) -> Status | None:
         """The task's status if delivery ``token`` was the last to hold it (else None)."""
@@ -201,6 +260,7 @@ class Claims(StoreBase):
         then: Claim | None = None,
         lease_seconds: float = 0,
         connection: Connection | None = None,
+        releases: bool = True,
     ) -> Settled:
         """Record an attempt's outcome (``outcome``: the result's JSON text, or a
         :class:`Failure`) if delivery ``token`` still holds the claim; and, in the same round
@@ -212,26 +272,24 @@ class Claims(StoreBase):
         a retry, or ``failed`` on its last attempt (``max_attempts``) or when final. Replaying
         the same write after a lost reply finds the delivery's own committed outcome and
         returns it again.
+
+        ``releases``: whether the task may release workflow steps (its claim says,
+        :attr:`Claimed.releases`). One that cannot is settled by one statement in autocommit;
+        one that can, in a transaction with the release.
         """
-        settled = _settle_update(task_id, token, outcome).returning(
-            tasks.c.status, tasks.c.step["then"].label("then")
-        )
+        failure = isinstance(outcome, Failure)
+        params = settle_params(task_id, token, outcome)
         if connection is not None:  # inside a transactional run: commits with its writes
             with data_errors_as_invalid():
-                row = connection.execute(settled).first()
+                row = connection.execute(settle_statement(failure, False), params).first()
             return Settled(*self._after_settle(connection, row.status if row else None, row))
-        with unavailable_as_error(), self.engine.begin() as conn, data_errors_as_invalid():
+        atomic = self.engine.begin() if releases else self._single()
+        with unavailable_as_error(), atomic as conn, data_errors_as_invalid():
             if then is None:
-                row = conn.execute(settled).first()
+                row = conn.execute(settle_statement(failure, False), params).first()
                 return Settled(*self._after_settle(conn, row.status if row else None, row))
-            cte = settled.cte("settled")
-            stmt = select_claim(
-                then,
-                lease_seconds,
-                select(cte.c.status).scalar_subquery().label("settled"),
-                select(cte.c.then).scalar_subquery().label("then"),
-            )
-            row = conn.execute(stmt).one()
+            params |= claim_params(then, lease_seconds)
+            row = conn.execute(settle_statement(failure, True), params).one()
             status, _, released = self._after_settle(conn, row.settled, row)
             return Settled(status, _claim_of(then.id, row), released)
 

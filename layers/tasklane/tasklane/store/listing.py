@@ -49,12 +49,12 @@ class Listing(StoreBase):
     def get_many(self, ids: Sequence[uuid.UUID]) -> list[TaskRecord]:
         """The tasks of these ids that exist, in the order given."""
         stmt = select(*PUBLIC).where(tasks.c.id == any_(IDS))
-        with unavailable_as_error(), self.engine.connect() as conn:
+        with unavailable_as_error(), self._single() as conn:
             found = {r.id: TaskRecord.from_row(r) for r in conn.execute(stmt, {"ids": list(ids)})}
         return [found[i] for i in ids if i in found]
 
     def get(self, task_id: uuid.UUID) -> TaskRecord:
-        with unavailable_as_error(), self.engine.connect() as conn:
+        with unavailable_as_error(), self._single() as conn:
             row = conn.execute(select(*PUBLIC).where(tasks.c.id == task_id)).first()
         if row is None:
             raise TaskNotFound(f"no task with id {task_id}")

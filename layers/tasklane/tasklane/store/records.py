@@ -114,6 +114,9 @@ class Claimed:
     payload_json: str
     #: Who submitted it: the tasks it submits are that owner's too.
     owner: str = ""
+    #: Whether its success may release workflow steps (its outcome is then written in a
+    #: transaction with the release; otherwise alone, in autocommit).
+    releases: bool = True
 
 
 @dataclass(frozen=True, slots=True)

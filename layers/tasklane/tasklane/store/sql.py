@@ -134,6 +134,11 @@ def unavailable_as_error() -> Iterator[None]:
         if sqlstate(exc) in RETRYABLE:  # rolled back whole: the same write may be made again
             raise StoreUnavailable("the database chose this transaction to roll back") from exc
         raise
+    except OSError as exc:
+        # pg8000 lets a socket's own error through unwrapped (a timeout, a reset connection
+        # from a killed backend): the statement's fate is unknown, as with a lost reply, and
+        # every write is fenced on its delivery's token, so it is safe to make again.
+        raise StoreUnavailable("the database connection was lost, try again later") from exc
 
 
 #: A deadlock, a serialization failure: Postgres rolled the transaction back, and it may be

@@ -257,7 +257,7 @@ class Submissions(StoreBase):
             .values(status=Status.QUEUED.value, updated_at=func.now())
             .returning(tasks.c.id)
         )
-        with unavailable_as_error(), self.engine.begin() as conn:
+        with unavailable_as_error(), self._single() as conn:
             return set(conn.execute(stmt, {"ids": list(ids)}).scalars())
 
     def put_celery_message(
