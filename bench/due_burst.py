@@ -2,13 +2,16 @@
 sends when a great deal falls due together.
 
 - A burst: N lambda-lane tasks ``scheduled`` for the same second, ``lead`` seconds ahead. One
-  reconciler pass (``tasklane reconcile``) sends them all with the delay left; the stack's
-  consumer runs them. Figures: the pass's time, how late each started after its ``run_at``
-  (``started_at - run_at``), and how many started early (none may).
-- A volume: M tasks due within one minute, five minutes ahead. The reconciler's passes (one
-  from the CLI, then the stack's own, every minute) send them; figures: the time until none is
-  left ``scheduled``, the send rate, and how many were sent after their ``run_at`` (none may).
-  They are not run: the benchmark ends before they are due.
+  reconciler pass (``tasklane reconcile``) sends them all with the delay left, so each message
+  becomes visible at its ``run_at``; the stack's consumer runs them. Figures: the pass's time,
+  how many were sent after their ``run_at`` (none may), how late each started after its
+  ``run_at`` (``started_at - run_at``: bound by how fast one local consumer runs tasks), and how
+  many started early (none may).
+- A volume: M tasks due within one minute, 16 minutes ahead: as tasks scheduled long before,
+  they come within SQS's 15-minute delay limit as the clock moves, and the stack's own
+  reconciler (every minute, its passes overlapping as EventBridge's do) sends them. Figures: the
+  send rate, how many were left ``scheduled`` when the first fell due, and how many were sent
+  after their ``run_at`` (none may). They are not run: the benchmark ends when the last is due.
 
 The rows are written straight to the table (as many submits long before would have left them).
 """
@@ -46,8 +49,12 @@ def _scheduled(n: int, lead: float, spread: float) -> list[str]:
     return [str(r.id) for r in rows]
 
 
+#: The volume's lead: past SQS's 15-minute delay limit, so the reconciler's passes send it.
+VOLUME_LEAD_S = 16 * 60
+
+
 def run(bench: BenchEnv) -> dict:
-    burst, volume = bench.n(1_000, 200), bench.n(100_000, 1_000)
+    burst, volume = bench.n(10_000, 200), bench.n(100_000, 1_000)
     lead = bench.n(60, 10)
     figures: dict[str, float] = {}
     with local_stack() as stack:
@@ -55,7 +62,9 @@ def run(bench: BenchEnv) -> dict:
         started = time.monotonic()
         stack.cli("reconcile")
         figures["burst: reconciler pass s"] = time.monotonic() - started
-        deadline = time.monotonic() + lead + 600
+        with database.engine().connect() as conn:
+            figures["burst: sent after run_at"] = conn.execute(SENT, {"ids": ids}).one().late
+        deadline = time.monotonic() + lead + 1200
         while True:
             with database.engine().connect() as conn:
                 left, late = conn.execute(LATENESS, {"ids": ids}).one()
@@ -69,28 +78,40 @@ def run(bench: BenchEnv) -> dict:
         figures["burst: started late p99 s"] = percentile(late, 99)
         figures["burst: started early"] = sum(x < 0 for x in late)
 
-        ids = _scheduled(volume, 300, 60)
+        spread, volume_lead = bench.n(60, 5), bench.n(VOLUME_LEAD_S, 30)
+        ids = _scheduled(volume, volume_lead, spread)
         started = time.monotonic()
-        stack.cli("reconcile")
+        stack.cli("reconcile")  # what is already within the window (a quick run's) goes now
+        first_due = started + volume_lead
+        left_at_first_due = None
         while True:
             with database.engine().connect() as conn:
                 left, sent_late = conn.execute(SENT, {"ids": ids}).one()
-            if not left or time.monotonic() - started > 280:
+            now = time.monotonic()
+            if left_at_first_due is None and now >= first_due:
+                left_at_first_due = left
+            if not left or now > first_due + spread + 60:
                 break
-            time.sleep(1)
-        elapsed = time.monotonic() - started
-        figures["volume: all sent s"] = elapsed
-        figures["volume: sent per s"] = (volume - left) / elapsed
+            time.sleep(2)
+        window_opened = started + max(0, volume_lead - 900)
+        figures["volume: sent per s (from its window)"] = (volume - left) / max(
+            time.monotonic() - window_opened, 1
+        )
+        figures["volume: left scheduled when the first fell due"] = (
+            left if left_at_first_due is None else left_at_first_due
+        )
         figures["volume: left scheduled"] = left
         figures["volume: sent after run_at"] = sent_late
     return {
         "name": "work due at once (local stack)",
         "workload": (
             f"{burst} lambda-lane tasks due in the same second {lead} s ahead, sent by one "
-            f"reconciler pass and run; {volume} due within one minute 5 min ahead, sent only"
+            f"reconciler pass and run by the stack's one consumer; {volume} due within one "
+            f"minute {volume_lead / 60:g} min ahead, sent by the stack's reconciler, not run"
         ),
         "figures": figures,
         "targets": {
+            "burst: sent after run_at": ("<=", 0),
             "burst: started late p99 s": ("<=", 1),
             "burst: started early": ("<=", 0),
             "burst: not run": ("<=", 0),
