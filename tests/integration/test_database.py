@@ -33,13 +33,14 @@ def test_a_read_that_raises_midway_does_not_answer_the_next_query(stack):
 
 
 def test_errors_the_server_reports_keep_the_connection(stack):
-    engine = database.engine()
+    engine = database.make_engine(settings())  # its own pool: one connection, used in turn
     with engine.connect() as conn:
         before = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
     with pytest.raises(Exception, match="division by zero"), engine.connect() as conn:
         conn.execute(text("SELECT 1 / 0"))
     with engine.connect() as conn:
         assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() == before
+    engine.dispose()
 
 
 # -- the consumer's path: autocommit statements, a ping only after idling, cached rewrites ------
@@ -162,3 +163,31 @@ def test_an_autocommit_statement_commits_and_leaves_the_connection_transactional
         raise RuntimeError("the transaction is abandoned")
     assert store.get(record.id).status.value == "running"
     store.engine.dispose()
+
+
+def test_a_connection_lost_after_a_transactional_enqueue_is_unavailable(stack, monkeypatch):
+    """Once an application has enqueued in a transaction of tasklane's own engine, the outbox
+    listens to that engine's rollbacks. A connection lost mid-statement is rolled back as it
+    closes: the listener must not turn the loss into a PendingRollbackError, which nothing
+    retries (a worker's outcome was lost so); the store says it was unavailable."""
+    from tasklane import outbox
+    from tasklane.errors import StoreUnavailable
+    from tasklane.store import NewTask, TaskStore
+
+    engine = database.engine()
+    outbox._install_engine(engine)
+    store = TaskStore(engine)
+    (record,) = store.insert([NewTask(uuid.uuid4(), "test.echo", "lambda", "{}", None)])
+    dialect, execute = engine.dialect, engine.dialect.do_execute
+    lost = {"left": 1}
+
+    def do_execute(cursor, statement, parameters, context=None):
+        if lost["left"]:
+            lost["left"] -= 1
+            raise dialect.loaded_dbapi.InterfaceError("network error")
+        return execute(cursor, statement, parameters, context)
+
+    monkeypatch.setattr(dialect, "do_execute", do_execute)
+    with pytest.raises(StoreUnavailable):
+        store.get(record.id)
+    assert store.get(record.id).id == record.id  # and the next statement gets through

@@ -112,18 +112,27 @@ def _install_engine(engine: Any) -> None:
 
 def _committing(conn: Connection) -> None:
     """COMMIT is about to be issued: what waited is sent once it is over."""
+    if conn.invalidated:
+        return
     waiting = conn.info.pop(WAITING, None)
     if waiting:
         conn.info.setdefault(COMMITTING, []).extend(waiting)
 
 
 def _rolled_back(conn: Connection) -> None:
+    # A connection lost mid-transaction is rolled back as it closes; reading its info then
+    # would raise (PendingRollbackError) in place of the loss itself, which the store reports
+    # as unavailable and the caller makes again. What waited on it is dropped at checkin.
+    if conn.invalidated:
+        return
     conn.info.pop(WAITING, None)
     conn.info.pop(COMMITTING, None)
 
 
 def _began(conn: Connection) -> None:
     """The next transaction begins: the previous one's commit is over."""
+    if conn.invalidated:
+        return
     _send(conn.info.pop(COMMITTING, []))
 
 

@@ -58,6 +58,16 @@ _ERROR = bindparam("outcome_error", type_=JSONB)
 _FINAL = bindparam("outcome_final", type_=Boolean)
 
 
+def held(task_id: uuid.UUID, token: str) -> tuple[Any, ...]:
+    """The row of a running task whose claim delivery ``token`` holds: every write of a run
+    is fenced on it."""
+    return (
+        tasks.c.id == task_id,
+        tasks.c.claimed_by == token,
+        tasks.c.status == Status.RUNNING.value,
+    )
+
+
 def claim_params(claim: Claim, lease_seconds: float) -> dict[str, Any]:
     """The parameters of :func:`claim_statement` for one delivery's claim."""
     return {
@@ -115,9 +125,7 @@ def _claim_select(*riders: Any) -> Any:
             tasks.c.attempts,
             cast(tasks.c.payload, Text).label("payload"),
             tasks.c.owner,
-            (func.coalesce(func.jsonb_array_length(tasks.c.step["then"]), 0) > 0).label(
-                "releases"
-            ),
+            (func.coalesce(func.jsonb_array_length(tasks.c.step["then"]), 0) > 0).label("releases"),
         )
         .cte("claimed")
     )
@@ -307,11 +315,7 @@ class Claims(StoreBase):
         asked = tasks.c.cancel_requested_at.is_not(None)
         stmt = (
             update(tasks)
-            .where(
-                tasks.c.id == task_id,
-                tasks.c.claimed_by == token,
-                tasks.c.status == Status.RUNNING.value,
-            )
+            .where(*held(task_id, token))
             .values(
                 status=case((asked, Status.CANCELLED.value), else_=Status.QUEUED.value),
                 error=case((asked, literal(STOPPED, JSONB)), else_=tasks.c.error),
@@ -328,11 +332,7 @@ class Claims(StoreBase):
         """Keep a running attempt's claim alive (the Celery lane's heartbeat)."""
         stmt = (
             update(tasks)
-            .where(
-                tasks.c.id == task_id,
-                tasks.c.claimed_by == token,
-                tasks.c.status == Status.RUNNING.value,
-            )
+            .where(*held(task_id, token))
             .values(lease_until=func.now() + literal(timedelta(seconds=seconds), Interval))
         )
         with unavailable_as_error(), self.engine.begin() as conn:

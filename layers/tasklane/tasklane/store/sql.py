@@ -203,3 +203,14 @@ def taken(rows: Any) -> Any:
     every candidate row (a nested-loop semi-join), each run locking and returning different
     rows: the limit then bounds nothing (five tasks taken with a limit of three)."""
     return rows.cte("taken").prefix_with("MATERIALIZED", dialect="postgresql")
+
+
+def cancelled_unrun(message: str) -> dict[str, Any]:
+    """The values that end a task that never ran as ``cancelled``, saying why."""
+    return {
+        "status": Status.CANCELLED.value,
+        "error": literal({"type": "Cancelled", "message": message}, JSONB),
+        "cancel_requested_at": func.now(),
+        "finished_at": func.now(),
+        "updated_at": func.now(),
+    }

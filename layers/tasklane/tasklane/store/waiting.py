@@ -22,7 +22,7 @@ from tasklane.errors import InvalidTransition, TaskNotFound
 from tasklane.lifecycle import CLAIMABLE, Status
 from tasklane.store.base import StoreBase
 from tasklane.store.records import TaskRecord
-from tasklane.store.sql import PUBLIC, unavailable_as_error
+from tasklane.store.sql import PUBLIC, cancelled_unrun, unavailable_as_error
 from tasklane.store.tables import tasks
 
 
@@ -104,17 +104,10 @@ class Waiting(StoreBase):
         waiting = [
             s.value for s in (Status.WAITING, Status.PENDING, Status.SCHEDULED, Status.QUEUED)
         ]
-        error = {"type": "Cancelled", "message": "cancelled before it ran"}
         cancelled = (
             update(tasks)
             .where(tasks.c.id == task_id, tasks.c.status.in_(waiting))
-            .values(
-                status=Status.CANCELLED.value,
-                error=literal(error, JSONB),
-                cancel_requested_at=func.now(),
-                finished_at=func.now(),
-                updated_at=func.now(),
-            )
+            .values(**cancelled_unrun("cancelled before it ran"))
             .returning(*PUBLIC)
         )
         asked = (

@@ -38,6 +38,7 @@ from tasklane.store.sql import (
     PUBLIC,
     STATUSES,
     JsonText,
+    cancelled_unrun,
     data_errors_as_invalid,
     json_text,
     unavailable_as_error,
@@ -302,18 +303,11 @@ class Workflows(StoreBase):
     def _cancel_members(conn: Connection, workflow_id: uuid.UUID) -> int:
         """:meth:`cancel_workflow` in ``conn``'s transaction."""
         members = select(func.unnest(workflows.c.members)).where(workflows.c.id == workflow_id)
-        error = {"type": "Cancelled", "message": "its workflow was cancelled"}
         waiting = [Status.WAITING, Status.PENDING, Status.SCHEDULED, Status.QUEUED]
         cancelled = (
             update(tasks)
             .where(tasks.c.id.in_(members), tasks.c.status.in_([s.value for s in waiting]))
-            .values(
-                status=Status.CANCELLED.value,
-                error=literal(error, JSONB),
-                cancel_requested_at=func.now(),
-                finished_at=func.now(),
-                updated_at=func.now(),
-            )
+            .values(**cancelled_unrun("its workflow was cancelled"))
         )
         asked = (
             update(tasks)
