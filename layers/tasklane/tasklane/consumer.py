@@ -28,6 +28,7 @@ from tasklane.errors import MessageDecodeError, StoreUnavailable, TasklaneError
 from tasklane.executor import Attempt, Delivery, Executor, Outcome, Verdict, delivery_token
 from tasklane.lanes import Lane, queue_name
 from tasklane.logs import logger
+from tasklane.store import default_store
 
 #: Stop starting records when less than this is left of the invocation; they are returned instead.
 TIME_RESERVE_S = 5.0
@@ -190,8 +191,6 @@ class ClaimCheckProcessor(BatchProcessor):
 def handle(event: dict, context: Any, executor: Executor | None = None) -> dict:
     """Process one SQS event from the lambda lane's queue; the consumer function's whole job."""
     if executor is None:
-        from tasklane.store import default_store
-
         executor = Executor(default_store())
     processor = ClaimCheckProcessor(executor, settings())
     return process_partial_response(

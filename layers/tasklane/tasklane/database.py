@@ -7,11 +7,13 @@ container serves one request at a time, and RDS Proxy multiplexes the connection
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import socket
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import URL, Engine, create_engine, event, exc, make_url
@@ -145,13 +147,22 @@ def ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
     idle_since = record.info.get(_IDLE_SINCE)
     if idle_since is None or time.monotonic() - idle_since < IDLE_PING_S:
         return
-    dbapi_connection.autocommit = True  # no transaction for a ping: one round trip
     try:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("SELECT 1")
-        cursor.close()
+        with autocommit(dbapi_connection):  # no transaction for a ping: one round trip
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
     except (pg8000.Error, OSError) as error:
         raise exc.DisconnectionError(f"idle connection is gone: {error}") from error
+
+
+@contextlib.contextmanager
+def autocommit(dbapi_connection: Any) -> Iterator[None]:
+    """For the block, each statement on this pg8000 connection is its own transaction: no
+    BEGIN before it, no COMMIT after it. The connection is transactional again after."""
+    dbapi_connection.autocommit = True
+    try:
+        yield
     finally:
         dbapi_connection.autocommit = False
 

@@ -23,7 +23,7 @@ from tasklane.broker import REASON_ATTRIBUTE
 from tasklane.errors import MessageDecodeError
 from tasklane.lifecycle import Status
 from tasklane.logs import logger, task_fields
-from tasklane.store import TaskStore
+from tasklane.store import TaskStore, default_store
 
 #: How often a task that never ran is put back to pending before its dead letter fails it.
 MAX_REQUEUES = 3
@@ -61,8 +61,6 @@ def record_dead(record: SQSRecord, store: TaskStore) -> str:
 def handle(event: dict, context: Any, store: TaskStore | None = None) -> dict:
     """Process an SQS batch from a dead-letter queue; the dead-letter function's whole job."""
     if store is None:
-        from tasklane.store import default_store
-
         store = default_store()
     processor = BatchProcessor(EventType.SQS, raise_on_entire_batch_failure=False)
     return process_partial_response(

@@ -281,9 +281,7 @@ class Executor:
                 return Verdict(Outcome.DONE, "expired")
             return self._standing(delivery)
         if delivery.eta is not None and delivery.eta > now:
-            from tasklane.sending import defer
-
-            deferred = defer(
+            deferred = sending.defer(
                 delivery.id, delivery.task, delivery.eta, store=self.store, expires=delivery.expires
             )
             if deferred is not None:
@@ -333,10 +331,8 @@ class Executor:
         """Offer the task again in ``seconds`` as a fresh message, and let this one go: a wait
         that is not the task's doing spends none of its message's receives (which decide when
         SQS dead-letters it). If the send fails, this message is left instead."""
-        from tasklane.sending import resend
-
         try:
-            if resend(delivery.id, seconds, store=self.store):
+            if sending.resend(delivery.id, seconds, store=self.store):
                 return Verdict(Outcome.DONE, f"{reason}: offered again in {seconds} s")
         except Exception as exc:  # the message itself is left, as before
             logger.warning("could not offer again", extra=task_fields(delivery.id, error=str(exc)))

@@ -51,7 +51,14 @@ from tasklane.config import settings
 from tasklane.errors import ResultTooLarge, TaskNotFound
 from tasklane.lifecycle import Status
 from tasklane.payloads import check_result_size
-from tasklane.store import JsonText, TaskRecord, celery_chord_parts, celery_groups, tasks
+from tasklane.store import (
+    JsonText,
+    TaskRecord,
+    celery_chord_parts,
+    celery_groups,
+    default_store,
+    tasks,
+)
 
 logger = get_logger(__name__)
 
@@ -240,8 +247,6 @@ class TaskTableBackend(BaseBackend):
         return self.meta_from_decoded(self.decode(json.dumps(doc)))
 
     def _native_meta(self, task_id: str) -> dict[str, Any]:
-        from tasklane.store import default_store
-
         try:
             record = default_store().get(row_id(task_id))
         except TaskNotFound:

@@ -58,6 +58,7 @@ from tasklane.executor import (
 )
 from tasklane.lanes import Lane
 from tasklane.logs import logger, task_fields
+from tasklane.store import default_store
 
 #: Beats per visibility timeout: the message is extended well before it would reappear.
 BEATS_PER_TIMEOUT = 3
@@ -96,8 +97,6 @@ class Heartbeat:
         self.thread.start()
 
     def _run(self) -> None:
-        from tasklane.store import default_store
-
         queue_url, receipt_handle, task_id, token, seconds = self.args
         while not self.stop.wait(max(1.0, seconds / BEATS_PER_TIMEOUT)):
             if not self.alive() or time.monotonic() > self.until:
@@ -243,8 +242,6 @@ class ClaimCheckRequest(Request):
         task_id = self.claim_check
         if original is None or task_id is None:
             return False
-        from tasklane.store import default_store
-
         try:
             default_store().release(task_id, self.token)
         except StoreUnavailable as exc:  # the lease then ends by itself
@@ -258,8 +255,6 @@ class ClaimCheckRequest(Request):
         task_id = self.claim_check
         if task_id is None:
             return None
-        from tasklane.store import default_store
-
         lost = self._lost or WorkerLostError("the run ended without an outcome")
         try:
             return Executor(default_store()).record_lost(task_id, self.token, lost).outcome
@@ -274,8 +269,6 @@ class ClaimCheckRequest(Request):
         self._stop_heartbeat()
         task_id = self.claim_check
         if task_id is not None:
-            from tasklane.store import default_store
-
             try:
                 default_store().release(task_id, self.token)
             except Exception as exc:
@@ -308,8 +301,6 @@ def restore_claim_checked(app: Celery, message: Any) -> Verdict | None:
     Returns None when the message is Celery's to handle now (restored, or not a claim check
     of an adopted task), or why its run cannot start (:class:`Verdict`: the caller settles
     the message). Raises :class:`StoreUnavailable` while Postgres is."""
-    from tasklane.store import default_store
-
     headers = message.headers or {}
     name = headers.get("task")
     if not isinstance(app.tasks.get(name), AdoptedTask):
@@ -385,8 +376,6 @@ def _unknown_task(message: Any = None, name: str = "", **_: object) -> None:
     progress): the message is left to come back soon, for a worker that knows it. Otherwise it
     is poison, and goes to the DLQ now.
     """
-    from tasklane.store import default_store
-
     info = getattr(message, "delivery_info", None) or {}
     sqs_message = info.get("sqs_message") or {}
     unknown = UnknownTask(f"no task named {name!r} is registered in this worker")
@@ -463,7 +452,6 @@ def _end_adopted_run(task: Any = None, state: str | None = None, **_: object) ->
     if not (task.ignore_result or getattr(request, "ignore_result", False)):
         return  # Celery's backend has stored the outcome, and ended the row with it
     from tasklane.results import STATUS_OF_STATE
-    from tasklane.store import default_store
 
     try:
         default_store().end_run(

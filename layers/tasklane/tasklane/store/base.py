@@ -13,7 +13,7 @@ from sqlalchemy import (
     Engine,
 )
 
-from tasklane.database import socket_of
+from tasklane.database import autocommit, socket_of
 from tasklane.store.sql import unavailable_as_error
 
 #: How much longer than a transactional run's time limit its client waits for the server.
@@ -53,11 +53,8 @@ class StoreBase:
                 yield conn
                 conn.commit()
                 return
-            raw.autocommit = True
-            try:
+            with autocommit(raw):
                 yield conn
-            finally:
-                raw.autocommit = False
 
     @contextlib.contextmanager
     def _transaction(self, connection: Connection | None) -> Iterator[Connection]:
