@@ -82,11 +82,10 @@ class Server:
     @staticmethod
     def sql_at(url: str, sql: str, **params: object) -> list:
         import pg8000.native
+        from sqlalchemy import make_url
 
-        where = url.split("@", 1)[1]
-        host, rest = where.split(":", 1)
-        port, database = rest.split("/", 1)
-        conn = pg8000.native.Connection("postgres", host=host, port=int(port), database=database)
+        u = make_url(url)
+        conn = pg8000.native.Connection(u.username, host=u.host, port=u.port, database=u.database)
         try:
             return conn.run(sql, **params)
         finally:
