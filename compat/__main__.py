@@ -144,7 +144,10 @@ def run_config(
             "CELERY_DLQ_URL": urls["CeleryDeadLetterQueue"],
             "LAMBDA_QUEUE_URL": urls["LambdaQueue"],
             "LAMBDA_DLQ_URL": urls["LambdaDeadLetterQueue"],
-            "PYTHONPATH": os.pathsep.join([str(suite), str(ROOT)]),
+            # This tree's tasklane, not whichever the virtualenv's editable install names.
+            "PYTHONPATH": os.pathsep.join(
+                [str(suite), str(ROOT), str(ROOT / "layers" / "tasklane")]
+            ),
             "PYTHONUNBUFFERED": "1",
         }
     )
