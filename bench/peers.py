@@ -14,7 +14,10 @@ Figures, medians over the repetitions, and tasklane's ratios to each peer with t
 - statements reaching the server per job while draining (``pg_stat_statements``: every call,
   BEGIN, COMMIT and pings included);
 - the server's CPU per job over its life (enqueue and drain with one process): user and system
-  time of every process of the cluster, exited backends included (the postmaster's children's).
+  time of every process of the cluster, exited backends included (the postmaster's children's);
+- end-to-end latency one job at a time, p50 and p95: from the enqueue call to the job's body,
+  with a worker already waiting (tasklane's consumer is handed the message in memory, where SQS
+  would deliver it; the peers' workers wake on their LISTEN/NOTIFY).
 """
 
 from __future__ import annotations
@@ -117,8 +120,14 @@ def _setup(server: Server) -> None:
         _run(system, "setup", 0, server.url(system))
 
 
-def _run(system: str, action: str, n: int, url: str, parts: int = 1) -> float:
+def _wall(system: str, action: str, n: int, url: str, parts: int = 1) -> float:
     """Run ``parts`` processes of one action; the work's wall time, first start to last end."""
+    reports = _run(system, action, n, url, parts)
+    return max(r["ended"] for r in reports) - min(r["started"] for r in reports)
+
+
+def _run(system: str, action: str, n: int, url: str, parts: int = 1) -> list[dict]:
+    """Run ``parts`` processes of one action; what each reported."""
     env = os.environ | {
         "PYTHONPATH": str(ROOT),
         "TASK_MODULES": "bench.tasks",
@@ -160,31 +169,35 @@ def _run(system: str, action: str, n: int, url: str, parts: int = 1) -> float:
         reports.append(json.loads(line))
     if any(r.get("failed") for r in reports):
         raise RuntimeError(f"{system} {action}: records failed: {reports}")
-    return max(r["ended"] for r in reports) - min(r["started"] for r in reports)
+    return reports
 
 
-def _one(server: Server, system: str, n: int) -> dict[str, float]:
+def _one(server: Server, system: str, n: int, one_at_a_time: int) -> dict[str, float]:
     url = server.url(system)
     figures: dict[str, float] = {}
     cpu = server.cpu()
-    figures["enqueue per s"] = n / _run(system, "enqueue", n, url)
+    figures["enqueue per s"] = n / _wall(system, "enqueue", n, url)
     server.reset_statements()
-    figures["drain per s, 1 process"] = n / _run(system, "drain", n, url, 1)
+    figures["drain per s, 1 process"] = n / _wall(system, "drain", n, url, 1)
     figures["statements per job, draining"] = server.statements(system) / n
     figures["server CPU ms per job"] = (server.cpu() - cpu) / n * 1000
-    _run(system, "enqueue", n, url)
-    figures["drain per s, 4 processes"] = n / _run(system, "drain", n, url, 4)
+    _wall(system, "enqueue", n, url)
+    figures["drain per s, 4 processes"] = n / _wall(system, "drain", n, url, 4)
+    (report,) = _run(system, "latency", one_at_a_time, url)
+    latencies = sorted(report["latencies"])
+    figures["latency ms, one at a time, p50"] = statistics.median(latencies) * 1000
+    figures["latency ms, one at a time, p95"] = latencies[int(0.95 * (len(latencies) - 1))] * 1000
     return figures
 
 
 def run(bench: BenchEnv) -> dict:
-    n, repetitions = bench.n(5_000, 100), bench.n(3, 1)
+    n, repetitions, one_at_a_time = bench.n(5_000, 100), bench.n(3, 1), bench.n(300, 20)
     server = Server()
     per_rep: list[dict[str, dict[str, float]]] = []
     try:
         _setup(server)
         for _ in range(repetitions):
-            per_rep.append({system: _one(server, system, n) for system in SYSTEMS})
+            per_rep.append({s: _one(server, s, n, one_at_a_time) for s in SYSTEMS})
     finally:
         server.close()
     figures: dict[str, float] = {}

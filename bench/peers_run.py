@@ -1,13 +1,17 @@
 """One system's part of the peers benchmark, in a process of its own (``bench/peers.py`` runs it):
 enqueue N trivial jobs, or drain its share of them, and print when the work started and ended.
 
-    python -m bench.peers_run SYSTEM enqueue|drain N DSN [PART PARTS]
+    python -m bench.peers_run SYSTEM enqueue|drain|latency N DSN [PART PARTS]
 
 - ``tasklane``: the Postgres work of a submit (one multi-row insert per 100 tasks, then the mark
   that their messages are out), and the lambda lane's consumer handler fed SQS records from
   memory in batches of 10, as Lambda delivers them (no SQS: only Postgres is compared here).
 - ``procrastinate``: ``batch_defer_async`` per 100; a worker with ``wait=False`` (drains, exits).
 - ``pgqueuer``: ``Queries.enqueue`` of lists per 100; ``QueueManager.run(mode=drain)``.
+
+``latency``: a worker waits for work (tasklane's consumer for a message handed over in memory,
+the peers' workers woken by their LISTEN/NOTIFY) while N jobs are enqueued one at a time, each
+after the previous one started: the time from the enqueue call to the job's body, per job.
 
 The job is a no-op everywhere. Times are ``time.monotonic()``, one clock for every process.
 """
@@ -87,6 +91,57 @@ def tasklane_drain(n: int, dsn: str, part: int, parts: int) -> None:
     _report(started, time.monotonic(), failed=failed)
 
 
+def tasklane_latency(n: int, dsn: str) -> None:
+    """Submit's Postgres work in a producer process, the message handed over a pipe to this
+    process's consumer (where SQS would deliver it), the time its body starts sent back."""
+    import multiprocessing
+
+    from tasklane import consumer, task
+    from tasklane.executor import Executor
+    from tasklane.local.events import LambdaContext, queue_arn, sqs_event
+
+    forked = multiprocessing.get_context("fork")
+    messages, starts = forked.Pipe(duplex=False), forked.Pipe(duplex=False)
+    producer = forked.Process(target=_tasklane_produce, args=(n, dsn, messages[1], starts[0]))
+    producer.start()
+
+    @task(name="bench.peers_mark", lane="lambda")
+    def mark(payload: object) -> None:
+        starts[1].send(time.monotonic())
+
+    executor = Executor(_tasklane_store(dsn))
+    arn, context = queue_arn("bench-lambda"), LambdaContext(function_name="consumer")
+    while (body := messages[0].recv()) is not None:
+        message = {
+            "MessageId": "m",
+            "ReceiptHandle": "r",
+            "Body": body,
+            "Attributes": {"ApproximateReceiveCount": "1"},
+            "MD5OfBody": "",
+        }
+        consumer.handle(sqs_event([message], arn), context, executor)
+    latencies = messages[0].recv()
+    producer.join()
+    _report(0.0, 0.0, latencies=latencies)
+
+
+def _tasklane_produce(n: int, dsn: str, messages: Any, starts: Any) -> None:
+    from tasklane import broker
+    from tasklane.ids import new_id
+    from tasklane.store import NewTask
+
+    store = _tasklane_store(dsn)
+    latencies = []
+    for i in range(n):
+        sent = time.monotonic()
+        (record,) = store.insert([NewTask(new_id(), "bench.peers_mark", "lambda", str(i))])
+        messages.send(broker.message_body("bench.peers_mark", record.id, "bench-lambda"))
+        store.mark_queued([record.id])
+        latencies.append(starts.recv() - sent)
+    messages.send(None)
+    messages.send(latencies)
+
+
 # -- procrastinate ------------------------------------------------------------------------------
 def _procrastinate(dsn: str) -> Any:
     import procrastinate
@@ -117,6 +172,40 @@ async def _procrastinate_drain(n: int, dsn: str) -> None:
             wait=False, concurrency=1, listen_notify=False, install_signal_handlers=False
         )
         _report(started, time.monotonic())
+
+
+async def _procrastinate_latency(n: int, dsn: str) -> None:
+    import procrastinate
+
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=_libpq(dsn)))
+    ran: dict[int, float] = {}
+    body_ran = asyncio.Event()
+
+    @app.task(name="mark")
+    async def mark(i: int) -> None:
+        ran[i] = time.monotonic()
+        body_ran.set()
+
+    async with app.open_async():
+        worker = asyncio.create_task(
+            app.run_worker_async(concurrency=1, listen_notify=True, install_signal_handlers=False)
+        )
+        await asyncio.sleep(1)  # listening
+        latencies = await _one_at_a_time(n, lambda i: mark.defer_async(i=i), ran, body_ran)
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+    _report(0.0, 0.0, latencies=latencies)
+
+
+async def _one_at_a_time(n: int, enqueue: Any, ran: dict[int, float], body_ran: Any) -> list:
+    latencies = []
+    for i in range(n):
+        body_ran.clear()
+        sent = time.monotonic()
+        await enqueue(i)
+        await asyncio.wait_for(body_ran.wait(), 60)
+        latencies.append(ran[i] - sent)
+    return latencies
 
 
 # -- PgQueuer -----------------------------------------------------------------------------------
@@ -156,6 +245,32 @@ async def _pgqueuer_drain(n: int, dsn: str) -> None:
     _report(started, time.monotonic())
 
 
+async def _pgqueuer_latency(n: int, dsn: str) -> None:
+    import asyncpg
+    from pgqueuer.db import AsyncpgDriver
+    from pgqueuer.qm import QueueManager
+    from pgqueuer.queries import Queries
+
+    manager = QueueManager(Queries(AsyncpgDriver(await asyncpg.connect(_libpq(dsn)))))
+    queries = Queries(AsyncpgDriver(await asyncpg.connect(_libpq(dsn))))
+    ran: dict[int, float] = {}
+    body_ran = asyncio.Event()
+
+    @manager.entrypoint("mark")
+    async def mark(job: Any) -> None:
+        ran[int(job.payload)] = time.monotonic()
+        body_ran.set()
+
+    worker = asyncio.create_task(manager.run(batch_size=1))
+    await asyncio.sleep(1)  # listening
+    latencies = await _one_at_a_time(
+        n, lambda i: queries.enqueue(["mark"], [str(i).encode()], [0]), ran, body_ran
+    )
+    manager.shutdown.set()
+    await asyncio.wait_for(worker, 30)
+    _report(0.0, 0.0, latencies=latencies)
+
+
 def _libpq(dsn: str) -> str:
     """``postgresql+pg8000://u@h:p/db`` as libpq's ``postgresql://u@h:p/db``."""
     return "postgresql://" + dsn.split("://", 1)[1]
@@ -188,6 +303,12 @@ def setup(system: str, dsn: str) -> None:
     _report(0.0, 0.0)
 
 
+PEERS = {
+    "procrastinate": (_procrastinate_enqueue, _procrastinate_drain, _procrastinate_latency),
+    "pgqueuer": (_pgqueuer_enqueue, _pgqueuer_drain, _pgqueuer_latency),
+}
+
+
 def main(argv: list[str]) -> None:
     system, action, n, dsn = argv[0], argv[1], int(argv[2]), argv[3]
     part, parts = (int(argv[4]), int(argv[5])) if len(argv) > 5 else (0, 1)
@@ -196,14 +317,13 @@ def main(argv: list[str]) -> None:
     elif system == "tasklane":
         if action == "enqueue":
             tasklane_enqueue(n, dsn)
+        elif action == "latency":
+            tasklane_latency(n, dsn)
         else:
             tasklane_drain(n, dsn, part, parts)
-    elif system == "procrastinate":
-        run = _procrastinate_enqueue if action == "enqueue" else _procrastinate_drain
-        asyncio.run(run(n, dsn))
     else:
-        run = _pgqueuer_enqueue if action == "enqueue" else _pgqueuer_drain
-        asyncio.run(run(n, dsn))
+        enqueue, drain, latency = PEERS[system]
+        asyncio.run({"enqueue": enqueue, "drain": drain, "latency": latency}[action](n, dsn))
 
 
 if __name__ == "__main__":
