@@ -91,7 +91,7 @@ class Stack:
     def state(self) -> dict:
         return json.loads(self.state_file.read_text())
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
+    def cli(self, *args: str, columns: int = 200) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "tasklane.cli", "--data-dir", str(self.dir / "state"), *args],
             cwd=ROOT,
@@ -101,7 +101,7 @@ class Stack:
             env=clean_environment()
             | {
                 "PYTHONPATH": str(ROOT),
-                "COLUMNS": "200",
+                "COLUMNS": str(columns),
                 "TASK_MODULES": "tasklane.examples,tests.tasks",
             },
         )

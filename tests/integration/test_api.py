@@ -9,7 +9,7 @@ import pytest
 from tasklane import codec, database
 from tasklane.store import default_store
 
-from tests.integration.helpers import call_api
+from tests.integration.helpers import call_api, submit
 
 
 def test_submit_stores_the_payload_and_sends_only_the_id(stack):
@@ -64,6 +64,36 @@ def test_get_shows_the_task(stack):
     _, _, big = call_api("POST", "/tasks", {"task": "test.echo", "payload": "x" * 100_000})
     stored = call_api("GET", f"/tasks/{big['id']}")[2]["payload_bytes"]
     assert body["payload_bytes"] < 100 < stored < 100_000  # compressed as stored
+
+
+def test_a_trailing_star_filters_by_a_prefix_of_task_names(stack):
+    ids = {name: submit(name, {}) for name in ("test.echo", "text.wordcount", "math.primes")}
+    listed = call_api("GET", "/tasks?task=te*&limit=500")[2]["tasks"]
+    names = {t["task"] for t in listed}
+    assert names == {"test.echo", "text.wordcount"}, names
+    assert ids["math.primes"] not in {t["id"] for t in listed}
+    assert call_api("GET", "/tasks?task=te_t.*")[2]["tasks"] == []  # _ is a character, not any
+    exact = call_api("GET", "/tasks?task=test.echo&limit=500")[2]["tasks"]
+    assert {t["task"] for t in exact} == {"test.echo"}
+
+
+def test_get_shows_the_input_when_asked(stack):
+    payload = {"order": 42, "items": ["a", "b"], "note": "héllo"}
+    _, _, created = call_api("POST", "/tasks", {"task": "test.echo", "payload": payload})
+    status, _, body = call_api("GET", f"/tasks/{created['id']}?include=payload")
+    assert status == 200
+    assert body["payload"] == payload and body["payload_truncated"] is False
+    assert body["payload_chars"] == len(json.dumps(payload, ensure_ascii=False))
+    assert body["payload_pruned"] is False
+    assert "payload" not in call_api("GET", f"/tasks/{created['id']}")[2]  # only when asked
+
+    _, _, big = call_api("POST", "/tasks", {"task": "test.echo", "payload": "y" * 100_000})
+    body = call_api("GET", f"/tasks/{big['id']}?include=payload")[2]
+    assert body["payload_truncated"] is True and body["payload_chars"] == 100_002
+    assert body["payload"] == '"' + "y" * (64 * 1024 - 1)  # the start of its JSON text
+
+    status, _, body = call_api("GET", f"/tasks/{created['id']}?include=everything")
+    assert status == 400 and "include" in body["error"]["message"]
 
 
 @pytest.mark.parametrize("path", [f"/tasks/{uuid.uuid4()}", "/tasks/not-a-uuid"])

@@ -47,7 +47,9 @@ def browser():
 
 @pytest.fixture
 def page(browser, stack):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, permissions=["clipboard-read", "clipboard-write"]
+    )
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -89,6 +91,21 @@ def test_the_list_shows_a_submitted_task_and_filters(page, stack, tmp_path):
     page.goto(f"{stack.api}/console")
     page.locator(f'#tasks tr[data-id="{done}"]').wait_for()
     assert page.locator(f'#tasks tr[data-id="{waiting}"] .status').inner_text() == "scheduled"
+    # ids: their random end (a burst shares the timestamp in front), the whole one copied
+    shown = page.locator(f'#tasks tr[data-id="{done}"] td.id a').inner_text()
+    assert shown == "…" + done[-12:]
+    page.click(f'#tasks tr[data-id="{done}"] button.copy')
+    expect(page.locator("#message")).to_have_text(f"copied {done}")
+    assert page.evaluate("navigator.clipboard.readText()") == done
+    ran = page.locator(f'#tasks tr[data-id="{done}"] td.runtime').inner_text()
+    assert ran.endswith(" s"), ran
+    rows = page.locator("#counts tbody tr")
+    statuses = rows.evaluate_all("rows => rows.map(r => r.dataset.status)")
+    order = [
+        *("pending", "scheduled", "waiting", "queued", "running"),
+        *("succeeded", "failed", "cancelled"),
+    ]
+    assert statuses == sorted(statuses, key=order.index), statuses  # stable, in life order
     expect(page.locator('#counts tr[data-status="succeeded"]')).to_have_count(1)
     expect(page.locator('#queues tr[data-lane="lambda"] td')).to_have_count(4)
     page.locator("#chart rect.succeeded").first.wait_for()  # this minute's completion
@@ -103,8 +120,21 @@ def test_the_list_shows_a_submitted_task_and_filters(page, stack, tmp_path):
     assert page.locator(f'#tasks tr[data-id="{waiting}"]').count() == 1
     page.screenshot(path=tmp_path / "console-filtered.png", full_page=True)
 
-    page.click(f'#tasks tr[data-id="{waiting}"] a')
+    page.goto(f"{stack.api}/console#/?task=text.*")  # a prefix of names
+    page.locator(f'#tasks tr[data-id="{done}"]').wait_for()
+    assert page.locator(f'#tasks tr[data-id="{waiting}"]').count() == 0
+
+    page.goto(f"{stack.api}/console#/?created_after=yesterday")  # a bad filter: no list
+    expect(page.locator("#message")).to_contain_text("created_after")
+    expect(page.locator("#tasks tbody tr")).to_have_count(0)
+    page.errors.clear()  # the 400 it answered
+
+    page.goto(f"{stack.api}/console#/tasks/{waiting}")
     page.locator("#cancel").wait_for()
+    page.once("dialog", lambda dialog: dialog.dismiss())  # asked first; "no" changes nothing
+    page.click("#cancel")
+    assert http("GET", f"{stack.api}/tasks/{waiting}")[1]["status"] == "scheduled"
+    page.once("dialog", lambda dialog: dialog.accept())
     page.click("#cancel")
     page.locator('#detail-view[data-status="cancelled"]').wait_for()
     assert http("GET", f"{stack.api}/tasks/{waiting}")[1]["status"] == "cancelled"
@@ -119,6 +149,8 @@ def test_a_failed_tasks_detail_and_retry(page, stack, tmp_path):
     page.goto(f"{stack.api}/console#/tasks/{failed}")
     page.locator('#detail-view[data-status="failed"]').wait_for()
     assert page.locator("#detail-error-line").inner_text() == "RuntimeError: the gate is shut"
+    shown_input = json.loads(page.locator("#detail-payload").inner_text())
+    assert shown_input == {"file": str(gate), "value": 7}  # what it was submitted with
     assert "Traceback" in page.locator("#detail-traceback").inner_text()
     assert page.locator('dd[data-field="attempts"]').inner_text() == "1"
     payload_size = page.locator('dd[data-field="payload"]').inner_text()
@@ -146,6 +178,10 @@ def test_bulk_retry_of_the_failed_tasks_a_filter_finds(page, stack, tmp_path):
     page.goto(f"{stack.api}/console#/?status=failed&task=wf.gate")
     for task_id in ids:
         page.locator(f'#tasks tr[data-id="{task_id}"]').wait_for()
+    page.once("dialog", lambda dialog: dialog.dismiss())  # asked first; "no" retries nothing
+    page.click("#retry-all")
+    assert all(http("GET", f"{stack.api}/tasks/{i}")[1]["status"] == "failed" for i in ids)
+    page.once("dialog", lambda dialog: dialog.accept())
     page.click("#retry-all")
     expect(page.locator("#message")).to_have_text("3 failed tasks queued again")
     for task_id in ids:

@@ -77,11 +77,22 @@ def test_an_always_failing_task_dead_letters_and_ends_failed(local_stack):
 def test_cli_lists_shows_and_submits(local_stack):
     task_id = submit(local_stack, "text.wordcount", {"text": "one two"})
     final(local_stack, task_id)
-    listing = local_stack.cli("tasks", "--limit", "50")
+    listing = local_stack.cli("tasks", "--limit", "50", columns=80)
     assert listing.returncode == 0, listing.stderr
-    assert task_id[:8] in listing.stdout and "succeeded" in listing.stdout
+    assert task_id in listing.stdout and "succeeded" in listing.stdout  # never cut
     shown = local_stack.cli("show", task_id)
     assert shown.returncode == 0 and '"words": 2' in shown.stdout
+    assert '"text": "one two"' in shown.stdout  # its input
+    assert '"text"' not in local_stack.cli("show", task_id, "--no-input").stdout
+    later = [
+        local_stack.cli("submit", "test.echo", "--countdown", "30", "--idempotency-key", "k-1")
+        for _ in range(2)
+    ]
+    ids = {r.stdout.split()[1] for r in later}
+    assert all(r.returncode == 0 for r in later) and len(ids) == 1, later  # the key replays
+    (later_id,) = ids
+    scheduled = http("GET", f"{local_stack.api}/tasks/{later_id}?include=payload")[1]
+    assert scheduled["run_at"] is not None and scheduled["payload"] == {}  # {} by default
     submitted = local_stack.cli("submit", "math.primes", "--payload", '{"limit": 100}', "--wait")
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     assert '"count": 25' in submitted.stdout
@@ -96,6 +107,9 @@ def test_cli_stats_and_bulk_retry_through_the_api(local_stack):
     failed = submit(local_stack, "test.fail_twice", {})
     assert final(local_stack, failed, timeout=90)["status"] == "failed"
     api = ("--api", local_stack.api, "--token", "unused-locally")
+    shown = local_stack.cli(*api, "show", failed)
+    assert "Traceback (most recent call last)" in shown.stdout, shown.stdout
+    assert "fail_twice" in shown.stdout  # the task's own frames, not the last line only
     stats = local_stack.cli(*api, "stats")
     assert stats.returncode == 0, stats.stderr
     assert "failed" in stats.stdout and "lambda_dlq" not in stats.stdout

@@ -174,8 +174,13 @@ def cmd_tasks(args: argparse.Namespace) -> int:
             if cursor is None:
                 break
     table = Table(title=f"{len(found)} most recent tasks", title_justify="left")
-    for column in ("id", "task", "lane", "status", "attempts", "age"):
-        table.add_column(column, justify="right" if column in ("attempts", "age") else "left")
+    # an id is never cut (a cut one answers 404), nor a status: a long task name folds
+    table.add_column("id", no_wrap=True, min_width=36)
+    table.add_column("task", overflow="fold")
+    table.add_column("lane", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("attempts", justify="right", no_wrap=True)
+    table.add_column("age", justify="right", no_wrap=True)
     for task in found:
         style = STATUS_STYLE.get(task["status"], "")
         table.add_row(
@@ -191,19 +196,52 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def _print_task(task: dict) -> None:
+    """A task as ``show`` and ``submit --wait`` print it: its state, times, input (when read
+    with it), result, and error with its traceback."""
     style = STATUS_STYLE.get(task["status"], "")
     console.print(
         f"[bold]{task['id']}[/bold]  {task['task']} ({task['lane']} lane)  "
         f"[{style}]{task['status']}[/{style}]  attempts {task['attempts']}"
     )
+    times = [f"created {_age(_moment(task['created_at']))} ago"]
+    started, finished = _moment(task.get("started_at")), _moment(task.get("finished_at"))
+    if started:
+        times.append(f"started {_age(started)} ago")
+    if started and finished:
+        times.append(f"ran {(finished - started).total_seconds():.3f} s")
+    if task.get("run_at"):
+        times.append(f"run at {task['run_at']}")
+    if task.get("workflow_id"):
+        times.append(f"workflow {task['workflow_id']}")
+    console.print("  ".join(times), style="dim")
+    if "payload" in task:
+        _print_input(task)
     if task.get("result") is not None:
+        console.print("[bold]result[/bold]")
         console.print_json(json.dumps(task["result"]))
-    if task.get("error"):
-        console.print(f"[red]{task['error'].get('type')}: {task['error'].get('message')}[/red]")
+    if error := task.get("error"):
+        if error.get("traceback"):
+            console.print(error["traceback"].rstrip(), style="red", markup=False, highlight=False)
+        console.print(f"[red]{error.get('type')}: {error.get('message')}[/red]")
+
+
+def _print_input(task: dict) -> None:
+    if task.get("payload_pruned"):
+        console.print("[bold]input[/bold] [dim](pruned)[/dim]")
+    elif task.get("payload_truncated"):
+        console.print(
+            f"[bold]input[/bold] [dim](the first {len(task['payload']):,} of "
+            f"{task['payload_chars']:,} characters)[/dim]"
+        )
+        console.print(task["payload"], markup=False, highlight=False)
+    else:
+        console.print("[bold]input[/bold]")
+        console.print_json(json.dumps(task["payload"]))
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    _print_task(_api(args).request("GET", f"/tasks/{args.id}"))
+    query = {"include": None if args.no_input else "payload"}
+    _print_task(_api(args).request("GET", f"/tasks/{args.id}", query=query))
     return 0
 
 
@@ -213,8 +251,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
         payload = json.loads(raw)
     except ValueError as exc:
         raise TasklaneError(f"--payload is not JSON: {exc}") from None
+    request: dict = {"task": args.name, "payload": payload}
+    if args.countdown is not None:
+        request["delay_seconds"] = args.countdown
+    if args.eta is not None:
+        request["run_at"] = args.eta
+    key = {"idempotency-key": args.idempotency_key} if args.idempotency_key else None
     api = _api(args)
-    body = api.request("POST", "/tasks", {"task": args.name, "payload": payload})
+    body = api.request("POST", "/tasks", request, headers=key)
     console.print(f"submitted [bold]{body['id']}[/bold] ({body['lane']} lane, {body['status']})")
     if not args.wait:
         return 0
@@ -447,13 +491,26 @@ def parser() -> argparse.ArgumentParser:
     tasks.add_argument("--lane", choices=["lambda", "celery"])
     tasks.set_defaults(run=cmd_tasks)
 
-    show = sub.add_parser("show", help="show one task with its result or error")
+    show = sub.add_parser("show", help="show one task: its input, result or error (traceback)")
     show.add_argument("id")
+    show.add_argument("--no-input", action="store_true", help="leave the task's input out")
     show.set_defaults(run=cmd_show)
 
     submit = sub.add_parser("submit", help="submit a task through the HTTP API")
     submit.add_argument("name")
-    submit.add_argument("--payload", default="null", help="JSON, or @file")
+    submit.add_argument("--payload", default="{}", help="JSON, or @file (default: {})")
+    submit.add_argument(
+        "--countdown",
+        "--delay-seconds",
+        type=float,
+        help="run it this many seconds from now (Python's countdown, the API's delay_seconds)",
+    )
+    submit.add_argument(
+        "--eta",
+        "--run-at",
+        help="run it at this ISO 8601 moment (Python's eta, the API's run_at)",
+    )
+    submit.add_argument("--idempotency-key", help="the API's Idempotency-Key header")
     submit.add_argument("--wait", action="store_true", help="wait until the task ends")
     submit.add_argument("--timeout", type=float, default=300)
     submit.set_defaults(run=cmd_submit)

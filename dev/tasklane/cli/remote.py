@@ -55,12 +55,20 @@ class Api:
             return cls(url, sign=True, region=match.group(1))
         return cls(url)
 
-    def request(self, method: str, path: str, body: Any = None, query: dict | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: dict | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
         """The JSON answer; :class:`ApiError` for an error status."""
         query = {k: v for k, v in (query or {}).items() if v is not None}
         target = path + (f"?{urllib.parse.urlencode(query)}" if query else "")
         data = json.dumps(body).encode() if body is not None else None
-        status, _, raw = self.send(method, target, data, {"content-type": "application/json"})
+        headers = {"content-type": "application/json"} | (headers or {})
+        status, _, raw = self.send(method, target, data, headers)
         try:
             answer = json.loads(raw or b"null")
         except ValueError:

@@ -14,7 +14,7 @@ import base64
 import functools
 import json
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
@@ -215,7 +215,12 @@ def submit_batch(body: Annotated[BatchRequest, Body()], idempotency_key: Idempot
 def list_tasks(
     status: Annotated[TaskStatus | None, Query(description="Only tasks in this status")] = None,
     task: Annotated[
-        str | None, Query(min_length=1, max_length=200, description="Only this task name")
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="Only this task name; a trailing * matches a prefix (images.*)",
+        ),
     ] = None,
     lane: Annotated[LaneName | None, Query(description="Only this lane")] = None,
     created_after: Annotated[
@@ -255,8 +260,17 @@ def _where(
         **_errors(404, 503),
     },
 )
-def get_task(task_id: Annotated[str, Path(description="The task's id")]):
-    return _json(200, views.detail(reads.get_task(task_id, caller=caller())))
+def get_task(
+    task_id: Annotated[str, Path(description="The task's id")],
+    include: Annotated[
+        Literal["payload"] | None,
+        Query(description="payload: also the task's input (what it was submitted with)"),
+    ] = None,
+):
+    record = reads.get_task(task_id, caller=caller())
+    if include == "payload":
+        return _json(200, views.with_input(views.detail(record), reads.get_input(record)))
+    return _json(200, views.detail(record))
 
 
 @app.post(

@@ -45,6 +45,35 @@ def get_task(
     return record
 
 
+#: The most of a task's input (characters of its JSON text) a read shows.
+PAYLOAD_SHOWN_MAX = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    """A task's input as a read shows it: the JSON value whole, or, when it is larger than
+    the read shows, the start of its JSON text (``truncated``). ``chars``: its whole length."""
+
+    value: Any
+    chars: int
+    truncated: bool
+    pruned: bool
+
+
+def get_input(
+    record: TaskRecord, *, store: TaskStore | None = None, limit: int = PAYLOAD_SHOWN_MAX
+) -> Input:
+    """The input (what it was submitted with) of a task read by :func:`get_task`, so for
+    whoever may see it: a failed task's payload is the first thing its debugging needs. Read
+    only when asked for; never logged."""
+    text, chars = (store or default_store()).payload(record.id, limit)
+    if text is None:
+        return Input(None, 0, truncated=False, pruned=True)
+    if chars > limit:
+        return Input(text, chars, truncated=True, pruned=False)
+    return Input(json.loads(text), chars, truncated=False, pruned=False)
+
+
 #: The most tasks one page of a listing holds.
 PAGE_MAX = 500
 

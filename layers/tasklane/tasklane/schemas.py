@@ -203,6 +203,21 @@ class ListedTask(TaskSummary):
 
 class TaskDetail(ListedTask):
     result: Any = Field(description="The task's JSON result, once succeeded")
+    payload: Any = Field(
+        None,
+        description="With include=payload: the task's input as JSON; when it is longer than "
+        "65,536 characters of JSON text, the first 65,536 of them, as a string "
+        "(payload_truncated)",
+    )
+    payload_truncated: bool | None = Field(
+        None, description="With include=payload: payload is the start of the JSON text"
+    )
+    payload_chars: int | None = Field(
+        None, description="With include=payload: the input's length in characters of JSON"
+    )
+    payload_pruned: bool | None = Field(
+        None, description="With include=payload: the input is gone (pruned after retention)"
+    )
 
 
 class TaskPage(BaseModel):

@@ -40,6 +40,17 @@ def detail(record: TaskRecord) -> dict[str, Any]:
     }
 
 
+def with_input(item: dict[str, Any], shown: reads.Input) -> dict[str, Any]:
+    """A task's detail and its input: ``payload`` (the JSON value; when larger than a read
+    shows, the start of its JSON text, with ``payload_truncated``), ``payload_chars``."""
+    return item | {
+        "payload": shown.value,
+        "payload_truncated": shown.truncated,
+        "payload_chars": shown.chars,
+        "payload_pruned": shown.pruned,
+    }
+
+
 def listed(record: TaskRecord) -> dict[str, Any]:
     """A task in a listing: its detail without the result and the error's traceback (a page
     of 500 fits in a response whatever the tasks hold; GET /tasks/{id} has the rest)."""

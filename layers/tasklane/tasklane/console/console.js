@@ -13,6 +13,8 @@
   const REFRESH_MS = 5000;
   const CANCELLABLE = new Set(["pending", "scheduled", "waiting", "queued", "running"]);
   const FILTERS = ["status", "task", "lane", "created_after", "created_before"];
+  // The status rows in a task's order of life, whatever order the API's figures come in.
+  const STATUS_ORDER = ["pending", "scheduled", "waiting", "queued", "running", "succeeded", "failed", "cancelled"];
   const $ = (id) => document.getElementById(id);
 
   const state = { view: null, filters: {}, cursor: null, paged: false, taskId: null, timer: null };
@@ -118,7 +120,9 @@
       el("tr", {}, el("th", { text: "status" }),
         ...lanes.map((lane) => el("th", { class: "num", text: lane })),
         el("th", { class: "num", text: "total" })));
-    const rows = Object.entries(stats.counts).map(([status, byLane]) => {
+    const rank = (status) => (STATUS_ORDER.includes(status) ? STATUS_ORDER.indexOf(status) : 99);
+    const counted = Object.entries(stats.counts).sort(([a], [b]) => rank(a) - rank(b) || a.localeCompare(b));
+    const rows = counted.map(([status, byLane]) => {
       const cells = lanes.map((lane) => el("td", { class: "num", text: byLane[lane] || 0 }));
       const total = Object.values(byLane).reduce((a, b) => a + b, 0);
       const link = el("a", { href: `#/?status=${encodeURIComponent(status)}` }, badge(status));
@@ -177,20 +181,71 @@
     return params.toString();
   }
 
+  // A UUIDv7 starts with its timestamp (a burst of tasks shares its first digits): the list
+  // shows its random end, and a button copies the whole id.
+  function shortId(id) {
+    return `…${id.slice(-12)}`;
+  }
+
+  function copyButton(text) {
+    return el("button", { type: "button", class: "copy", "data-copy": text, title: `copy ${text}`, "aria-label": "copy the id", text: "⧉" });
+  }
+
+  function runtime(task) {
+    if (!task.started_at || !task.finished_at) return "–";
+    const seconds = (Date.parse(task.finished_at) - Date.parse(task.started_at)) / 1000;
+    return seconds < 10 ? `${seconds.toFixed(2)} s` : age(seconds);
+  }
+
   function row(task) {
     return el("tr", { "data-id": task.id, "data-status": task.status },
-      el("td", {}, el("a", { href: `#/tasks/${task.id}`, title: task.id, text: task.id.slice(0, 8) })),
+      el("td", { class: "id" },
+        el("a", { href: `#/tasks/${task.id}`, title: task.id, text: shortId(task.id) }), " ",
+        copyButton(task.id)),
       el("td", { text: task.task }),
       el("td", { text: task.lane }),
       el("td", {}, badge(task.status)),
       el("td", { class: "num", text: task.attempts }),
       el("td", {}, when(task.created_at)),
+      el("td", { class: "num runtime", text: runtime(task) }),
       el("td", {}, when(task.finished_at)));
+  }
+
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest("button.copy");
+    if (!button) return;
+    const text = button.dataset.copy;
+    const copied = () => say(`copied ${text}`);
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(copied, () => say("could not copy", true));
+    } else {
+      const area = el("textarea", { readonly: "" });
+      area.value = text;
+      document.body.append(area);
+      area.select();
+      document.execCommand("copy");
+      area.remove();
+      copied();
+    }
+  });
+
+  // A filter the API refuses shows its error and no list: never an unfiltered list under it.
+  function showListError(message) {
+    $("tasks").tBodies[0].replaceChildren();
+    $("older").hidden = true;
+    $("empty").hidden = true;
+    say(message, true);
   }
 
   async function loadTasks(append = false) {
     const cursor = append ? state.cursor : null;
-    const page = await api("GET", `tasks?${query(state.filters, { limit: 50, cursor })}`);
+    let page;
+    try {
+      page = await api("GET", `tasks?${query(state.filters, { limit: 50, cursor })}`);
+    } catch (error) {
+      if (error.status === 400) showListError(error.message);
+      throw error;
+    }
     const body = $("tasks").tBodies[0];
     const rows = page.tasks.map(row);
     if (append) body.append(...rows);
@@ -225,7 +280,15 @@
     const filters = {};
     for (const name of FILTERS) {
       const value = form.elements[name].value.trim();
-      if (value) filters[name] = name.startsWith("created_") ? new Date(value).toISOString() : value;
+      if (!value) continue;
+      if (name.startsWith("created_")) {
+        const moment = new Date(value);
+        if (Number.isNaN(moment.getTime())) {
+          showListError(`${name.replace("_", " ")}: not a date and time (${value})`);
+          return;
+        }
+        filters[name] = moment.toISOString();
+      } else filters[name] = value;
     }
     location.hash = `#/?${query(filters)}`;
   });
@@ -234,6 +297,8 @@
 
   $("retry-all").addEventListener("click", () => guarded(async () => {
     const filters = { ...state.filters, status: "failed" };
+    const what = Object.entries(filters).map(([k, v]) => `${k} ${v}`).join(", ");
+    if (!confirm(`Retry every failed task that matches (${what})?`)) return;
     let total = 0;
     let more = true;
     while (more) {
@@ -247,18 +312,27 @@
 
   // ------------------------------------------------------------------ one task
   async function loadTask(id) {
-    const task = await api("GET", `tasks/${encodeURIComponent(id)}`);
+    const task = await api("GET", `tasks/${encodeURIComponent(id)}?include=payload`);
     $("detail-title").replaceChildren(`${task.task} `, badge(task.status));
     const fields = [
-      ["id", task.id], ["lane", task.lane], ["attempts", String(task.attempts)],
+      ["id", el("span", {}, el("code", { text: task.id }), " ", copyButton(task.id))],
+      ["lane", task.lane], ["attempts", String(task.attempts)],
       ["payload", bytes(task.payload_bytes)], ["created", when(task.created_at)],
       ["run at", when(task.run_at)], ["started", when(task.started_at)],
-      ["finished", when(task.finished_at)], ["updated", when(task.updated_at)],
+      ["finished", when(task.finished_at)], ["runtime", runtime(task)],
+      ["updated", when(task.updated_at)],
     ];
     if (task.workflow_id) fields.push(["workflow", task.workflow_id]);
     $("detail-fields").replaceChildren(...fields.flatMap(([name, value]) =>
       [el("dt", { text: name }), el("dd", { "data-field": name }, value)]));
     $("detail-result").textContent = pretty(task.result);
+    if (task.payload_pruned) $("detail-payload-note").textContent = "(pruned)";
+    else if (task.payload_truncated) {
+      $("detail-payload-note").textContent =
+        `(the first ${task.payload.length.toLocaleString()} of ${task.payload_chars.toLocaleString()} characters)`;
+    } else $("detail-payload-note").textContent = "";
+    $("detail-payload").textContent = task.payload_pruned ? "" :
+      task.payload_truncated ? task.payload : pretty(task.payload);
     $("detail-error").hidden = !task.error;
     if (task.error) {
       $("detail-error-line").textContent = `${task.error.type}: ${task.error.message}`;
@@ -276,6 +350,7 @@
   }));
 
   $("cancel").addEventListener("click", () => guarded(async () => {
+    if (!confirm(`Cancel ${state.taskId}?`)) return;
     const task = await api("POST", `tasks/${encodeURIComponent(state.taskId)}/cancel`);
     say(task.status === "cancelled" ? "cancelled" : "asked to stop: it sees the request at its next check");
     await loadTask(state.taskId);

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     Interval,
+    Text,
     any_,
     func,
     literal,
@@ -59,6 +60,19 @@ class Listing(StoreBase):
         if row is None:
             raise TaskNotFound(f"no task with id {task_id}")
         return TaskRecord.from_row(row)
+
+    def payload(self, task_id: uuid.UUID, limit: int) -> tuple[str | None, int]:
+        """A task's input as JSON text, its first ``limit`` characters only (a payload may be
+        megabytes), and its whole length in characters: (None, 0) once pruned."""
+        as_text = tasks.c.payload.cast(Text)
+        stmt = select(func.left(as_text, limit), func.coalesce(func.length(as_text), 0)).where(
+            tasks.c.id == task_id
+        )
+        with unavailable_as_error(), self._single() as conn:
+            row = conn.execute(stmt).first()
+        if row is None:
+            raise TaskNotFound(f"no task with id {task_id}")
+        return row[0], row[1]
 
     def find(
         self, where: TaskFilter, limit: int, after: tuple[datetime, uuid.UUID] | None = None

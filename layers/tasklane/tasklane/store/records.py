@@ -52,7 +52,8 @@ class TaskRecord:
 
 @dataclass(frozen=True, slots=True)
 class TaskFilter:
-    """Which tasks to find (each part optional): status, task name, lane, creation window."""
+    """Which tasks to find (each part optional): status, task name (or a prefix of names,
+    ``images.*``), lane, creation window."""
 
     status: Status | None = None
     task: str | None = None
@@ -68,7 +69,9 @@ class TaskFilter:
             found.append(tasks.c.owner == self.owner)
         if self.status is not None:
             found.append(tasks.c.status == self.status.value)
-        if self.task is not None:
+        if self.task is not None and self.task.endswith("*"):  # a prefix: "images.*"
+            found.append(tasks.c.task.startswith(self.task[:-1], autoescape=True))
+        elif self.task is not None:
             found.append(tasks.c.task == self.task)
         if self.lane is not None:
             found.append(tasks.c.lane == self.lane)
