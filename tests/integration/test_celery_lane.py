@@ -44,6 +44,16 @@ def test_a_failed_attempt_is_not_acknowledged_and_ends_in_the_dlq(stack, celery_
     assert task["attempts"] == MAX_RECEIVES  # every delivery ran, none was acknowledged
     assert task["error"]["type"] == "ValueError"
     assert task["status"] == "queued"  # the dead-letter function marks it failed (Lambda lane)
+    # each failed attempt logged once, with its message and the task's own traceback; Celery
+    # says the attempt was not done in one line, without tasklane's frames
+    mine = [line for line in celery_worker.lines if task_id in line]
+    logged = [json.loads(line) for line in mine if line.startswith("{")]
+    assert not [line for line in mine if "task failed" in line and not line.startswith("{")]
+    failures = [entry for entry in logged if entry.get("message", "").startswith("task failed")]
+    assert len(failures) == MAX_RECEIVES, failures
+    assert all("fail_celery" in f["traceback"] for f in failures)
+    assert all(f["error_message"] == task["error"]["message"] for f in failures)
+    assert not [line for line in celery_worker.lines if "celery_run.py" in line]  # no own frames
 
 
 def test_a_stock_celery_worker_runs_our_messages_and_ignores_other_content(stack):

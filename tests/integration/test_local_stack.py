@@ -66,6 +66,14 @@ def test_an_always_failing_task_dead_letters_and_ends_failed(local_stack):
     assert task["attempts"] == MAX_RECEIVES  # every delivery ran; then the redrive policy moved it
     assert task["error"]["type"] == "ValueError"
     assert task["error"]["message"] == "always fails: e2e"
+    failures = [
+        json.loads(line[line.index("{") :])
+        for line in local_stack.lines
+        if task_id in line and '"task failed' in line
+    ]  # each attempt's failure, once, with its message and the task's own traceback
+    assert len(failures) == MAX_RECEIVES, failures
+    assert all(f["error_message"] == "always fails: e2e" for f in failures)
+    assert all('in fail\n    raise ValueError' in f["traceback"] for f in failures), failures
     wait_for(
         lambda: any("task dead-lettered" in line and task_id in line for line in local_stack.lines),
         10,

@@ -77,17 +77,29 @@ def test_a_task_is_still_its_function():
 def test_delay_from_a_plain_process_then_get(stack):
     """A separate Python process with only DATABASE_URL and the queue URLs submits."""
     script = "from tests import tasks; print(tasks.echo.delay({'from': 'a script'}).id)"
+    quiet = {k: v for k, v in os.environ.items() if not k.startswith("POWERTOOLS_LOG")}
     out = subprocess.run(
         [sys.executable, "-c", script],
         cwd=ROOT,
-        env=os.environ | stack.env,
+        env=quiet | stack.env,
         capture_output=True,
         text=True,
         check=True,
     )
-    handle = TaskHandle(uuid.UUID(out.stdout.strip().splitlines()[-1]))  # after its log lines
+    handle = TaskHandle(uuid.UUID(out.stdout.strip()))  # the id alone: the client is silent
+    assert out.stdout == f"{handle.id}\n" and out.stderr == ""
     assert handle.status() == "queued"
-    assert drain(stack) == 1
+    told = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=quiet | stack.env | {"POWERTOOLS_LOG_LEVEL": "INFO"},  # unless asked
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert '"task submitted"' in told.stdout
+    assert drain(stack) == 2
+    assert TaskHandle(uuid.UUID(told.stdout.strip().splitlines()[-1])).get(timeout=5)
     assert handle.get(timeout=5) == {"echo": {"from": "a script"}}
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tasklane import TaskHandle, testing
+from tasklane import TaskFailed, TaskHandle, testing
 
 from tests import tasks
 
@@ -20,12 +20,23 @@ def test_eager_runs_a_submitted_task_inline_and_records_it(tasklane_eager):
 # --8<-- [end:usage]
 
 
-def test_eager_records_a_failure_as_production_would(tasklane_eager):
-    handle = tasks.fail_twice.delay({})  # max_attempts=2: one eager attempt, a retry pending
+def test_eager_records_a_failure_and_get_raises_it(tasklane_eager):
+    handle = tasks.fail_twice.delay({})  # max_attempts=2, but eager runs one attempt: failed
     record = handle.record()
-    assert (record.status, record.attempts, record.error["type"]) == ("queued", 1, "RuntimeError")
-    with pytest.raises(TimeoutError):
+    assert (record.status, record.attempts, record.error["type"]) == ("failed", 1, "RuntimeError")
+    with pytest.raises(TaskFailed) as failed:
         handle.get(timeout=0)
+    assert failed.value.type == "RuntimeError" and "fail_twice" in failed.value.traceback
+
+
+# --8<-- [start:propagate]
+def test_a_failure_path_with_eager_propagation(tasklane_database):
+    with testing.eager(propagate=True), pytest.raises(TaskFailed) as failed:
+        tasks.fail.delay({"why": "bad input"})  # as Celery's task_eager_propagates
+    assert failed.value.message == "always fails: bad input"
+
+
+# --8<-- [end:propagate]
 
 
 def test_eager_mode_is_a_context_manager_too(tasklane_database):

@@ -52,7 +52,13 @@ class _Child:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env=env | {"PYTHONUNBUFFERED": "1", "TASKLANE_RESULT_FD": str(write_fd)},
+            # AWS_LAMBDA_FUNCTION_NAME as Lambda sets it (tasklane logs at INFO in a function)
+            env=env
+            | {
+                "AWS_LAMBDA_FUNCTION_NAME": name,
+                "PYTHONUNBUFFERED": "1",
+                "TASKLANE_RESULT_FD": str(write_fd),
+            },
             pass_fds=(write_fd,),
             start_new_session=True,
         )

@@ -254,12 +254,13 @@ class Stack:
 
 # ------------------------------------------------------------------------------ eager mode
 @contextlib.contextmanager
-def eager() -> Iterator[None]:
+def eager(propagate: bool = False) -> Iterator[None]:
     """Run every task submitted in this block inline, through the executor, instead of
-    sending its message (a ``scheduled`` one waits, as it would)."""
+    sending its message (a ``scheduled`` one waits, as it would). One attempt: a failure
+    ends the task ``failed``; with ``propagate`` the ``.delay()`` raises ``TaskFailed``."""
     from tasklane.eager import eager as inline
 
-    with inline():
+    with inline(propagate):
         yield
 
 

@@ -32,17 +32,17 @@ import inspect
 import json
 from typing import Any
 
-from celery import Celery, Task
+from celery import Celery, Task, signals
 from celery.app.amqp import AMQP
 from celery.utils.saferepr import saferepr
 from kombu import Producer, Queue
 from kombu.utils import json as kombu_json
 from kombu.utils.objects import cached_property
 
-from tasklane import registry
+from tasklane import logs, registry
 from tasklane.celery_settings import SQS_POLLING, SQS_WORKER_SETTINGS
 from tasklane.config import settings
-from tasklane.errors import InvalidRequest, UnknownTask
+from tasklane.errors import AttemptNotDone, InvalidRequest, UnknownTask
 from tasklane.lanes import Lane, queue_name
 from tasklane.lifecycle import retry_delay_seconds
 
@@ -75,6 +75,13 @@ def decode_arguments(payload: dict) -> tuple[list, dict]:
     return list(restored.get("args") or []), dict(restored.get("kwargs") or {})
 
 
+@signals.celeryd_init.connect
+@signals.worker_process_init.connect
+def _log_as_a_worker(**_: object) -> None:
+    """A worker runs tasks: what it does is logged at INFO (a client's process stays quiet)."""
+    logs.serve()
+
+
 class ClaimCheckTask(Task):
     """tasklane's own tasks as Celery tasks (:mod:`tasklane.worker`): the message's one argument
     is the task's id, and a run goes through tasklane's executor, which records its outcome.
@@ -87,6 +94,8 @@ class ClaimCheckTask(Task):
     Request = "tasklane.worker:ClaimCheckRequest"
     typing = False  # the worker calls it with the claim-check id, not the body's signature
     ignore_result = True  # the executor records the outcome; Celery's tracer never does
+    #: The executor logs a failed run once, with the task's traceback; Celery, one INFO line.
+    throws = (AttemptNotDone,)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.request.called_directly:

@@ -13,7 +13,7 @@ import uuid
 
 from tasklane import broker, codec, registry
 from tasklane.config import settings
-from tasklane.errors import TasklaneError
+from tasklane.errors import AttemptNotDone, TasklaneError
 from tasklane.executor import Attempt, Delivery, Executor, Outcome, Verdict, delivery_token
 from tasklane.lanes import Lane, queue_name
 from tasklane.logs import logger, task_fields
@@ -21,12 +21,6 @@ from tasklane.store import default_store
 
 #: How long a claim, or a finished task's outcome, may wait for an unreachable Postgres.
 OUTCOME_PATIENCE_S = 120
-
-
-class AttemptNotDone(TasklaneError):
-    """The attempt failed or could not run now; the message is left for SQS to redeliver."""
-
-    code = "attempt_not_done"
 
 
 def lease_seconds(queue_url: str | None) -> int:

@@ -29,27 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 from tasklane import reads, service, submitters, workflows
 from tasklane.config import settings
-from tasklane.errors import TasklaneError
+from tasklane.errors import TaskFailed, TasklaneError
 from tasklane.lifecycle import Status
 from tasklane.store import TaskRecord
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
     from sqlalchemy.orm import Session
-
-
-class TaskFailed(TasklaneError):
-    """The task ended ``failed``; ``type`` and ``message`` are its stored error."""
-
-    code = "task_failed"
-
-    def __init__(self, task_id: uuid.UUID, error: dict | None) -> None:
-        error = error or {}
-        self.task_id = task_id
-        self.type = error.get("type") or "Error"
-        self.message = error.get("message") or ""
-        self.traceback = error.get("traceback")
-        super().__init__(f"task {task_id} failed: {self.type}: {self.message}")
 
 
 class TaskCancelled(TasklaneError):

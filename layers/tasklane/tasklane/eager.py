@@ -11,22 +11,31 @@ from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 
 from tasklane import sending
-from tasklane.executor import Attempt, Delivery, Executor, delivery_token
+from tasklane.errors import TaskFailed
+from tasklane.executor import Attempt, Delivery, Executor, Outcome, delivery_token
 from tasklane.lifecycle import Status
 from tasklane.store import TaskRecord, TaskStore
 
 #: Eager mode's tasks still to run in this context (None: none is running).
 _EAGER_QUEUE: ContextVar[list[TaskRecord] | None] = ContextVar("tasklane_eager_queue", default=None)
+#: The message id of an eager run's delivery token (no message: the run is inline).
+EAGER = "eager"
+#: Whether a task that fails raises from the call that submitted it.
+_PROPAGATE: ContextVar[bool] = ContextVar("tasklane_eager_propagate", default=False)
 
 
 @contextlib.contextmanager
-def eager() -> Iterator[None]:
+def eager(propagate: bool = False) -> Iterator[None]:
     """Run every task submitted in this block inline, through the executor, instead of
-    sending its message (a ``scheduled`` one waits, as it would)."""
+    sending its message (a ``scheduled`` one waits, as it would). One attempt each: a task
+    that fails ends ``failed`` (``.get()`` raises :class:`~tasklane.errors.TaskFailed`), and
+    with ``propagate`` (Celery's ``task_eager_propagates``) the submitting call raises it."""
     token = sending.INLINE.set(run_inline)
+    propagating = _PROPAGATE.set(propagate)
     try:
         yield
     finally:
+        _PROPAGATE.reset(propagating)
         sending.INLINE.reset(token)
 
 
@@ -45,10 +54,16 @@ def run_inline(records: Sequence[TaskRecord], store: TaskStore) -> list[TaskReco
         while queue:
             record = queue.pop(0)
             if record.status is not Status.SCHEDULED:
-                delivery = Delivery(record.task, record.id, delivery_token("eager"))
+                delivery = Delivery(record.task, record.id, delivery_token(EAGER))
                 step = executor.claim(delivery, 3600)
                 if isinstance(step, Attempt):
-                    executor.run(step)
+                    verdict, _ = executor.run(step)
+                    if verdict.outcome is Outcome.RETRY:  # no waiting for a retry inline
+                        store.mark_dead(record.id, EAGER, {}, max_requeues=1)
     finally:
         _EAGER_QUEUE.reset(token)
-    return [store.get(r.id) for r in records]
+    ended = [store.get(r.id) for r in records]
+    failed = next((r for r in ended if r.status is Status.FAILED), None)
+    if failed is not None and _PROPAGATE.get():
+        raise TaskFailed(failed.id, failed.error)
+    return ended

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 
 class TasklaneError(Exception):
     """Base class. ``code`` is the stable, machine-readable name used in API error bodies."""
@@ -68,6 +70,29 @@ class TimeLimitExceeded(TasklaneError):
     """A task ran past its ``time_limit``; recorded as a failed attempt."""
 
     code = "time_limit_exceeded"
+
+
+class TaskFailed(TasklaneError):
+    """The task ended ``failed``; ``type`` and ``message`` are its stored error."""
+
+    code = "task_failed"
+
+    def __init__(self, task_id: uuid.UUID, error: dict | None) -> None:
+        error = error or {}
+        self.task_id = task_id
+        self.type = error.get("type") or "Error"
+        self.message = error.get("message") or ""
+        self.traceback = error.get("traceback")
+        super().__init__(f"task {task_id} failed: {self.type}: {self.message}")
+
+
+class AttemptNotDone(TasklaneError):
+    """A Celery worker's attempt failed or could not run now; its message is left for SQS to
+    redeliver. Celery's expected exception for claim-checked tasks: the executor has logged
+    the failure with the task's own traceback, so Celery logs this one line at INFO, without
+    a traceback of tasklane's frames."""
+
+    code = "attempt_not_done"
 
 
 class MessageDecodeError(TasklaneError):

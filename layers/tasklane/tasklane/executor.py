@@ -550,9 +550,18 @@ class Executor:
         if status is Status.CANCELLED:
             logger.info("task stopped when asked: cancelled", extra=fields)
             return Verdict(Outcome.DONE, f"cancelled ({reason})")
-        logger.warning(
-            "task failed",
-            extra=fields | {"error_type": outcome.error["type"], "final": status is Status.FAILED},
+        final = status is Status.FAILED
+        # once, with what debugging needs: the message and the task's own traceback (an
+        # attempt that will run again is a warning; the last one an error)
+        (logger.error if final else logger.warning)(
+            "task failed" if final else "task failed: will retry",
+            extra=fields
+            | {
+                "error_type": outcome.error["type"],
+                "error_message": outcome.error["message"],
+                "traceback": outcome.error.get("traceback"),
+                "final": final,
+            },
         )
         metrics.count(metrics.ATTEMPTS_FAILED, lane)
         if status is Status.FAILED:
