@@ -57,6 +57,8 @@ def test_get_shows_the_task(stack):
         "started_at",
         "finished_at",
         "payload_bytes",
+        "retry_at",
+        "history",
     }
     assert body["status"] == "queued" and body["attempts"] == 0 and body["result"] is None
     assert body["run_at"] is None and body["workflow_id"] is None

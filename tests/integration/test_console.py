@@ -151,6 +151,9 @@ def test_a_failed_tasks_detail_and_retry(page, stack, tmp_path):
     assert page.locator("#detail-error-line").inner_text() == "RuntimeError: the gate is shut"
     shown_input = json.loads(page.locator("#detail-payload").inner_text())
     assert shown_input == {"file": str(gate), "value": 7}  # what it was submitted with
+    failed_attempt = page.locator('#detail-history tbody tr[data-outcome="failed"]')
+    expect(failed_attempt).to_have_count(1)
+    assert "RuntimeError: the gate is shut" in failed_attempt.inner_text()
     assert "Traceback" in page.locator("#detail-traceback").inner_text()
     assert page.locator('dd[data-field="attempts"]').inner_text() == "1"
     payload_size = page.locator('dd[data-field="payload"]').inner_text()
@@ -163,6 +166,10 @@ def test_a_failed_tasks_detail_and_retry(page, stack, tmp_path):
     expect(page.locator("#message")).to_have_text("queued again")
     page.locator('#detail-view[data-status="succeeded"]').wait_for(timeout=60_000)  # live
     assert json.loads(page.locator("#detail-result").inner_text()) == 7
+    outcomes = page.locator("#detail-history tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.outcome)"
+    )
+    assert outcomes == ["failed", "succeeded"]  # the failure before the retry is kept
     assert page.locator("#detail-error").is_hidden() and page.locator("#retry").is_hidden()
     page.screenshot(path=tmp_path / "console-retried.png", full_page=True)
     assert page.errors == []

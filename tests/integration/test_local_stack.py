@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import ROOT, wait_for
 from tests.integration.devstack import (
+    clean_environment,
     final,
     http,
     running_stack,
@@ -73,7 +77,7 @@ def test_an_always_failing_task_dead_letters_and_ends_failed(local_stack):
     ]  # each attempt's failure, once, with its message and the task's own traceback
     assert len(failures) == MAX_RECEIVES, failures
     assert all(f["error_message"] == "always fails: e2e" for f in failures)
-    assert all('in fail\n    raise ValueError' in f["traceback"] for f in failures), failures
+    assert all("in fail\n    raise ValueError" in f["traceback"] for f in failures), failures
     wait_for(
         lambda: any("task dead-lettered" in line and task_id in line for line in local_stack.lines),
         10,
@@ -109,6 +113,28 @@ def test_cli_lists_shows_and_submits(local_stack):
 
 
 @pytest.mark.slow
+def test_tasklane_env_is_all_python_needs_to_use_the_stack(local_stack):
+    printed = local_stack.cli("env")
+    assert printed.returncode == 0, printed.stderr
+    exports = dict(
+        shlex.split(line.removeprefix("export "))[0].split("=", 1)
+        for line in printed.stdout.splitlines()
+    )
+    assert {"DATABASE_URL", "AWS_ENDPOINT_URL_SQS", "LAMBDA_QUEUE_URL"} <= set(exports)
+    script = "from tests import tasks; print(tasks.echo.delay('from my shell').get(timeout=60))"
+    ran = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=clean_environment() | exports | {"PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "{'echo': 'from my shell'}"
+
+
+@pytest.mark.slow
 def test_cli_stats_and_bulk_retry_through_the_api(local_stack):
     """The same commands go to a deployed API with --api (signed, or with --token); here to the
     local stack's, named explicitly as a deployed one would be."""
@@ -118,6 +144,7 @@ def test_cli_stats_and_bulk_retry_through_the_api(local_stack):
     shown = local_stack.cli(*api, "show", failed)
     assert "Traceback (most recent call last)" in shown.stdout, shown.stdout
     assert "fail_twice" in shown.stdout  # the task's own frames, not the last line only
+    assert shown.stdout.count("RuntimeError:") >= 3  # each attempt in its history, and the last
     stats = local_stack.cli(*api, "stats")
     assert stats.returncode == 0, stats.stderr
     assert "failed" in stats.stdout and "lambda_dlq" not in stats.stdout

@@ -168,6 +168,25 @@ def test_stats_count_by_status_and_lane_and_show_the_backlog(stack):
     assert stats["queue_depths"] == {"lambda": 0, "lambda_dlq": 1, "celery": 0, "celery_dlq": 0}
 
 
+def test_the_backlog_leaves_out_tasks_not_yet_due(stack):
+    """Waiting out a countdown or a retry's delay is not being late: the backlog's age counts
+    only what could be delivered now, from when it could."""
+    (late,) = insert(1, status="queued", age_s=600)  # created long ago, due a minute ago
+    retrying, counting_down = insert(2, status="queued", age_s=900)
+    with database.engine().begin() as conn:
+        for task_id, column, delta in (
+            (late, "run_at", "- interval '60 seconds'"),
+            (retrying, "retry_at", "+ interval '5 minutes'"),
+            (counting_down, "run_at", "+ interval '5 minutes'"),
+        ):
+            conn.execute(
+                text(f"UPDATE tasks SET {column} = now() {delta} WHERE id = :id"), {"id": task_id}
+            )
+    stats = call_api("GET", "/stats")[2]
+    assert 55 <= stats["oldest_queued_seconds"]["lambda"] < 120  # since it was due
+    assert stats["counts"]["queued"]["lambda"] == 3  # all still counted by status
+
+
 # ------------------------------------------------------------------------------ retention
 def finished(ids: list[str], days_ago: float) -> None:
     with database.engine().begin() as conn:

@@ -210,6 +210,85 @@ def test_failure_then_requeue(store):
         store.requeue_failed(uuid.uuid4())
 
 
+def test_each_attempt_is_kept_in_the_history_across_a_retry(store):
+    (record,) = store.insert([new(max_attempts=3)])
+    first, second, third = claim(record.id), claim(record.id), claim(record.id)
+    store.claim(first, 0.3)
+    time.sleep(0.4)  # its process died: the lease runs out with no outcome
+    store.claim(second, 60)
+    waiting = Failure(ERROR, retry_in_s=30)
+    assert store.settle(record.id, second.token, waiting).status is Status.QUEUED
+    assert store.settle(record.id, second.token, waiting).status is Status.QUEUED  # a replay
+    queued = store.get(record.id)
+    due = (queued.retry_at - queued.updated_at).total_seconds()
+    assert 29 <= due <= 31, due  # when its message comes back
+    store.claim(third, 60)
+    assert store.get(record.id).retry_at is None
+    assert store.settle(record.id, third.token, Failure(ERROR)).status is Status.FAILED
+    store.requeue_failed(record.id)  # a manual retry: attempts counted afresh, history kept
+    fourth = claim(record.id)
+    store.claim(fourth, 60)
+    assert store.settle(record.id, fourth.token, '"ok"').status is Status.SUCCEEDED
+    history = store.get(record.id).history
+    assert [(h["attempt"], h["outcome"]) for h in history] == [
+        (1, "lost"),
+        (2, "failed"),
+        (3, "failed"),
+        (1, "succeeded"),
+    ]  # the replayed outcome appended nothing
+    assert history[1]["error"] == ERROR and history[3]["error"] is None
+    assert all(h["started_at"] <= h["finished_at"] for h in history)
+    assert ":" in history[3]["ran_on"]  # host:pid outside Lambda
+    assert store.find(TaskFilter(), 500)[0].history is None  # listings leave it out
+
+
+def test_a_retry_whose_delay_is_not_given_gets_the_lanes_back_off(store):
+    """A run lost in a worker is recorded without a delay: its retry_at is the lanes' back-off
+    of its attempt number, as SQS will deliver it; a replay leaves it as it was."""
+    from tasklane.lifecycle import retry_delay_seconds
+
+    (record,) = store.insert([new(max_attempts=5)])
+    for attempt in (1, 2, 3):
+        c = claim(record.id)
+        store.claim(c, 60)
+        store.settle(record.id, c.token, Failure(ERROR))
+        first = store.get(record.id)
+        store.settle(record.id, c.token, Failure(ERROR))  # a replay after a lost reply
+        queued = store.get(record.id)
+        assert queued.retry_at == first.retry_at
+        due = (queued.retry_at - queued.updated_at).total_seconds()
+        assert abs(due - retry_delay_seconds(attempt)) < 1.5, (attempt, due)
+
+
+def test_a_run_that_ends_without_its_outcome_is_a_lost_attempt(store):
+    """Its message dead-lettered while it ran with no outcome: the history says the attempt
+    was lost; a task failed that way keeps no retry_at."""
+    dead, retrying = store.insert([new(), new()])
+    store.claim(claim(dead.id, token=f"m-{dead.id}#t"), 0.2)
+    c = claim(retrying.id, token=f"m-{retrying.id}#t")
+    store.claim(c, 60)
+    store.settle(retrying.id, c.token, Failure(ERROR, retry_in_s=600))
+    time.sleep(0.3)
+    assert mark_dead(store, dead.id, f"m-{dead.id}") is Status.FAILED
+    assert mark_dead(store, retrying.id, f"m-{retrying.id}") is Status.FAILED
+    assert [h["outcome"] for h in store.get(dead.id).history] == ["lost"]
+    assert store.get(retrying.id).retry_at is None
+    assert [h["outcome"] for h in store.get(retrying.id).history] == ["failed"]
+
+
+def test_the_history_keeps_the_latest_attempts(store):
+    from tasklane.store.tables import HISTORY_KEPT
+
+    (record,) = store.insert([new()])
+    for _ in range(HISTORY_KEPT + 3):
+        c = claim(record.id)
+        store.claim(c, 60)
+        store.settle(record.id, c.token, Failure(ERROR))
+    history = store.get(record.id).history
+    assert len(history) == HISTORY_KEPT
+    assert history[0]["attempt"] == 4 and history[-1]["attempt"] == HISTORY_KEPT + 3
+
+
 def test_a_retry_runs_now_whatever_its_run_at_was(store):
     """A retried task must not wait for (nor be offered again until) a run_at it once had, nor
     be expired by an expiry its first life had."""

@@ -214,6 +214,10 @@ def _print_task(task: dict) -> None:
     if task.get("workflow_id"):
         times.append(f"workflow {task['workflow_id']}")
     console.print("  ".join(times), style="dim")
+    if task.get("retry_at") and task["status"] == "queued":
+        console.print(f"[yellow]waiting to retry: due again {task['retry_at']}[/yellow]")
+    if history := task.get("history"):
+        _print_history(history)
     if "payload" in task:
         _print_input(task)
     if task.get("result") is not None:
@@ -223,6 +227,26 @@ def _print_task(task: dict) -> None:
         if error.get("traceback"):
             console.print(error["traceback"].rstrip(), style="red", markup=False, highlight=False)
         console.print(f"[red]{error.get('type')}: {error.get('message')}[/red]")
+
+
+def _print_history(history: list[dict]) -> None:
+    table = Table(title="attempts", title_justify="left", box=None, pad_edge=False)
+    for column in ("#", "outcome", "started", "took", "error", "ran on"):
+        table.add_column(column, overflow="fold")
+    for entry in history:
+        started, finished = _moment(entry.get("started_at")), _moment(entry.get("finished_at"))
+        took = f"{(finished - started).total_seconds():.3f} s" if started and finished else "-"
+        error = entry.get("error") or {}
+        style = STATUS_STYLE.get(entry["outcome"], "yellow")
+        table.add_row(
+            str(entry["attempt"]),
+            f"[{style}]{entry['outcome']}[/{style}]",
+            entry.get("started_at") or "-",
+            took,
+            f"{error.get('type')}: {error.get('message')}" if error else "",
+            entry.get("ran_on") or "",
+        )
+    console.print(table)
 
 
 def _print_input(task: dict) -> None:
@@ -426,6 +450,21 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_env(args: argparse.Namespace) -> int:
+    """Exports for Python code against the running ``tasklane dev`` (``eval "$(tasklane
+    env)"``): without them ``.delay()`` cannot reach its SQS and the task stays pending."""
+    import shlex
+
+    from tasklane.local.stack import read_state
+
+    state = read_state(args.data_dir)
+    if not state or "client_env" not in state:
+        raise TasklaneError(f"no `tasklane dev` running here (--data-dir {args.data_dir})")
+    for name, value in sorted(state["client_env"].items()):
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
 def cmd_openapi(args: argparse.Namespace) -> int:
     from tasklane import api
 
@@ -536,6 +575,9 @@ def parser() -> argparse.ArgumentParser:
         run=cmd_schedules
     )
 
+    sub.add_parser(
+        "env", help="print the exports Python code needs to use the running `tasklane dev`"
+    ).set_defaults(run=cmd_env)
     openapi = sub.add_parser("openapi", help="print (or write) the API's OpenAPI document")
     openapi.add_argument("--output", "-o", help="a file to write, e.g. openapi.json")
     openapi.set_defaults(run=cmd_openapi)

@@ -317,8 +317,25 @@ class LocalStack:
             "parameters": self.options.parameters,
             "pid": os.getpid(),
             "children": self.child_pids(),
+            "client_env": self.client_env(),
         }
         (self.options.data_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+    def client_env(self) -> dict[str, str]:
+        """What Python code of the application needs to submit to this stack and read its
+        tasks (``tasklane env`` prints it as exports): the functions' own settings, SQS's
+        endpoint, a region and moto's credentials."""
+        from tasklane.config import ENV_VARS
+        from tasklane.local.sqs import FAKE_CREDENTIALS
+
+        chosen: dict[str, str] = {}
+        for env in self.environments.values():
+            chosen |= {k: v for k, v in env.items() if k in ENV_VARS and k != "API_AUTHORIZATION"}
+        return (
+            chosen
+            | {"DATABASE_URL": self.database_url, "AWS_ENDPOINT_URL_SQS": self.sqs_endpoint}
+            | FAKE_CREDENTIALS
+        )
 
     def child_pids(self) -> list[int]:
         pids = [p.pid for p in self.processes]

@@ -194,15 +194,39 @@ class ListedTask(TaskSummary):
         description="When the task is due, if it was asked to run later"
     )
     workflow_id: str | None = Field(None, description="The workflow it is a step of, if any")
-    started_at: datetime | None = Field(None, description="When its last attempt started")
+    started_at: datetime | None = Field(None, description="When its first attempt started")
     finished_at: datetime | None = Field(None, description="When it reached a final status")
     payload_bytes: int | None = Field(
         None, description="The payload's size as stored (compressed); null once pruned"
+    )
+    retry_at: datetime | None = Field(
+        None,
+        description="A queued task waiting to be retried after a failed attempt: when its "
+        "message is delivered again (null otherwise)",
+    )
+
+
+class Attempt(BaseModel):
+    """One attempt of a task, as its history keeps it."""
+
+    attempt: int = Field(description="Its number (counted afresh after a manual retry)")
+    started_at: datetime | None
+    finished_at: datetime | None = Field(
+        description="When it ended (for a lost one: when another delivery took the task over)"
+    )
+    outcome: Literal["succeeded", "failed", "cancelled", "lost"]
+    error: TaskError | None = Field(None, description="A failed attempt's error (no traceback)")
+    ran_on: str | None = Field(
+        None, description="Where it ran: a Lambda log stream, or a worker's host:pid"
     )
 
 
 class TaskDetail(ListedTask):
     result: Any = Field(description="The task's JSON result, once succeeded")
+    history: list[Attempt] = Field(
+        default_factory=list,
+        description="Its attempts, oldest first (the last 50), kept across a manual retry",
+    )
     payload: Any = Field(
         None,
         description="With include=payload: the task's input as JSON; when it is longer than "

@@ -37,6 +37,8 @@ def detail(record: TaskRecord) -> dict[str, Any]:
         "run_at": record.run_at,
         "workflow_id": str(record.workflow_id) if record.workflow_id else None,
         "payload_bytes": record.payload_bytes,
+        "retry_at": record.retry_at,
+        "history": record.history or [],
     }
 
 
@@ -55,7 +57,7 @@ def listed(record: TaskRecord) -> dict[str, Any]:
     """A task in a listing: its detail without the result and the error's traceback (a page
     of 500 fits in a response whatever the tasks hold; GET /tasks/{id} has the rest)."""
     item = detail(record)
-    del item["result"]
+    del item["result"], item["history"]
     if item["error"]:
         item["error"] = {k: v for k, v in item["error"].items() if k != "traceback"}
     return item

@@ -188,13 +188,21 @@
   }
 
   function copyButton(text) {
-    return el("button", { type: "button", class: "copy", "data-copy": text, title: `copy ${text}`, "aria-label": "copy the id", text: "⧉" });
+    return el("button", { type: "button", class: "copy", "data-copy": text, title: `copy ${text}`, "aria-label": "copy the id", text: "copy" });
   }
 
   function runtime(task) {
     if (!task.started_at || !task.finished_at) return "–";
     const seconds = (Date.parse(task.finished_at) - Date.parse(task.started_at)) / 1000;
     return seconds < 10 ? `${seconds.toFixed(2)} s` : age(seconds);
+  }
+
+  // A queued task waiting out a retry's delay says so, with when it comes back.
+  function statusCell(task) {
+    const waiting = task.status === "queued" && task.retry_at && Date.parse(task.retry_at) > Date.now();
+    if (!waiting) return badge(task.status);
+    return el("span", { class: "retrying", title: `retried ${task.retry_at}` }, badge("retrying"), " ",
+      when(task.retry_at));
   }
 
   function row(task) {
@@ -204,7 +212,7 @@
         copyButton(task.id)),
       el("td", { text: task.task }),
       el("td", { text: task.lane }),
-      el("td", {}, badge(task.status)),
+      el("td", {}, statusCell(task)),
       el("td", { class: "num", text: task.attempts }),
       el("td", {}, when(task.created_at)),
       el("td", { class: "num runtime", text: runtime(task) }),
@@ -313,7 +321,7 @@
   // ------------------------------------------------------------------ one task
   async function loadTask(id) {
     const task = await api("GET", `tasks/${encodeURIComponent(id)}?include=payload`);
-    $("detail-title").replaceChildren(`${task.task} `, badge(task.status));
+    $("detail-title").replaceChildren(`${task.task} `, statusCell(task));
     const fields = [
       ["id", el("span", {}, el("code", { text: task.id }), " ", copyButton(task.id))],
       ["lane", task.lane], ["attempts", String(task.attempts)],
@@ -326,6 +334,16 @@
     $("detail-fields").replaceChildren(...fields.flatMap(([name, value]) =>
       [el("dt", { text: name }), el("dd", { "data-field": name }, value)]));
     $("detail-result").textContent = pretty(task.result);
+    const attempts = (task.history || []).map((a) => el("tr", { "data-outcome": a.outcome },
+      el("td", { class: "num", text: a.attempt }),
+      el("td", {}, badge(a.outcome)),
+      el("td", {}, when(a.started_at)),
+      el("td", { class: "num", text: a.started_at && a.finished_at
+        ? `${((Date.parse(a.finished_at) - Date.parse(a.started_at)) / 1000).toFixed(2)} s` : "–" }),
+      el("td", { text: a.error ? `${a.error.type}: ${a.error.message}` : "" }),
+      el("td", { class: "muted", text: a.ran_on || "" })));
+    $("detail-history").tBodies[0].replaceChildren(...(attempts.length ? attempts
+      : [el("tr", {}, el("td", { colspan: 6, class: "muted", text: "not run yet" }))]));
     if (task.payload_pruned) $("detail-payload-note").textContent = "(pruned)";
     else if (task.payload_truncated) {
       $("detail-payload-note").textContent =

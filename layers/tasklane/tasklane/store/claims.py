@@ -6,6 +6,8 @@ token are in every ``WHERE``). A claim given back keeps a cancel request.
 from __future__ import annotations
 
 import functools
+import os
+import socket
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
@@ -23,16 +25,26 @@ from sqlalchemy import (
     cast,
     func,
     literal,
+    literal_column,
+    null,
     or_,
     select,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
-from tasklane.lifecycle import CLAIMABLE, IN_FLIGHT, Status
+from tasklane.lifecycle import CLAIMABLE, IN_FLIGHT, MAX_BACKOFF_S, Status
 from tasklane.store.base import StoreBase
 from tasklane.store.records import Claim, Claimed, Failure, NotClaimed, Settled, TaskRecord
-from tasklane.store.sql import STOPPED, JsonText, data_errors_as_invalid, unavailable_as_error
+from tasklane.store.sql import (
+    STOPPED,
+    JsonText,
+    attempt_entry,
+    data_errors_as_invalid,
+    history_with,
+    lost_attempt,
+    unavailable_as_error,
+)
 from tasklane.store.tables import tasks
 
 
@@ -56,6 +68,31 @@ _TOKEN = bindparam("outcome_token", type_=Text)
 _RESULT = bindparam("outcome_result", type_=JsonText())
 _ERROR = bindparam("outcome_error", type_=JSONB)
 _FINAL = bindparam("outcome_final", type_=Boolean)
+#: What an attempt's history entry says that Postgres does not know: its error, where it ran.
+_ENTRY = bindparam("outcome_entry", type_=JSONB)
+_RETRY_IN = bindparam("outcome_retry_in", type_=Interval)
+#: The characters of an error's message a history entry keeps (the task's error keeps it all).
+ENTRY_MESSAGE = 200
+
+
+def ran_on() -> str:
+    """Where an attempt runs, as its history shows it: a Lambda function's execution
+    environment (its log stream, where its lines are), or a worker's host and process."""
+    if stream := os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME"):
+        return f"{os.environ.get('AWS_LAMBDA_FUNCTION_NAME', 'lambda')} {stream}"
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+#: An adopted run's end as its history says it (a run left queued is to be retried: it failed).
+_ENDED_AS = {Status.SUCCEEDED: "succeeded", Status.CANCELLED: "cancelled"}
+
+
+def _back_off() -> Any:
+    """The delay of a retry whose caller did not say it (a run lost in a worker): the lanes'
+    back-off (:func:`tasklane.lifecycle.retry_delay_seconds`) of the row's attempt number."""
+    exponent = func.greatest(1, func.least(tasks.c.attempts, 32))
+    seconds = func.least(MAX_BACKOFF_S, func.power(2, exponent))
+    return func.make_interval(0, 0, 0, 0, 0, 0, seconds)
 
 
 def held(task_id: uuid.UUID, token: str) -> tuple[Any, ...]:
@@ -82,8 +119,16 @@ def settle_params(task_id: uuid.UUID, token: str, outcome: str | Failure) -> dic
     """The parameters of :func:`settle_statement` for one attempt's outcome."""
     mine = {"outcome_id": task_id, "outcome_token": token}
     if isinstance(outcome, Failure):
-        return mine | {"outcome_error": outcome.error, "outcome_final": outcome.final}
-    return mine | {"outcome_result": outcome}
+        message = outcome.error.get("message")  # a history keeps 50 attempts: each one short
+        error = {"type": outcome.error.get("type"), "message": message and message[:ENTRY_MESSAGE]}
+        retry_in = outcome.retry_in_s
+        return mine | {
+            "outcome_error": outcome.error,
+            "outcome_final": outcome.final,
+            "outcome_entry": {"error": error, "ran_on": ran_on()},
+            "outcome_retry_in": None if retry_in is None else timedelta(seconds=retry_in),
+        }
+    return mine | {"outcome_result": outcome, "outcome_entry": {"error": None, "ran_on": ran_on()}}
 
 
 def _claim_select(*riders: Any) -> Any:
@@ -92,6 +137,8 @@ def _claim_select(*riders: Any) -> Any:
     it. ``riders``, labelled scalar subqueries over an outcome's update, come along in the same
     round trip.
     """
+    again = tasks.c.claimed_by == _CLAIM_TOKEN  # its own claim, made again after a lost reply
+    lost = and_(tasks.c.status == Status.RUNNING.value, ~again)
     claimed = (
         update(tasks)
         .where(
@@ -113,11 +160,15 @@ def _claim_select(*riders: Any) -> Any:
         )
         .values(
             status=Status.RUNNING.value,
-            attempts=tasks.c.attempts + case((tasks.c.claimed_by == _CLAIM_TOKEN, 0), else_=1),
+            attempts=tasks.c.attempts + case((again, 0), else_=1),
             claimed_by=_CLAIM_TOKEN,
             unknown_since=None,
             lease_until=func.now() + _CLAIM_LEASE,
             started_at=func.coalesce(tasks.c.started_at, func.now()),
+            attempt_started_at=case((again, tasks.c.attempt_started_at), else_=func.now()),
+            retry_at=None,
+            # a run whose lease ran out without an outcome (its process died): it was lost
+            history=case((lost, lost_attempt()), else_=tasks.c.history),
             updated_at=func.now(),
         )
         .returning(
@@ -190,6 +241,7 @@ def _settle_update(failure: bool) -> Any:
             tasks.c.status.in_([Status.QUEUED.value, Status.FAILED.value, Status.CANCELLED.value]),
             tasks.c.error == _ERROR,
         )
+        outcome = case((asked, literal_column("'cancelled'")), else_=literal_column("'failed'"))
         return (
             update(tasks)
             .where(mine, or_(running, replayed))
@@ -202,6 +254,14 @@ def _settle_update(failure: bool) -> Any:
                 error=_ERROR,
                 lease_until=None,
                 finished_at=case((or_(asked, last), func.now()), else_=None),
+                retry_at=case(
+                    (or_(asked, last), null()),
+                    (running, func.now() + func.coalesce(_RETRY_IN, _back_off())),
+                    else_=tasks.c.retry_at,  # a replayed outcome: as its first write left it
+                ),
+                history=case(
+                    (running, history_with(attempt_entry(outcome, _ENTRY))), else_=tasks.c.history
+                ),
                 updated_at=func.now(),
             )
         )
@@ -214,6 +274,11 @@ def _settle_update(failure: bool) -> Any:
             error=None,
             lease_until=None,
             finished_at=func.coalesce(tasks.c.finished_at, func.now()),
+            retry_at=None,
+            history=case(
+                (running, history_with(attempt_entry(literal_column("'succeeded'"), _ENTRY))),
+                else_=tasks.c.history,
+            ),
             updated_at=func.now(),
         )
     )
@@ -238,6 +303,13 @@ class Claims(StoreBase):
                     lease_until=None,
                     updated_at=func.now(),
                     finished_at=func.now() if status.terminal else None,
+                    # its error, if any, is in Celery's result: the entry says how and where
+                    history=history_with(
+                        attempt_entry(
+                            literal_column(f"'{_ENDED_AS.get(status, 'failed')}'"),
+                            literal({"error": None, "ran_on": ran_on()}, JSONB),
+                        )
+                    ),
                 )
             )
         return ended.rowcount == 1
@@ -388,6 +460,11 @@ class Claims(StoreBase):
                 ),
                 lease_until=None,
                 finished_at=case((and_(requeue, ~asked), None), else_=func.now()),
+                retry_at=None,
+                history=case(
+                    (tasks.c.status == Status.RUNNING.value, lost_attempt()),
+                    else_=tasks.c.history,
+                ),
                 updated_at=func.now(),
             )
             .returning(tasks.c.status, tasks.c.lane)

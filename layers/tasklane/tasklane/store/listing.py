@@ -24,7 +24,14 @@ from tasklane.errors import TaskNotFound
 from tasklane.lifecycle import Status
 from tasklane.store.base import StoreBase
 from tasklane.store.records import TaskFilter, TaskRecord
-from tasklane.store.sql import IDS, LISTED, PUBLIC, TERMINAL_NAMES, unavailable_as_error
+from tasklane.store.sql import (
+    IDS,
+    LISTED,
+    PUBLIC,
+    TERMINAL_NAMES,
+    WITH_HISTORY,
+    unavailable_as_error,
+)
 from tasklane.store.tables import tasks
 
 
@@ -56,7 +63,7 @@ class Listing(StoreBase):
 
     def get(self, task_id: uuid.UUID) -> TaskRecord:
         with unavailable_as_error(), self._single() as conn:
-            row = conn.execute(select(*PUBLIC).where(tasks.c.id == task_id)).first()
+            row = conn.execute(select(*WITH_HISTORY).where(tasks.c.id == task_id)).first()
         if row is None:
             raise TaskNotFound(f"no task with id {task_id}")
         return TaskRecord.from_row(row)
@@ -86,7 +93,8 @@ class Listing(StoreBase):
             ]
 
     def stats(self, owner: str | None = None) -> dict[str, Any]:
-        """Counts by status and lane, the oldest queued task's age per lane (seconds), and
+        """Counts by status and lane, how long the oldest deliverable queued task has waited
+        per lane (seconds: since it was created, or due, or due to be retried), and
         tasks finished per minute over the last 15 minutes (oldest minute first): of
         ``owner``'s tasks, or of all (None)."""
         mine = [] if owner is None else [tasks.c.owner == owner]
@@ -95,9 +103,12 @@ class Listing(StoreBase):
             .where(*mine)
             .group_by(tasks.c.status, tasks.c.lane)
         )
+        # the backlog is what could be delivered now, waiting since it could: a task waiting out
+        # a countdown (run_at) or a retry's delay (retry_at) is not late
+        since = func.greatest(tasks.c.created_at, tasks.c.run_at, tasks.c.retry_at)
         oldest = (
-            select(tasks.c.lane, func.extract("epoch", func.now() - func.min(tasks.c.created_at)))
-            .where(tasks.c.status == Status.QUEUED.value, *mine)
+            select(tasks.c.lane, func.extract("epoch", func.now() - func.min(since)))
+            .where(tasks.c.status == Status.QUEUED.value, since <= func.now(), *mine)
             .group_by(tasks.c.lane)
         )
         minute = func.date_trunc(literal_column("'minute'"), tasks.c.finished_at)

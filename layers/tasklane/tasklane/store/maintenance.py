@@ -34,6 +34,7 @@ from tasklane.store.sql import (
     PUBLIC,
     RERUNNABLE,
     STOPPED,
+    lost_attempt,
     status_is,
     taken,
     unavailable_as_error,
@@ -262,6 +263,7 @@ class Maintenance(StoreBase):
                 error=func.coalesce(tasks.c.error, literal(STOPPED, JSONB)),
                 lease_until=None,
                 finished_at=func.now(),
+                history=lost_attempt(),
                 updated_at=func.now(),
             )
         )

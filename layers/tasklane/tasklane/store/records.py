@@ -36,18 +36,23 @@ class TaskRecord:
     run_at: datetime | None = None
     #: The workflow it is a step of, if any.
     workflow_id: uuid.UUID | None = None
-    #: When its last attempt started, and when it reached a final status.
+    #: When its first attempt started, and when it reached a final status.
     started_at: datetime | None = None
     finished_at: datetime | None = None
     #: The payload's size as stored in Postgres (compressed); None once pruned.
     payload_bytes: int | None = None
     #: Who submitted it ('' : no one in particular).
     owner: str = ""
+    #: When a task queued again after a failed attempt is delivered again.
+    retry_at: datetime | None = None
+    #: Its attempts, oldest first (see ``tasks.history``); read with a task alone (else None).
+    history: list[dict] | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> TaskRecord:
         m = row._mapping
-        return cls(**{c.name: m[c.name] for c in PUBLIC} | {"status": Status(m["status"])})
+        extra = {"history": m["history"]} if "history" in m else {}
+        return cls(**{c.name: m[c.name] for c in PUBLIC} | {"status": Status(m["status"])} | extra)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +146,8 @@ class Failure:
 
     error: dict
     final: bool = False
+    #: When it is not final: how soon its message is delivered again (None: not known here).
+    retry_in_s: float | None = None
 
 
 class Settled(NamedTuple):

@@ -29,7 +29,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 from tasklane.errors import InvalidRequest, StoreUnavailable
 from tasklane.lifecycle import Status
-from tasklane.store.tables import tasks
+from tasklane.store.tables import HISTORY_KEPT, tasks
 
 PUBLIC = (
     tasks.c.id,
@@ -46,12 +46,19 @@ PUBLIC = (
     tasks.c.started_at,
     tasks.c.finished_at,
     tasks.c.owner,
+    tasks.c.retry_at,
     # the stored (compressed) size: read from the value's header, never the payload itself
     func.pg_column_size(tasks.c.payload).label("payload_bytes"),
 )
 
 
-#: A retried task's new life: ``pending`` now, its attempts and its past forgotten.
+#: A task read alone (``GET /tasks/{id}``): with its history of attempts, which reads of many
+#: tasks (and the RETURNING of bulk writes) leave out: it may be tens of kilobytes.
+WITH_HISTORY = (*PUBLIC, tasks.c.history)
+
+
+#: A retried task's new life: ``pending`` now, its attempts counted afresh (its ``history``
+#: of attempts is kept: what failed before is what the retry is about).
 FRESH_LIFE = {
     "status": Status.PENDING.value,
     "attempts": 0,
@@ -63,6 +70,9 @@ FRESH_LIFE = {
     "expires_at": None,
     "result": None,
     "error": None,
+    "started_at": None,
+    "attempt_started_at": None,
+    "retry_at": None,
     "finished_at": None,
     "updated_at": func.now(),
 }
@@ -214,3 +224,41 @@ def cancelled_unrun(message: str) -> dict[str, Any]:
         "finished_at": func.now(),
         "updated_at": func.now(),
     }
+
+
+# -- a task's history of attempts (tasks.history) ------------------------------------------
+def _key(name: str) -> Any:
+    return literal_column(f"'{name}'")  # a constant key of jsonb_build_object (not a parameter)
+
+
+def history_with(entry: Any) -> Any:
+    """The row's history with ``entry`` last, the oldest dropped past :data:`HISTORY_KEPT`."""
+    grown = func.coalesce(tasks.c.history, literal_column("'[]'::jsonb")).op(
+        "||", return_type=JSONB
+    )(func.jsonb_build_array(entry))
+    return case(
+        (func.jsonb_array_length(grown) > HISTORY_KEPT, grown.op("-", return_type=JSONB)(0)),
+        else_=grown,
+    )
+
+
+def lost_attempt() -> Any:
+    """The history of a running row whose run is over without an outcome of its own (its lease
+    ran out: its process died): that attempt, ``lost``. Only for a row that is ``running``."""
+    return history_with(attempt_entry(literal_column("'lost'")))
+
+
+def attempt_entry(outcome: Any, extra: Any = None) -> Any:
+    """One attempt's history entry, as it ends: its number, start, end and outcome (``extra``,
+    a jsonb parameter: its error and where it ran)."""
+    known = func.jsonb_build_object(
+        _key("attempt"),
+        tasks.c.attempts,
+        _key("started_at"),
+        tasks.c.attempt_started_at,
+        _key("finished_at"),
+        func.now(),
+        _key("outcome"),
+        outcome,
+    )
+    return known if extra is None else extra.op("||", return_type=JSONB)(known)

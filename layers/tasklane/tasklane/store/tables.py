@@ -24,6 +24,9 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 metadata = MetaData()
 
 
+#: The attempts a task's history keeps, the latest.
+HISTORY_KEPT = 50
+
 tasks = Table(
     "tasks",
     metadata,
@@ -68,6 +71,13 @@ tasks = Table(
     Column("workflow_id", UUID(as_uuid=True)),
     #: Its place there: ``{"after": [ids], "input": template, "bound": bool, "then": [ids]}``.
     Column("step", JSONB(none_as_null=True)),
+    #: The current attempt's start (``started_at`` is the first attempt's).
+    Column("attempt_started_at", DateTime(timezone=True)),
+    #: Its attempts, oldest first (the last :data:`HISTORY_KEPT`): ``{"attempt", "started_at",
+    #: "finished_at", "outcome", "error": {"type", "message"}, "ran_on"}`` each.
+    Column("history", JSONB(none_as_null=True)),
+    #: When a task queued again after a failed attempt is delivered again (null otherwise).
+    Column("retry_at", DateTime(timezone=True)),
     #: A Celery task's meta beyond these columns (:mod:`tasklane.results`): its Celery state,
     #: traceback, children, group and parent, the extended request fields.
     Column("celery", JSONB(none_as_null=True)),
