@@ -80,7 +80,12 @@ def ran_on() -> str:
     environment (its log stream, where its lines are), or a worker's host and process."""
     if stream := os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME"):
         return f"{os.environ.get('AWS_LAMBDA_FUNCTION_NAME', 'lambda')} {stream}"
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return f"{_hostname()}:{os.getpid()}"  # the pid read each time: a pool process forks
+
+
+@functools.cache
+def _hostname() -> str:
+    return socket.gethostname()
 
 
 #: An adopted run's end as its history says it (a run left queued is to be retried: it failed).

@@ -232,14 +232,16 @@ def _key(name: str) -> Any:
 
 
 def history_with(entry: Any) -> Any:
-    """The row's history with ``entry`` last, the oldest dropped past :data:`HISTORY_KEPT`."""
-    grown = func.coalesce(tasks.c.history, literal_column("'[]'::jsonb")).op(
-        "||", return_type=JSONB
-    )(func.jsonb_build_array(entry))
-    return case(
-        (func.jsonb_array_length(grown) > HISTORY_KEPT, grown.op("-", return_type=JSONB)(0)),
-        else_=grown,
+    """The row's history with ``entry`` last, the oldest dropped past :data:`HISTORY_KEPT`.
+    (On the hot path: the old array's length is read once, and the array is built once.)"""
+    kept = case(
+        (
+            func.coalesce(func.jsonb_array_length(tasks.c.history), 0) >= HISTORY_KEPT,
+            tasks.c.history.op("-", return_type=JSONB)(literal_column("0")),
+        ),
+        else_=func.coalesce(tasks.c.history, literal_column("'[]'::jsonb")),
     )
+    return kept.op("||", return_type=JSONB)(func.jsonb_build_array(entry))
 
 
 def lost_attempt() -> Any:
