@@ -215,3 +215,42 @@ def test_ctrl_c_stops_everything_and_leaves_no_process(local_stack):
         ), pid
     assert not (local_stack.dir / "state" / "postgres" / "postmaster.pid").exists()
     assert not (local_stack.dir / "state" / "stack.json").exists()
+
+
+def _curl_examples() -> list[tuple[str, str, str, str]]:
+    """Every ``curl`` that changes something in the docs (a console block's ``curl -X POST``,
+    continuation lines joined): (page, method, path, body)."""
+    found = []
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        text = page.read_text()
+        for block in re.findall(r"```console\n(.*?)```", text, flags=re.S):
+            joined = re.sub(r"\\\n\s*", " ", block)
+            for command in re.findall(r"^\$ (curl .*?)(?=^\$ |\Z)", joined, flags=re.S | re.M):
+                words = shlex.split(command.split("  #")[0].replace("\n", " "))
+                if "-X" not in words:
+                    continue
+                method = words[words.index("-X") + 1]
+                url = next(w for w in words if w.startswith("localhost:3000"))
+                body = words[words.index("-d") + 1] if "-d" in words else None
+                found.append((page.name, method, url.removeprefix("localhost:3000"), body))
+    return found
+
+
+@pytest.mark.slow
+def test_every_curl_example_in_the_docs_runs(local_stack):
+    examples = _curl_examples()
+    assert {page for page, *_ in examples} >= {"getting-started.md", "workflows.md"}
+    for page, method, path, body in examples:
+        status, answer = http(method, f"{local_stack.api}{path}", json.loads(body))
+        assert status == 202, (page, status, answer)
+        if path == "/workflows":
+            wait_for(
+                lambda answer=answer: (
+                    http("GET", f"{local_stack.api}/workflows/{answer['id']}")[1]["status"]
+                    == "succeeded"
+                ),
+                120,
+                what=f"the workflow of {page}",
+            )
+        else:
+            assert final(local_stack, answer["id"], timeout=120)["status"] == "succeeded", page

@@ -21,6 +21,13 @@ def wordcount(payload: dict) -> dict:
     return {"words": len(words), "top": [[w, n] for w, n in top if w]}
 
 
+@task(name="text.total", lane="lambda")
+def total(payload: list) -> dict:
+    """A chord's body: the words its header's ``text.wordcount`` runs counted, summed (a body
+    receives the list of its header's results)."""
+    return {"words": sum(part["words"] for part in payload), "parts": len(payload)}
+
+
 @task(name="math.primes", lane="celery")
 def primes(payload: dict) -> dict:
     """Count primes below ``limit`` with a sieve: CPU-heavy work for the Celery lane."""
