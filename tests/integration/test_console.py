@@ -175,6 +175,36 @@ def test_a_failed_tasks_detail_and_retry(page, stack, tmp_path):
     assert page.errors == []
 
 
+def test_a_workflow_from_one_of_its_tasks(page, stack, tmp_path):
+    chord = {
+        "chord": {
+            "header": [
+                {"task": "text.wordcount", "payload": {"text": "a b"}},
+                {"task": "text.wordcount", "payload": {"text": "c"}},
+            ],
+            "body": {"task": "text.total"},
+        }
+    }
+    status, created = http("POST", f"{stack.api}/workflows", chord)
+    assert status == 202, created
+    body = created["tasks"][-1]["id"]
+    assert final(stack, body)["status"] == "succeeded"
+
+    page.goto(f"{stack.api}/console#/tasks/{created['tasks'][0]['id']}")
+    page.click('dd[data-field="workflow"] a')
+    page.locator('#workflow-view[data-status="succeeded"]').wait_for()
+    rows = page.locator("#workflow-tasks tbody tr")
+    expect(rows).to_have_count(3)
+    assert rows.evaluate_all("rows => rows.map(r => r.dataset.id)") == [
+        t["id"] for t in created["tasks"]
+    ]
+    assert json.loads(page.locator("#workflow-result").inner_text()) == {"words": 3, "parts": 2}
+    page.screenshot(path=tmp_path / "console-workflow.png", full_page=True)
+    page.click(f'#workflow-tasks tr[data-id="{body}"] a')  # on to one of its tasks
+    page.locator('#detail-view[data-status="succeeded"]').wait_for()
+    assert page.errors == []
+
+
 def test_bulk_retry_of_the_failed_tasks_a_filter_finds(page, stack, tmp_path):
     gate = tmp_path / "gate"
     ids = [submit(stack, "wf.gate", {"file": str(gate), "value": i}) for i in range(3)]

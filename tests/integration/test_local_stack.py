@@ -199,24 +199,6 @@ def test_reconcile_sends_the_running_stacks_due_tasks(local_stack):
     assert final(local_stack, body["id"])["result"] == {"echo": "later"}
 
 
-@pytest.mark.slow
-def test_ctrl_c_stops_everything_and_leaves_no_process(local_stack):
-    """Last in this module: it stops the stack the tests above share."""
-    state = local_stack.state()
-    children = state["children"]
-    assert len(children) >= 4  # moto, the celery worker, a process per function
-    os.killpg(local_stack.process.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
-    assert local_stack.process.wait(60) == 0
-    assert "local stack stopped" in local_stack.output()
-    for pid in children:
-        assert (
-            not Path(f"/proc/{pid}").exists()
-            or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
-        ), pid
-    assert not (local_stack.dir / "state" / "postgres" / "postmaster.pid").exists()
-    assert not (local_stack.dir / "state" / "stack.json").exists()
-
-
 def _curl_examples() -> list[tuple[str, str, str, str]]:
     """Every ``curl`` that changes something in the docs (a console block's ``curl -X POST``,
     continuation lines joined): (page, method, path, body)."""
@@ -244,6 +226,8 @@ def test_every_curl_example_in_the_docs_runs(local_stack):
         status, answer = http(method, f"{local_stack.api}{path}", json.loads(body))
         assert status == 202, (page, status, answer)
         if path == "/workflows":
+            shown = local_stack.cli("workflow", answer["id"])
+            assert shown.returncode == 0 and answer["tasks"][0]["id"] in shown.stdout
             wait_for(
                 lambda answer=answer: (
                     http("GET", f"{local_stack.api}/workflows/{answer['id']}")[1]["status"]
@@ -254,3 +238,31 @@ def test_every_curl_example_in_the_docs_runs(local_stack):
             )
         else:
             assert final(local_stack, answer["id"], timeout=120)["status"] == "succeeded", page
+    chord = next(body for _, _, path, body in examples if path == "/workflows")
+    _, created = http("POST", f"{local_stack.api}/workflows", json.loads(chord))
+    final(local_stack, created["tasks"][-1]["id"], timeout=120)
+    shown = local_stack.cli("workflow", created["id"])  # `tasklane workflow ID`
+    assert shown.returncode == 0, shown.stderr
+    assert "succeeded" in shown.stdout and '"words": 3' in shown.stdout  # the body's result
+    assert all(task["id"] in shown.stdout for task in created["tasks"])
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_everything_and_leaves_no_process(local_stack):
+    """Last in this module: it stops the stack the tests above share. A second Ctrl-C while it
+    stops hurries it (what is left is killed), and still leaves nothing behind."""
+    state = local_stack.state()
+    children = state["children"]
+    assert len(children) >= 4  # moto, the celery worker, a process per function
+    os.killpg(local_stack.process.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
+    wait_for(lambda: "stopping" in local_stack.output(), 10, what="the stack to start stopping")
+    os.killpg(local_stack.process.pid, signal.SIGINT)  # an impatient second Ctrl-C
+    assert local_stack.process.wait(60) == 0
+    assert "local stack stopped" in local_stack.output()
+    for pid in children:
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+        ), pid
+    assert not (local_stack.dir / "state" / "postgres" / "postmaster.pid").exists()
+    assert not (local_stack.dir / "state" / "stack.json").exists()

@@ -24,6 +24,14 @@ def test_a_taken_port_says_which_and_what_to_do(tmp_path):
         stack = LocalStack(Options(template=ROOT / "template.yaml", port=port, data_dir=tmp_path))
         with pytest.raises(ConfigurationError, match=f"port {port} is taken.*--port"):
             stack.start()
+        options = Options(
+            template=ROOT / "template.yaml",
+            port=free_port(),
+            postgres_port=port,
+            data_dir=tmp_path,
+        )
+        with pytest.raises(ConfigurationError, match=f"port {port} is taken.*--postgres-port"):
+            LocalStack(options).start()
 
 
 @pytest.mark.parametrize(

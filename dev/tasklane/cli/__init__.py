@@ -269,6 +269,44 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_workflow(args: argparse.Namespace) -> int:
+    """A workflow: its status, result or the error that failed it, and its tasks in the order
+    of its description (every page of them)."""
+    api = _api(args)
+    body = api.request("GET", f"/workflows/{args.id}")
+    tasks = list(body["tasks"])
+    while body.get("next_cursor"):
+        body = api.request("GET", f"/workflows/{args.id}", query={"cursor": body["next_cursor"]})
+        tasks += body["tasks"]
+    style = STATUS_STYLE.get(body["status"], "")
+    console.print(
+        f"[bold]workflow {body['id']}[/bold]  [{style}]{body['status']}[/{style}]  "
+        f"{len(tasks)} tasks, created {_age(_moment(body['created_at']))} ago"
+    )
+    table = Table(box=None, pad_edge=False)
+    table.add_column("#", justify="right")
+    table.add_column("id", no_wrap=True, min_width=36)
+    table.add_column("task", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    for number, task in enumerate(tasks, 1):
+        task_style = STATUS_STYLE.get(task["status"], "")
+        table.add_row(
+            str(number), task["id"], task["task"], f"[{task_style}]{task['status']}[/{task_style}]"
+        )
+    console.print(table)
+    if error := body.get("error"):
+        console.print(
+            f"[red]failed by {error['task']} {error['task_id']}: "
+            f"{error.get('type')}: {error.get('message')}[/red]"
+        )
+    elif body.get("result_omitted"):
+        console.print(f"[dim]result left out: {body['result_omitted']}[/dim]")
+    elif body["status"] == "succeeded":
+        console.print("[bold]result[/bold]")
+        console.print_json(json.dumps(body["result"]))
+    return 0
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     raw = Path(args.payload[1:]).read_text() if args.payload.startswith("@") else args.payload
     try:
@@ -534,6 +572,10 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("id")
     show.add_argument("--no-input", action="store_true", help="leave the task's input out")
     show.set_defaults(run=cmd_show)
+
+    workflow = sub.add_parser("workflow", help="show one workflow: its tasks and result")
+    workflow.add_argument("id")
+    workflow.set_defaults(run=cmd_workflow)
 
     submit = sub.add_parser("submit", help="submit a task through the HTTP API")
     submit.add_argument("name")

@@ -126,7 +126,14 @@ class LocalStack:
             self.database_url = url
         else:
             data = (self.options.data_dir / "postgres").resolve()
-            self.postgres = LocalPostgres(data, self.options.postgres_port).start()
+            port = self.options.postgres_port
+            cluster = LocalPostgres(data, port)
+            if not cluster.running and not port_is_free(port):
+                raise ConfigurationError(
+                    f"port {port} is taken, and Postgres listens there: stop what uses it "
+                    "(another `tasklane dev`?) or pass --postgres-port"
+                )
+            self.postgres = cluster.start()
             self.postgres.create_database("tasklane")
             self.database_url = self.postgres.url("tasklane")
         engine = create_engine(self.database_url)
@@ -361,7 +368,24 @@ class LocalStack:
             self.stop()
 
     def stop(self) -> None:
+        """Stop everything it started, in order: the API, the Celery worker (a warm shutdown),
+        the functions, moto, Postgres; and remove the state file. Another Ctrl-C meanwhile
+        hurries it (what is left is killed, Postgres stops at once) but never cuts it short."""
         logstream.set_part("stack")
+        logger.info("stopping: Ctrl-C again to hurry")
+        hurry = threading.Event()
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, lambda *_: hurry.set())
+        try:
+            self._stop_parts(hurry)
+        finally:
+            (self.options.data_dir / STATE_FILE).unlink(missing_ok=True)
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        logger.info("local stack stopped")
+
+    def _stop_parts(self, hurry: threading.Event) -> None:
         self.stop_event.set()
         if self.api:
             self.api.close()
@@ -371,11 +395,11 @@ class LocalStack:
                 process.send_signal(signal.SIGTERM)  # Celery's warm shutdown
         deadline = time.monotonic() + 30
         for process in self.processes:
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            while process.poll() is None and time.monotonic() < deadline and not hurry.is_set():
+                time.sleep(0.1)
+            if process.poll() is None:
                 process.kill()
-                process.wait()
+            process.wait()
         self.processes.clear()
         for source in self.sources:
             source.close()
@@ -383,15 +407,13 @@ class LocalStack:
             pool.close()
         for thread in self.threads:
             if thread.name != "api":
-                thread.join(timeout=5)
+                thread.join(timeout=0.5 if hurry.is_set() else 5)
         if self.moto:
             self.moto.stop()
             self.moto = None
         if self.postgres:
-            self.postgres.stop()
+            self.postgres.stop(mode="immediate" if hurry.is_set() else "fast")
             self.postgres = None
-        (self.options.data_dir / STATE_FILE).unlink(missing_ok=True)
-        logger.info("local stack stopped")
 
 
 def banner(stack: LocalStack) -> str:

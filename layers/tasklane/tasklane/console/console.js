@@ -330,7 +330,9 @@
       ["finished", when(task.finished_at)], ["runtime", runtime(task)],
       ["updated", when(task.updated_at)],
     ];
-    if (task.workflow_id) fields.push(["workflow", task.workflow_id]);
+    if (task.workflow_id) {
+      fields.push(["workflow", el("a", { href: `#/workflows/${task.workflow_id}`, text: task.workflow_id })]);
+    }
     $("detail-fields").replaceChildren(...fields.flatMap(([name, value]) =>
       [el("dt", { text: name }), el("dd", { "data-field": name }, value)]));
     $("detail-result").textContent = pretty(task.result);
@@ -375,12 +377,41 @@
   }));
 
   // ------------------------------------------------------------------ routing and refresh
+  // ------------------------------------------------------------------ one workflow
+  async function loadWorkflow(id) {
+    let body = await api("GET", `workflows/${encodeURIComponent(id)}`);
+    const tasks = [...body.tasks];
+    while (body.next_cursor) {
+      body = await api("GET", `workflows/${encodeURIComponent(id)}?cursor=${encodeURIComponent(body.next_cursor)}`);
+      tasks.push(...body.tasks);
+    }
+    $("workflow-title").replaceChildren(`workflow ${shortId(body.id)} `, badge(body.status), " ",
+      copyButton(body.id));
+    $("workflow-tasks").tBodies[0].replaceChildren(...tasks.map((task, i) =>
+      el("tr", { "data-id": task.id, "data-status": task.status },
+        el("td", { class: "num", text: i + 1 }),
+        el("td", { class: "id" }, el("a", { href: `#/tasks/${task.id}`, title: task.id, text: shortId(task.id) })),
+        el("td", { text: task.task }),
+        el("td", {}, badge(task.status)))));
+    $("workflow-error").hidden = !body.error;
+    if (body.error) {
+      $("workflow-error").textContent =
+        `failed by ${body.error.task} (${body.error.task_id}): ${body.error.type}: ${body.error.message}`;
+    }
+    $("workflow-result").textContent = body.result_omitted || pretty(body.result);
+    $("workflow-view").dataset.status = body.status;
+  }
+
   function route() {
     const hash = location.hash || "#/";
     const match = hash.match(/^#\/tasks\/([^/?]+)/);
+    const workflow = hash.match(/^#\/workflows\/([^/?]+)/);
     if (match) {
       state.view = "task";
       state.taskId = decodeURIComponent(match[1]);
+    } else if (workflow) {
+      state.view = "workflow";
+      state.workflowId = decodeURIComponent(workflow[1]);
     } else {
       state.view = "list";
       const params = new URLSearchParams(hash.split("?")[1] || "");
@@ -390,6 +421,7 @@
     }
     $("list-view").hidden = state.view !== "list";
     $("detail-view").hidden = state.view !== "task";
+    $("workflow-view").hidden = state.view !== "workflow";
     say("");
     return refresh();
   }
@@ -397,6 +429,7 @@
   async function refresh() {
     const work = [loadStats()];
     if (state.view === "task") work.push(loadTask(state.taskId));
+    else if (state.view === "workflow") work.push(loadWorkflow(state.workflowId));
     else if (!state.paged) work.push(loadTasks(false));
     await guarded(() => Promise.all(work));
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
