@@ -646,6 +646,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tasklane import logs
+
+    logs.serve()  # the CLI is tasklane at work (the local stack, a prune): it says what it does
     args = parser().parse_args(argv)
     try:
         return args.run(args)
