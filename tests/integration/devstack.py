@@ -93,18 +93,23 @@ class Stack:
 
     def cli(self, *args: str, columns: int = 200) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "tasklane.cli", "--data-dir", str(self.dir / "state"), *args],
+            self.cli_command(*args),
             cwd=ROOT,
             capture_output=True,
             text=True,
             timeout=60,
-            env=clean_environment()
-            | {
-                "PYTHONPATH": str(ROOT),
-                "COLUMNS": str(columns),
-                "TASK_MODULES": "tasklane.examples,tests.tasks",
-            },
+            env=self.cli_env(columns),
         )
+
+    def cli_command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "tasklane.cli", "--data-dir", str(self.dir / "state"), *args]
+
+    def cli_env(self, columns: int = 200) -> dict[str, str]:
+        return clean_environment() | {
+            "PYTHONPATH": str(ROOT),
+            "COLUMNS": str(columns),
+            "TASK_MODULES": "tasklane.examples,tests.tasks",
+        }
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,21 @@ def test_cli_lists_shows_and_submits(local_stack):
     listing = local_stack.cli("tasks", "--limit", "50", columns=80)
     assert listing.returncode == 0, listing.stderr
     assert task_id in listing.stdout and "succeeded" in listing.stdout  # never cut
+    watching = subprocess.Popen(
+        local_stack.cli_command("tasks", "--watch", "0.3"),
+        cwd=ROOT,
+        env=local_stack.cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    later = submit(local_stack, "test.echo", {"while": "watching"})  # shows up in a refresh
+    final(local_stack, later)
+    time.sleep(1.5)
+    watching.send_signal(signal.SIGINT)  # Ctrl-C ends it cleanly
+    out, err = watching.communicate(timeout=30)
+    assert watching.returncode == 0, err
+    assert later in out and "updated" in out
     shown = local_stack.cli("show", task_id)
     assert shown.returncode == 0 and '"words": 2' in shown.stdout
     assert '"text": "one two"' in shown.stdout  # its input

@@ -156,23 +156,45 @@ def _moment(text: str | None) -> datetime | None:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    """Newest first; more than one page (500) is fetched page by page, with progress."""
+    """Newest first; more than one page (500) is fetched page by page, with progress. With
+    ``--watch``, the table is fetched again every few seconds until Ctrl-C."""
+    api = _api(args)
+    if not args.watch:
+        console.print(_tasks_table(_fetch_tasks(api, args, progress=True)))
+        return 0
+    from rich.live import Live
+
+    try:
+        with Live(console=console, auto_refresh=False) as live:
+            while True:
+                table = _tasks_table(_fetch_tasks(api, args, progress=False))
+                table.caption = f"every {args.watch:g} s, updated {datetime.now():%H:%M:%S}"
+                live.update(table, refresh=True)
+                time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _fetch_tasks(api: Any, args: argparse.Namespace, progress: bool) -> list[dict]:
     from rich.progress import Progress
 
-    api = _api(args)
     query = {"status": args.status, "task": args.task, "lane": args.lane}
     found: list[dict] = []
     cursor = None
-    with Progress(transient=True, console=err) as progress:
-        fetching = progress.add_task("fetching tasks", total=args.limit)
+    with Progress(transient=True, console=err, disable=not progress) as shown:
+        fetching = shown.add_task("fetching tasks", total=args.limit)
         while len(found) < args.limit:
             size = min(500, args.limit - len(found))
             page = api.request("GET", "/tasks", query=query | {"limit": size, "cursor": cursor})
             found += page["tasks"]
-            progress.update(fetching, completed=len(found))
+            shown.update(fetching, completed=len(found))
             cursor = page["next_cursor"]
             if cursor is None:
                 break
+    return found
+
+
+def _tasks_table(found: list[dict]) -> Table:
     table = Table(title=f"{len(found)} most recent tasks", title_justify="left")
     # an id is never cut (a cut one answers 404), nor a status: a long task name folds
     table.add_column("id", no_wrap=True, min_width=36)
@@ -183,16 +205,16 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     table.add_column("age", justify="right", no_wrap=True)
     for task in found:
         style = STATUS_STYLE.get(task["status"], "")
+        waiting = task["status"] == "queued" and task.get("retry_at")
         table.add_row(
             task["id"],
             task["task"],
             task["lane"],
-            f"[{style}]{task['status']}[/{style}]",
+            f"[{style}]{task['status']}[/{style}]" + (" (retrying)" if waiting else ""),
             str(task["attempts"]),
             _age(_moment(task["created_at"])),
         )
-    console.print(table)
-    return 0
+    return table
 
 
 def _print_task(task: dict) -> None:
@@ -566,6 +588,15 @@ def parser() -> argparse.ArgumentParser:
     tasks.add_argument("--status", choices=list(STATUS_STYLE))
     tasks.add_argument("--task", help="only this task name")
     tasks.add_argument("--lane", choices=["lambda", "celery"])
+    tasks.add_argument(
+        "--watch",
+        type=float,
+        nargs="?",
+        const=2.0,
+        default=None,
+        metavar="SECONDS",
+        help="fetch it again every SECONDS (2) until Ctrl-C",
+    )
     tasks.set_defaults(run=cmd_tasks)
 
     show = sub.add_parser("show", help="show one task: its input, result or error (traceback)")
