@@ -109,6 +109,9 @@ def test_the_list_shows_a_submitted_task_and_filters(page, stack, tmp_path):
     expect(page.locator('#counts tr[data-status="succeeded"]')).to_have_count(1)
     expect(page.locator('#queues tr[data-lane="lambda"] td')).to_have_count(4)
     page.locator("#chart rect.succeeded").first.wait_for()  # this minute's completion
+    wordcount = page.locator('#by-task tr[data-task="text.wordcount"] td')  # per task name
+    expect(wordcount).to_have_count(6)
+    assert wordcount.nth(3).inner_text() == "0%" and wordcount.nth(4).inner_text().endswith("ms")
     page.screenshot(path=tmp_path / "console-list.png", full_page=True)
 
     page.select_option("#filters select[name=status]", "scheduled")

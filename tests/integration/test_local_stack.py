@@ -165,6 +165,8 @@ def test_cli_stats_and_bulk_retry_through_the_api(local_stack):
     assert stats.returncode == 0, stats.stderr
     assert "failed" in stats.stdout and "lambda_dlq" not in stats.stdout
     assert "dead letters" in stats.stdout and "last 15 minutes" in stats.stdout
+    assert "by task, last 1:00:00" in stats.stdout and "test.fail_twice" in stats.stdout
+    assert "100%" in stats.stdout  # its failure rate
     listing = local_stack.cli(*api, "tasks", "--status", "failed", "--lane", "lambda")
     assert failed[:8] in listing.stdout
     retried = local_stack.cli(*api, "retry", "--failed", "--task", "test.fail_twice")

@@ -168,6 +168,36 @@ def test_stats_count_by_status_and_lane_and_show_the_backlog(stack):
     assert stats["queue_depths"] == {"lambda": 0, "lambda_dlq": 1, "celery": 0, "celery_dlq": 0}
 
 
+def test_figures_per_task_name(stack):
+    insert(4, task="test.echo", status="succeeded", age_s=60)
+    insert(1, task="test.echo", status="failed", age_s=60)
+    insert(2, task="test.size", status="queued", age_s=30)
+    insert(1, task="test.size", status="queued", age_s=7200)  # before the window
+    with database.engine().begin() as conn:  # runtimes of 1, 2, 3, 4 s; and 1 s that failed
+        conn.execute(
+            text(
+                "UPDATE tasks SET finished_at = now() - interval '10 seconds', "
+                "started_at = now() - interval '10 seconds' - payload::int * interval '1 second' "
+                "WHERE status IN ('succeeded', 'failed')"
+            )
+        )
+    status, _, body = call_api("GET", "/stats/tasks")
+    assert status == 200 and body["window_seconds"] == 3600
+    echo, size = body["tasks"]  # the busiest first
+    assert echo["task"] == "test.echo" and echo["counts"] == {"succeeded": 4, "failed": 1}
+    assert echo["finished"] == 5 and echo["failure_rate"] == 0.2
+    assert abs(echo["runtime_p50_ms"] - 2000) < 1 and abs(echo["runtime_p95_ms"] - 3800) < 1
+    assert size == {
+        "task": "test.size",
+        "counts": {"queued": 2},
+        "finished": 0,
+        "runtime_p50_ms": None,
+        "runtime_p95_ms": None,
+        "failure_rate": None,
+    }
+    assert call_api("GET", "/stats/tasks?window=59")[0] == 400
+
+
 def test_the_backlog_leaves_out_tasks_not_yet_due(stack):
     """Waiting out a countdown or a retry's delay is not being late: the backlog's age counts
     only what could be delivered now, from when it could."""

@@ -420,7 +420,30 @@ def cmd_stats(args: argparse.Namespace) -> int:
     done = sum(m["succeeded"] for m in minutes)
     failed = sum(m["failed"] for m in minutes)
     console.print(f"last 15 minutes: {done} succeeded, {failed} failed")
+    _print_by_task(_api(args).request("GET", "/stats/tasks", query={"window": args.window}))
     return 0
+
+
+def _print_by_task(figures: dict) -> None:
+    window = timedelta(seconds=figures["window_seconds"])
+    table = Table(title=f"by task, last {window}", title_justify="left")
+    for column in ("task", "created", "finished", "failed", "p50", "p95"):
+        table.add_column(column, justify="left" if column == "task" else "right")
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.0f} ms" if value >= 10 else f"{value:.1f} ms"
+
+    for row in figures["tasks"]:
+        rate = row["failure_rate"]
+        table.add_row(
+            row["task"],
+            str(sum(row["counts"].values())),
+            str(row["finished"]),
+            "-" if rate is None else f"{rate:.0%}",
+            ms(row["runtime_p50_ms"]),
+            ms(row["runtime_p95_ms"]),
+        )
+    console.print(table)
 
 
 def cmd_console(args: argparse.Namespace) -> int:
@@ -633,9 +656,11 @@ def parser() -> argparse.ArgumentParser:
     retry.add_argument("--task", help="with --failed: only this task name")
     retry.add_argument("--lane", choices=["lambda", "celery"])
     retry.set_defaults(run=cmd_retry)
-    sub.add_parser("stats", help="counts, backlog, completions, queue depths").set_defaults(
-        run=cmd_stats
+    stats = sub.add_parser("stats", help="counts, backlog, completions, queue depths, by task")
+    stats.add_argument(
+        "--window", type=int, default=3600, help="seconds the per-task figures cover (3600)"
     )
+    stats.set_defaults(run=cmd_stats)
     cancel = sub.add_parser("cancel", help="cancel a task (a running one is asked to stop)")
     cancel.add_argument("id")
     cancel.set_defaults(run=cmd_cancel)

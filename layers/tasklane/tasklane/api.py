@@ -50,6 +50,7 @@ from tasklane.schemas import (
     SubmitRequest,
     TaskDetail,
     TaskPage,
+    TaskStats,
     TaskStatus,
     TaskSummary,
     WorkflowCreated,
@@ -301,6 +302,26 @@ def retry_tasks(body: Annotated[RetryRequest, Body()]):
 )
 def get_stats():
     return _json(200, reads.stats(caller=caller()))
+
+
+@app.get(
+    "/stats/tasks",
+    summary="Per task name: counts by status, runtime p50/p95, failure rate",
+    description="Over the last `window` seconds (3600 unless given): counts of the tasks "
+    "created then, runtimes and failure rate of those that finished then. A caller who is "
+    "not an operator sees its own tasks' figures.",
+    responses={
+        200: {"description": "The figures", "content": {JSON: {"model": TaskStats}}},
+        **_errors(400, 503),
+    },
+)
+def get_task_stats(
+    window: Annotated[
+        int,
+        Query(ge=reads.WINDOW_S[0], le=reads.WINDOW_S[1], description="Seconds to look back"),
+    ] = 3600,
+):
+    return _json(200, views.task_figures(reads.by_task(window, caller=caller()), window))
 
 
 @app.post(

@@ -13,7 +13,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from tasklane import broker, workflows
@@ -144,6 +144,22 @@ def scoped(where: TaskFilter, caller: Caller | None) -> TaskFilter:
     if caller is None or caller.scope is None:
         return where
     return replace(where, owner=caller.scope)
+
+
+#: The windows a per-task view may look over: a minute to a week.
+WINDOW_S = (60, 7 * 24 * 3600)
+
+
+def by_task(
+    window_s: int = 3600, *, store: TaskStore | None = None, caller: Caller | None = None
+) -> list[dict[str, Any]]:
+    """Per task name over the last ``window_s`` seconds: counts by status (tasks created in
+    it), runtime p50/p95 and failure rate (tasks finished in it). A caller who is not an
+    operator gets the figures of its own tasks."""
+    if not WINDOW_S[0] <= window_s <= WINDOW_S[1]:
+        raise InvalidRequest(f"window: {window_s} s is not between {WINDOW_S[0]} and {WINDOW_S[1]}")
+    scope = caller.scope if caller is not None else None
+    return (store or default_store()).by_task(timedelta(seconds=window_s), scope)
 
 
 def stats(

@@ -275,6 +275,22 @@ class MinuteFigures(BaseModel):
     cancelled: int
 
 
+class TaskNameFigures(BaseModel):
+    task: str
+    counts: dict[str, int] = Field(description="status → its tasks created in the window")
+    finished: int = Field(description="Its tasks that succeeded or failed in the window")
+    runtime_p50_ms: float | None = Field(description="Their last attempt's runtime, median")
+    runtime_p95_ms: float | None = Field(description="Their last attempt's runtime, p95")
+    failure_rate: float | None = Field(description="The share of them that failed, 0 to 1")
+
+
+class TaskStats(BaseModel):
+    """Per task name over a window (the busiest first)."""
+
+    window_seconds: int
+    tasks: list[TaskNameFigures]
+
+
 class Stats(BaseModel):
     counts: dict[str, dict[str, int]] = Field(description="status → lane → tasks")
     oldest_queued_seconds: dict[str, float] = Field(

@@ -53,6 +53,28 @@ def with_input(item: dict[str, Any], shown: reads.Input) -> dict[str, Any]:
     }
 
 
+def task_figures(found: list[dict[str, Any]], window_s: int) -> dict[str, Any]:
+    """``GET /stats/tasks``: per task name, counts, runtimes in milliseconds, failure rate."""
+
+    def ms(seconds: float | None) -> float | None:
+        return None if seconds is None else round(seconds * 1000, 3)
+
+    return {
+        "window_seconds": window_s,
+        "tasks": [
+            {
+                "task": t["task"],
+                "counts": t["counts"],
+                "finished": t["finished"],
+                "runtime_p50_ms": ms(t["p50"]),
+                "runtime_p95_ms": ms(t["p95"]),
+                "failure_rate": t["failed"] / t["finished"] if t["finished"] else None,
+            }
+            for t in found
+        ],
+    }
+
+
 def listed(record: TaskRecord) -> dict[str, Any]:
     """A task in a listing: its detail without the result and the error's traceback (a page
     of 500 fits in a response whatever the tasks hold; GET /tasks/{id} has the rest)."""

@@ -140,6 +140,22 @@
       el("td", { class: `num${depths[`${lane}_dlq`] ? " dead" : ""}`, text: shown(depths[`${lane}_dlq`]) }),
       el("td", { class: "num", text: age(stats.oldest_queued_seconds[lane]) }))));
     drawChart(stats.finished_per_minute || []);
+    await loadByTask();
+  }
+
+  // Per task name over the last hour: how many, how long, how often failed.
+  async function loadByTask() {
+    const figures = await api("GET", "stats/tasks?window=3600");
+    const ms = (v) => (v === null || v === undefined ? "–" : v >= 10 ? `${Math.round(v)} ms` : `${v.toFixed(1)} ms`);
+    const rows = figures.tasks.map((t) => el("tr", { "data-task": t.task },
+      el("td", {}, el("a", { href: `#/?${query({ task: t.task })}`, text: t.task })),
+      el("td", { class: "num", text: Object.values(t.counts).reduce((a, b) => a + b, 0) }),
+      el("td", { class: "num", text: t.finished }),
+      el("td", { class: `num${t.failure_rate ? " dead" : ""}`, text: t.failure_rate === null ? "–" : `${Math.round(t.failure_rate * 100)}%` }),
+      el("td", { class: "num", text: ms(t.runtime_p50_ms) }),
+      el("td", { class: "num", text: ms(t.runtime_p95_ms) })));
+    $("by-task").tBodies[0].replaceChildren(...(rows.length ? rows
+      : [el("tr", {}, el("td", { colspan: 6, class: "muted", text: "no tasks in the last hour" }))]));
   }
 
   function drawChart(minutes) {

@@ -92,6 +92,53 @@ class Listing(StoreBase):
                 TaskRecord.from_row(r) for r in conn.execute(find_statement(where, limit, after))
             ]
 
+    def by_task(self, window: timedelta, owner: str | None = None) -> list[dict[str, Any]]:
+        """Per task name: how many of its tasks created within ``window`` are in each status,
+        and, of those that finished within it, the last attempt's runtime (p50, p95, in
+        seconds) and the share that failed. Of ``owner``'s tasks, or of all (None)."""
+        mine = [] if owner is None else [tasks.c.owner == owner]
+        since = func.now() - literal(window, Interval)
+        counts = (
+            select(tasks.c.task, tasks.c.status, func.count())
+            .where(tasks.c.created_at > since, *mine)
+            .group_by(tasks.c.task, tasks.c.status)
+        )
+        ran = func.extract(
+            "epoch",
+            tasks.c.finished_at - func.coalesce(tasks.c.attempt_started_at, tasks.c.started_at),
+        )
+        ended = [Status.SUCCEEDED.value, Status.FAILED.value]
+        runtimes = (
+            select(
+                tasks.c.task,
+                func.percentile_cont(0.5).within_group(ran),
+                func.percentile_cont(0.95).within_group(ran),
+                func.count().filter(tasks.c.status == Status.FAILED.value),
+                func.count(),
+            )
+            .where(tasks.c.finished_at > since, tasks.c.status.in_(ended), *mine)
+            .group_by(tasks.c.task)
+        )
+        found: dict[str, dict[str, Any]] = {}
+
+        def of(name: str) -> dict[str, Any]:
+            return found.setdefault(
+                name,
+                {"task": name, "counts": {}, "finished": 0, "failed": 0, "p50": None, "p95": None},
+            )
+
+        with unavailable_as_error(), self.engine.connect() as conn:
+            for name, status, count in conn.execute(counts):
+                of(name)["counts"][status] = count
+            for name, p50, p95, failed, finished in conn.execute(runtimes):
+                of(name).update(
+                    p50=None if p50 is None else float(p50),
+                    p95=None if p95 is None else float(p95),
+                    failed=failed,
+                    finished=finished,
+                )
+        return sorted(found.values(), key=lambda t: (-sum(t["counts"].values()), t["task"]))
+
     def stats(self, owner: str | None = None) -> dict[str, Any]:
         """Counts by status and lane, how long the oldest deliverable queued task has waited
         per lane (seconds: since it was created, or due, or due to be retried), and
