@@ -13,7 +13,7 @@ from pathlib import Path
 from tasklane import broker, database
 
 from tests.conftest import MAX_RECEIVES, Worker, wait_for
-from tests.integration.helpers import get_task, submit
+from tests.integration.helpers import call_api, get_task, submit
 
 
 def get(task_id: str) -> dict:
@@ -408,3 +408,30 @@ def test_a_run_longer_than_the_outcome_patience_still_waits_out_a_blip(stack, mo
         outage.clear()
     assert outcome == "succeeded"
     assert (get(task_id)["status"], get(task_id)["attempts"]) == ("succeeded", 1)
+
+
+def test_a_worker_beats_in_postgres_with_what_it_runs(stack):
+    """The workers view: a worker's row appears when it is ready (host, pid, queues,
+    concurrency), lists the task it runs, and goes when the worker stops cleanly."""
+    from tasklane import reads
+
+    def mine() -> dict | None:
+        rows = reads.workers()["workers"]
+        return next((w for w in rows if w["pid"] == worker.process.pid), None)
+
+    worker = Worker(stack.env, "tl-celery", "--pool", "prefork", "--concurrency", "2")
+    try:
+        worker.wait_ready()
+        row = wait_for(mine, 20, what="the worker's first beat")
+        assert row["name"].startswith("celery@") and row["concurrency"] == 2
+        assert row["queues"] == "tl-celery" and row["active"] == []
+        task_id = submit("test.sleep_celery", {"seconds": 12})  # longer than a beat
+        wait_for(lambda: task_id in ((mine() or {}).get("active") or []), 25, what="its task")
+        assert reads.workers()["running"]["celery"] >= 1
+        status, _, view = call_api("GET", "/workers")
+        assert status == 200
+        shown = next(w for w in view["workers"] if w["pid"] == worker.process.pid)
+        assert shown["alive"] and task_id in shown["active"] and shown["queues"] == ["tl-celery"]
+    finally:
+        worker.stop()
+    assert mine() is None  # a clean stop removes its row

@@ -109,6 +109,10 @@ def test_the_list_shows_a_submitted_task_and_filters(page, stack, tmp_path):
     expect(page.locator('#counts tr[data-status="succeeded"]')).to_have_count(1)
     expect(page.locator('#queues tr[data-lane="lambda"] td')).to_have_count(4)
     page.locator("#chart rect.succeeded").first.wait_for()  # this minute's completion
+    worker = page.locator("#workers tbody tr[data-worker]")  # tasklane dev's celery worker
+    expect(worker).to_have_count(1)
+    assert worker.locator("td").nth(2).inner_text().endswith("celery")  # its queue
+    expect(page.locator("#running")).to_contain_text("lambda: ")
     wordcount = page.locator('#by-task tr[data-task="text.wordcount"] td')  # per task name
     expect(wordcount).to_have_count(6)
     assert wordcount.nth(3).inner_text() == "0%" and wordcount.nth(4).inner_text().endswith("ms")

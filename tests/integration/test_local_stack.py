@@ -167,6 +167,9 @@ def test_cli_stats_and_bulk_retry_through_the_api(local_stack):
     assert "dead letters" in stats.stdout and "last 15 minutes" in stats.stdout
     assert "by task, last 1:00:00" in stats.stdout and "test.fail_twice" in stats.stdout
     assert "100%" in stats.stdout  # its failure rate
+    workers = local_stack.cli(*api, "workers")
+    assert workers.returncode == 0 and "celery@" in workers.stdout, workers.stderr
+    assert "running now: lambda" in workers.stdout
     listing = local_stack.cli(*api, "tasks", "--status", "failed", "--lane", "lambda")
     assert failed[:8] in listing.stdout
     retried = local_stack.cli(*api, "retry", "--failed", "--task", "test.fail_twice")

@@ -38,6 +38,7 @@ def test_the_document_is_served_and_complete(stack):
         ("POST", "/tasks/retry"),
         ("GET", "/stats"),
         ("GET", "/stats/tasks"),
+        ("GET", "/workers"),
         ("GET", "/tasks/{task_id}"),
         ("POST", "/tasks/{task_id}/retry"),
         ("POST", "/tasks/{task_id}/cancel"),

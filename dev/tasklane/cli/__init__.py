@@ -446,6 +446,29 @@ def _print_by_task(figures: dict) -> None:
     console.print(table)
 
 
+def cmd_workers(args: argparse.Namespace) -> int:
+    """The Celery workers heard of lately, what each runs, and each lane's running tasks."""
+    view = _api(args).request("GET", "/workers")
+    table = Table(title="celery workers", title_justify="left")
+    for column in ("name", "pid", "queues", "concurrency", "running", "last seen", "up"):
+        table.add_column(column, justify="right" if column in ("pid", "concurrency") else "left")
+    for worker in view["workers"]:
+        seen = f"{worker['seen_seconds_ago']:.0f} s ago"
+        table.add_row(
+            worker["name"],
+            str(worker["pid"]),
+            ", ".join(worker["queues"]),
+            str(worker["concurrency"] or "-"),
+            "\n".join(worker["active"]) or "-",
+            seen if worker["alive"] else f"[red]{seen} (gone?)[/red]",
+            _age(_moment(worker["started_at"])),
+        )
+    console.print(table)
+    running = ", ".join(f"{lane} {n}" for lane, n in view["running"].items())
+    console.print(f"running now: {running or 'not shown (operators only)'}")
+    return 0
+
+
 def cmd_console(args: argparse.Namespace) -> int:
     """The console's URL: the API's own ``/console`` when a browser can reach it as it is (a
     local stack), else a local proxy that signs each request (IAM) or adds ``--token`` (JWT)."""
@@ -627,6 +650,9 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("--no-input", action="store_true", help="leave the task's input out")
     show.set_defaults(run=cmd_show)
 
+    sub.add_parser(
+        "workers", help="celery workers alive, what each runs; each lane's running tasks"
+    ).set_defaults(run=cmd_workers)
     workflow = sub.add_parser("workflow", help="show one workflow: its tasks and result")
     workflow.add_argument("id")
     workflow.set_defaults(run=cmd_workflow)

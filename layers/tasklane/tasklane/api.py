@@ -36,6 +36,7 @@ from tasklane.errors import (
     TaskNotFound,
     UnknownTask,
 )
+from tasklane.heartbeat import HEARTBEAT_S
 from tasklane.lifecycle import Status
 from tasklane.logs import logger
 from tasklane.schemas import (
@@ -53,6 +54,7 @@ from tasklane.schemas import (
     TaskStats,
     TaskStatus,
     TaskSummary,
+    WorkersView,
     WorkflowCreated,
     WorkflowDetail,
     WorkflowNode,
@@ -302,6 +304,21 @@ def retry_tasks(body: Annotated[RetryRequest, Body()]):
 )
 def get_stats():
     return _json(200, reads.stats(caller=caller()))
+
+
+@app.get(
+    "/workers",
+    summary="Celery workers alive, what each runs; each lane's running tasks",
+    description="Operators only (others get empty lists): each Celery worker's heartbeat "
+    "(name, host, pid, queues, concurrency, the tasks it runs, when it was last heard of) and "
+    "how many tasks each lane runs now.",
+    responses={
+        200: {"description": "The workers", "content": {JSON: {"model": WorkersView}}},
+        **_errors(503),
+    },
+)
+def get_workers():
+    return _json(200, views.workers_view(reads.workers(caller=caller()), 3 * HEARTBEAT_S))
 
 
 @app.get(

@@ -82,6 +82,41 @@ def _log_as_a_worker(**_: object) -> None:
     logs.serve()
 
 
+#: This worker's heartbeat (:mod:`tasklane.heartbeat`), once it is ready.
+_HEARTBEAT: list[Any] = []
+
+
+@signals.worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: object) -> None:
+    """A worker (tasklane's or an adopted app's) says in Postgres that it is alive, and what
+    it runs, for the workers view."""
+    import os
+    import socket
+
+    from celery.worker import state
+
+    from tasklane.heartbeat import Heartbeat
+
+    def describe() -> dict[str, Any]:
+        queues = sender.app.amqp.queues
+        return {
+            "name": sender.hostname,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "queues": ",".join(sorted(queues.consume_from or queues)),
+            "concurrency": getattr(sender.controller, "concurrency", None),
+            "active": sorted(str(request.id) for request in list(state.active_requests)),
+        }
+
+    _HEARTBEAT.append(Heartbeat(describe).start())
+
+
+@signals.worker_shutdown.connect
+def _stop_heartbeat(**_: object) -> None:
+    while _HEARTBEAT:
+        _HEARTBEAT.pop().stop()
+
+
 class ClaimCheckTask(Task):
     """tasklane's own tasks as Celery tasks (:mod:`tasklane.worker`): the message's one argument
     is the task's id, and a run goes through tasklane's executor, which records its outcome.

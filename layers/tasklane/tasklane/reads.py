@@ -146,6 +146,19 @@ def scoped(where: TaskFilter, caller: Caller | None) -> TaskFilter:
     return replace(where, owner=caller.scope)
 
 
+#: How long a worker that stopped beating stays in the workers view (then it is forgotten).
+WORKERS_FORGOTTEN_AFTER = timedelta(minutes=10)
+
+
+def workers(*, store: TaskStore | None = None, caller: Caller | None = None) -> dict[str, Any]:
+    """The Celery workers that beat lately (:mod:`tasklane.heartbeat`) and each lane's running
+    tasks now (the lambda lane's concurrency). For operators: a caller who is not one gets
+    neither (they are everyone's)."""
+    if caller is not None and not caller.operator:
+        return {"workers": [], "running": {}}
+    return (store or default_store()).workers(WORKERS_FORGOTTEN_AFTER)
+
+
 #: The windows a per-task view may look over: a minute to a week.
 WINDOW_S = (60, 7 * 24 * 3600)
 

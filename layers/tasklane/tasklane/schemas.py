@@ -275,6 +275,28 @@ class MinuteFigures(BaseModel):
     cancelled: int
 
 
+class WorkerRow(BaseModel):
+    name: str = Field(description="Celery's name for it: celery@host")
+    host: str
+    pid: int
+    queues: list[str]
+    concurrency: int | None
+    active: list[str] = Field(description="The ids of the tasks it was running at its last beat")
+    started_at: datetime
+    last_seen: datetime
+    seen_seconds_ago: float
+    alive: bool = Field(description="Heard of within three heartbeats (30 s)")
+
+
+class WorkersView(BaseModel):
+    """Celery workers that beat within the last 10 minutes, and each lane's running tasks."""
+
+    workers: list[WorkerRow]
+    running: dict[str, int] = Field(
+        description="lane → its tasks running now (the lambda lane's concurrency)"
+    )
+
+
 class TaskNameFigures(BaseModel):
     task: str
     counts: dict[str, int] = Field(description="status → its tasks created in the window")

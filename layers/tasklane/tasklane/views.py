@@ -75,6 +75,28 @@ def task_figures(found: list[dict[str, Any]], window_s: int) -> dict[str, Any]:
     }
 
 
+def workers_view(found: dict[str, Any], alive_within_s: float) -> dict[str, Any]:
+    """``GET /workers``: each worker with ``alive`` (heard of within three beats)."""
+    return {
+        "workers": [
+            {
+                "name": w["name"],
+                "host": w["host"],
+                "pid": w["pid"],
+                "queues": [q for q in w["queues"].split(",") if q],
+                "concurrency": w["concurrency"],
+                "active": w["active"] or [],
+                "started_at": w["started_at"],
+                "last_seen": w["last_seen"],
+                "seen_seconds_ago": float(w["seen_seconds_ago"]),
+                "alive": float(w["seen_seconds_ago"]) <= alive_within_s,
+            }
+            for w in found["workers"]
+        ],
+        "running": found["running"],
+    }
+
+
 def listed(record: TaskRecord) -> dict[str, Any]:
     """A task in a listing: its detail without the result and the error's traceback (a page
     of 500 fits in a response whatever the tasks hold; GET /tasks/{id} has the rest)."""

@@ -141,6 +141,23 @@
       el("td", { class: "num", text: age(stats.oldest_queued_seconds[lane]) }))));
     drawChart(stats.finished_per_minute || []);
     await loadByTask();
+    await loadWorkers();
+  }
+
+  // Celery workers by their heartbeats, and each lane's running tasks (operators).
+  async function loadWorkers() {
+    const view = await api("GET", "workers");
+    const rows = view.workers.map((w) => el("tr", { "data-worker": w.name, class: w.alive ? "" : "gone" },
+      el("td", { text: w.name }),
+      el("td", { class: "num", text: w.pid }),
+      el("td", { text: w.queues.join(", ") }),
+      el("td", { class: "num", text: w.concurrency ?? "–" }),
+      el("td", {}, ...(w.active.length ? w.active.map((id) =>
+        el("a", { href: `#/tasks/${id}`, title: id, text: `${shortId(id)} ` })) : ["–"])),
+      el("td", { text: w.alive ? `${Math.round(w.seen_seconds_ago)} s ago` : `gone? ${age(w.seen_seconds_ago)} ago` })));
+    $("workers").tBodies[0].replaceChildren(...(rows.length ? rows
+      : [el("tr", {}, el("td", { colspan: 6, class: "muted", text: "no celery worker heard of" }))]));
+    $("running").textContent = Object.entries(view.running).map(([lane, n]) => `${lane}: ${n} running`).join(" · ");
   }
 
   // Per task name over the last hour: how many, how long, how often failed.

@@ -17,7 +17,8 @@ One module per part of a task's life, each with its SQL next to the code that ru
 - :mod:`~tasklane.store.workflows`: a workflow's rows and the release of its steps;
 - :mod:`~tasklane.store.schedules`: what is due, and each periodic schedule's last tick;
 - :mod:`~tasklane.store.maintenance`: retries, the stale rescue, the retention prune;
-- :mod:`~tasklane.store.listing`: a task by id, pages of tasks, the operator's figures.
+- :mod:`~tasklane.store.listing`: a task by id, pages of tasks, the operator's figures;
+- :mod:`~tasklane.store.workers`: Celery workers' heartbeats, each lane's running tasks.
 
 :class:`TaskStore` is all of them on one engine: what the rest of tasklane holds.
 """
@@ -55,6 +56,7 @@ from tasklane.store.tables import (
     workflows,
 )
 from tasklane.store.waiting import Waiting
+from tasklane.store.workers import Workers
 from tasklane.store.workflows import Workflows
 
 __all__ = [
@@ -85,7 +87,7 @@ __all__ = [
 
 
 class TaskStore(
-    Submissions, Claims, Waiting, Workflows, Schedules, Maintenance, Listing, StoreBase
+    Submissions, Claims, Waiting, Workflows, Schedules, Maintenance, Listing, Workers, StoreBase
 ):
     """Every part of the store on one engine (:class:`~tasklane.store.base.StoreBase`)."""
 

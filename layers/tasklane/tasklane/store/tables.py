@@ -202,3 +202,21 @@ schedules = Table(
     Column("last_tick", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+
+#: Celery workers as they last said they were alive (tasklane.heartbeat): what the operator's
+#: workers view shows. A row is removed when its worker stops cleanly; one that died is seen
+#: by its ``last_seen``.
+workers = Table(
+    "workers",
+    metadata,
+    Column("name", Text, primary_key=True),  # Celery's hostname: celery@host
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("queues", Text, nullable=False, server_default=""),
+    Column("concurrency", Integer),
+    #: The task ids it was running when it last beat.
+    Column("active", JSONB(none_as_null=True)),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_seen", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
