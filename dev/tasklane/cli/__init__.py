@@ -54,7 +54,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from tasklane.local import logstream
     from tasklane.local.stack import LocalStack, Options, banner
 
-    logstream.install()
+    compact = args.log_format == "compact" or (
+        args.log_format == "auto" and sys.__stdout__.isatty()
+    )
+    logstream.install(compact)
     options = Options(
         template=args.template,
         host=args.host,
@@ -612,6 +615,12 @@ def parser() -> argparse.ArgumentParser:
     dev.add_argument("--parameter-overrides", nargs="*", default=[], metavar="KEY=VALUE")
     dev.add_argument("--no-worker", action="store_true", help="do not start a celery worker")
     dev.add_argument("--worker-concurrency", type=int, default=2)
+    dev.add_argument(
+        "--log-format",
+        choices=["auto", "compact", "json"],
+        default="auto",
+        help="compact lines for a terminal, JSON for a machine (auto: compact on a terminal)",
+    )
     dev.set_defaults(run=cmd_dev)
 
     invoke = sub.add_parser("invoke", help="invoke one function of template.yaml with an event")

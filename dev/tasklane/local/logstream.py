@@ -8,6 +8,7 @@ processes (moto, the Celery worker) are read line by line and tagged the same wa
 from __future__ import annotations
 
 import io
+import json
 import re
 import subprocess
 import sys
@@ -35,12 +36,55 @@ def _tag(part: str, color: bool) -> str:
     return f"\033[{code}m{label}\033[0m " if color else f"{label} "
 
 
-class TaggedStream(io.TextIOBase):
-    """A stdout stand-in that writes whole lines, each prefixed with its thread's part."""
+#: What a compact line leaves out of a JSON log line: said by its place, its time and its part.
+_LEFT_OUT = {
+    "level",
+    "message",
+    "timestamp",
+    "service",
+    "location",
+    "cold_start",
+    "function_name",
+    "function_memory_size",
+    "function_arn",
+    "function_request_id",
+    "sampling_rate",
+    "xray_trace_id",
+    "traceback",
+}
 
-    def __init__(self, target: IO[str]) -> None:
+
+def compact(line: str) -> str:
+    """A Powertools JSON log line as a person reads it in a terminal: ``HH:MM:SS LEVEL message
+    key=value ...``, and its traceback (if any) below it, indented. Any other line as it is."""
+    if not line.startswith("{"):
+        return line
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(entry, dict) or "message" not in entry or "level" not in entry:
+        return line
+    clock = str(entry.get("timestamp", ""))[11:19]
+    fields = " ".join(
+        f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+        for key, value in entry.items()
+        if key not in _LEFT_OUT
+    )
+    text = f"{clock} {entry['level']:<7} {entry['message']}" + (f"  {fields}" if fields else "")
+    if trace := entry.get("traceback"):
+        text += "\n" + "\n".join(f"    {row}" for row in str(trace).rstrip().splitlines())
+    return text
+
+
+class TaggedStream(io.TextIOBase):
+    """A stdout stand-in that writes whole lines, each prefixed with its thread's part (and,
+    ``compact``, JSON log lines shortened for a person: :func:`compact`)."""
+
+    def __init__(self, target: IO[str], compact_lines: bool = False) -> None:
         self.target = target
         self.color = bool(getattr(target, "isatty", lambda: False)())
+        self.compact = compact_lines
         self._partial = threading.local()
 
     def writable(self) -> bool:
@@ -52,6 +96,8 @@ class TaggedStream(io.TextIOBase):
         self._partial.text = rest
         if lines:
             prefix = _tag(current_part(), self.color)
+            if self.compact:
+                lines = [row for line in lines for row in compact(line).split("\n")]
             with _lock:
                 self.target.write("".join(f"{prefix}{line}\n" for line in lines))
                 self.target.flush()
@@ -64,10 +110,11 @@ class TaggedStream(io.TextIOBase):
         return self.target.fileno()
 
 
-def install() -> TaggedStream:
-    """Tag everything written to stdout and stderr from here on (idempotent)."""
+def install(compact_lines: bool = False) -> TaggedStream:
+    """Tag everything written to stdout and stderr from here on (idempotent); ``compact_lines``:
+    JSON log lines shortened for a person (a terminal), not for a machine."""
     if not isinstance(sys.stdout, TaggedStream):
-        sys.stdout = TaggedStream(sys.__stdout__)
+        sys.stdout = TaggedStream(sys.__stdout__, compact_lines)
     if not isinstance(sys.stderr, TaggedStream):
         sys.stderr = sys.stdout
     # Loggers configured earlier hold the old stream; point their handlers at the new one.
