@@ -103,7 +103,10 @@ def test_a_new_application_runs_with_tasklane_dev(app):
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
     try:
-        wait_for(lambda: any("local stack is up" in line for line in lines), 120, what="up")
+        wait_for(lambda: any("Ctrl-C stops everything" in line for line in lines), 120, what="up")
+        banner = "".join(lines)
+        assert "shop.greet" in banner and "tasklane submit shop." in banner  # its own tasks
+        assert "text.wordcount" not in banner  # not examples it does not have
         api = f"http://127.0.0.1:{port}"
         ids = []
         for task, payload in (("shop.greet", {"name": "dev"}), ("shop.checksum", {"data": "x"})):

@@ -328,6 +328,38 @@ class LocalStack:
         }
         (self.options.data_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
 
+    def app_tasks(self) -> list[tuple[str, str]]:
+        """The application's own tasks, (name, lane), as its functions see them: its
+        ``TASK_MODULES`` imported in a process of their own, with the functions' layers and
+        code on the path (what the banner suggests submitting)."""
+        fn = next(
+            (
+                f
+                for f in self.functions.values()
+                if self.environments[f.logical_id].get("TASK_MODULES")
+            ),
+            None,
+        )
+        if fn is None:
+            return []
+        code = (
+            "import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
+            "from tasklane import registry; "
+            "print(json.dumps([[t.name, t.lane.value] for t in registry.all_tasks()]))"
+        )
+        paths = [*self.template.layer_paths(), str(fn.code_uri)]
+        try:
+            found = subprocess.run(
+                [sys.executable, "-c", code, json.dumps(paths)],
+                env=os.environ | self.environments[fn.logical_id],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            return [(name, lane) for name, lane in json.loads(found.stdout.splitlines()[-1])]
+        except (subprocess.SubprocessError, ValueError, IndexError):
+            return []  # the banner then suggests nothing it cannot vouch for
+
     def client_env(self) -> dict[str, str]:
         """What Python code of the application needs to submit to this stack and read its
         tasks (``tasklane env`` prints it as exports): the functions' own settings, SQS's
@@ -436,16 +468,44 @@ def banner(stack: LocalStack) -> str:
         )
     if stack.processes:
         lines.append(f"Celery worker   pid {stack.processes[0].pid} on {stack.celery_queue}")
+    tasks = stack.app_tasks()
+    if tasks:
+        shown = ", ".join(f"{name} ({lane})" for name, lane in tasks[:12])
+        lines.append(
+            f"Tasks           {shown}" + (f" and {len(tasks) - 12} more" if len(tasks) > 12 else "")
+        )
     lines += [
         "",
-        "Submit a task:",
-        f"  curl -s -X POST {stack.api_url}/tasks -H 'content-type: application/json' \\",
-        """    -d '{"task": "text.wordcount", "payload": {"text": "hello local world"}}'""",
-        "  tasklane submit math.primes --payload '{\"limit\": 1000000}' --wait",
-        "  tasklane tasks",
+        *_first_steps(stack.api_url, [name for name, _ in tasks]),
         "Ctrl-C stops everything.",
     ]
     return "\n".join(lines)
+
+
+def _first_steps(api: str, names: list[str]) -> list[str]:
+    """How to submit a first task: the shipped examples' own, or the application's first task
+    (with an empty payload: its shape is the application's to know)."""
+    if "text.wordcount" in names:
+        return [
+            "Submit a task:",
+            f"  curl -s -X POST {api}/tasks -H 'content-type: application/json' \\",
+            """    -d '{"task": "text.wordcount", "payload": {"text": "hello local world"}}'""",
+            "  tasklane submit math.primes --payload '{\"limit\": 1000000}' --wait",
+            "  tasklane tasks",
+        ]
+    if names:
+        first = names[0]
+        return [
+            "Submit a task (its payload is yours to fill in):",
+            f"  curl -s -X POST {api}/tasks -H 'content-type: application/json' \\",
+            f"""    -d '{{"task": "{first}", "payload": {{}}}}'""",
+            f"  tasklane submit {first} --payload '{{}}' --wait",
+            "  tasklane tasks",
+        ]
+    return [
+        "No task is registered: set TASK_MODULES (the TaskModules parameter).",
+        "  tasklane tasks",
+    ]
 
 
 def queue_refs(logical_id: str, url: str) -> dict[str, str]:
