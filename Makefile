@@ -24,3 +24,4 @@ bench:          ## benchmarks (bench/README.md)
 celery-compat:  ## Celery's own integration suite on tasklane, three configurations (compat/)
 	@scripts/bootstrap
 	.venv/bin/python -m compat --markdown compat/results.md
+	.venv/bin/python docs/snippets.py  # docs/celery.md shows the tables

@@ -43,19 +43,32 @@ def test_the_site_builds_strict(tmp_path):
     assert (tmp_path / "site" / "guarantees" / "index.html").exists()
 
 
-def test_every_python_example_in_the_docs_is_included_from_a_file_the_tests_run():
-    included = []
+def test_every_python_example_in_the_docs_is_a_copy_of_a_file_the_tests_run():
+    """Each example is written out in its page (GitHub shows the Markdown as it is), after a
+    marker naming the file section it copies; each copy is that section word for word
+    (``python docs/snippets.py`` refreshes them)."""
+    snippets = _snippets()
+    copied = []
     for page in sorted(DOCS.glob("*.md")):
-        for block in BLOCK.findall(page.read_text()):
-            match = SNIPPET.match(block.strip())
-            assert match, f"{page.name}: a Python example written inline:\n{block}"
-            path = ROOT / match.group(1)
-            assert path.exists(), f"{page.name}: {path} is missing"
-            section(path, match.group(2))
-            included.append(match.group(1))
-    assert included
+        text_ = page.read_text()
+        assert "--8<--" not in text_, f"{page.name}: an include line GitHub would show as is"
+        for block in re.finditer(r"(^.*\n)?```python\n", text_, re.M):
+            marker = snippets.MARKER.match(block.group(1) or "")
+            assert marker, f"{page.name}: a Python example without its source:\n{block.group(0)}"
+            copied.append(marker.group(1))
+        assert snippets.expand(text_) == text_, f"{page.name}: stale (python docs/snippets.py)"
+    assert copied
     runnable = {p.relative_to(ROOT).as_posix() for p in (DOCS / "examples").glob("*.py")}
-    assert runnable <= set(included), "an example file no page shows"
+    assert runnable <= set(copied), "an example file no page shows"
+
+
+def _snippets():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_snippets", DOCS / "snippets.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_readme_examples_are_the_docs_examples_verbatim():
