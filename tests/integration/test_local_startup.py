@@ -6,6 +6,7 @@ import re
 import shutil
 import socket
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ from tasklane.errors import ConfigurationError
 from tasklane.local.postgres import LocalPostgres, embedded_binaries, free_port
 from tasklane.local.stack import LocalStack, Options
 from tasklane.local.template import Template
+
+from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,3 +81,42 @@ def test_tasklane_dev_writes_compact_lines_for_a_terminal():
         ), mine
         assert not [line for line in stack.lines if '"level":' in line]  # no JSON left
         assert any(line.endswith("    Traceback (most recent call last):") for line in stack.lines)
+
+
+@pytest.mark.slow
+def test_tasklane_dev_reload_runs_the_new_code():
+    """``--reload``: a task module edited while the stack runs; the next run is the new code,
+    in both lanes (the functions' processes replaced, the Celery worker restarted)."""
+    import uuid
+
+    from tests.integration.devstack import final, running_stack, submit
+
+    name = f"_reload_probe_{uuid.uuid4().hex[:8]}"
+    module = ROOT / "tests" / f"{name}.py"
+    source = (
+        "from tasklane import task\n\n\n"
+        '@task(name="probe.version", lane="lambda")\n'
+        "def version(payload):\n    return VERSION\n\n\n"
+        '@task(name="probe.version_celery", lane="celery")\n'
+        "def version_celery(payload):\n    return VERSION\n\n\n"
+        "VERSION = {}\n"
+    )
+    module.write_text(source.format(1))
+    try:
+        overrides = ("--parameter-overrides", f"TaskModules=tests.{name}")
+        with running_stack("--reload", *overrides) as stack:
+            for task in ("probe.version", "probe.version_celery"):
+                assert final(stack, submit(stack, task, {}), timeout=90)["result"] == 1
+            module.write_text(source.format(2))
+            wait_for(
+                lambda: any("celery worker restarted" in line for line in stack.lines),
+                60,
+                what="the reload",
+            )
+            # the old worker's last long poll (10 s) may take a message sent meanwhile: SQS
+            # gives it back after the visibility timeout (as it would to any consumer that died)
+            time.sleep(11)
+            for task in ("probe.version", "probe.version_celery"):
+                assert final(stack, submit(stack, task, {}), timeout=90)["result"] == 2, task
+    finally:
+        module.unlink(missing_ok=True)

@@ -67,6 +67,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         parameters=dict(p.split("=", 1) for p in args.parameter_overrides),
         celery_worker=not args.no_worker,
         worker_concurrency=args.worker_concurrency,
+        reload=args.reload,
     )
     stack = LocalStack(options).start()
     logstream.set_part("stack")
@@ -615,6 +616,11 @@ def parser() -> argparse.ArgumentParser:
     dev.add_argument("--parameter-overrides", nargs="*", default=[], metavar="KEY=VALUE")
     dev.add_argument("--no-worker", action="store_true", help="do not start a celery worker")
     dev.add_argument("--worker-concurrency", type=int, default=2)
+    dev.add_argument(
+        "--reload",
+        action="store_true",
+        help="restart the functions and the celery worker when a Python file changes",
+    )
     dev.add_argument(
         "--log-format",
         choices=["auto", "compact", "json"],

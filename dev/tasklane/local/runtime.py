@@ -34,6 +34,9 @@ class InvocationTimeout(InvocationError, TimeoutError):
 
 
 class _Child:
+    #: The pool's generation it was spawned in (FunctionPool.recycle).
+    generation = 0
+
     def __init__(
         self, code_uri: Path, handler: str, name: str, env: dict[str, str], layers: list[str]
     ) -> None:
@@ -128,16 +131,34 @@ class FunctionPool:
         self.spawned: list[_Child] = []
         self.lock = threading.Lock()
         self.closed = False
+        #: Bumped by :meth:`recycle`: a child of an older generation is not lent again.
+        self.generation = 0
 
     def warm(self) -> None:
         self.idle.put(self._spawn())
 
     def _spawn(self) -> _Child:
         child = _Child(*self.args)
+        child.generation = self.generation
         with self.lock:
             self.count += 1
             self.spawned.append(child)
         return child
+
+    def recycle(self) -> None:
+        """The code changed (``tasklane dev --reload``): idle children are closed now, busy ones
+        when their invocation ends, and the next invocations import the code afresh."""
+        with self.lock:
+            self.generation += 1
+        while True:
+            try:
+                child = self.idle.get_nowait()
+            except queue.Empty:
+                break
+            child.close()
+            with self.lock:
+                self.count -= 1
+        self.warm()
 
     @property
     def pids(self) -> list[int]:
@@ -161,9 +182,11 @@ class FunctionPool:
         try:
             return child.invoke(event, timeout, self.memory)
         finally:
-            if child.alive and not self.closed:
+            if child.alive and not self.closed and child.generation == self.generation:
                 self.idle.put(child)
             else:
+                if child.alive:
+                    child.close()  # of an older generation: its code changed since
                 with self.lock:
                     self.count -= 1
 

@@ -67,6 +67,8 @@ class Options:
     parameters: dict[str, str] = field(default_factory=dict)
     celery_worker: bool = True
     worker_concurrency: int = 2
+    #: Restart the functions and the Celery worker when a Python file of the project changes.
+    reload: bool = False
 
 
 class LocalStack:
@@ -112,6 +114,8 @@ class LocalStack:
             self._start_schedules()
             if self.options.celery_worker:
                 self._start_worker()
+            if self.options.reload:
+                self._thread("reload", "reload", self._watch, self.stop_event)
             self._write_state()
         except BaseException:
             self.stop()
@@ -309,6 +313,42 @@ class LocalStack:
         self.processes.append(process)
         self.threads.append(logstream.pipe(process, "celery"))
 
+    # -- reload -------------------------------------------------------------------------------
+    def _watch(self, stop: threading.Event) -> None:
+        """``--reload``: poll the project's Python files (the template's directory, hidden
+        directories left out) every second; on a change, reload."""
+        root = Path(self.options.template).resolve().parent
+        seen = _python_files(root)
+        while not stop.wait(1.0):
+            now = _python_files(root)
+            if now != seen:
+                changed = sorted(set(now.items()) ^ set(seen.items()))
+                seen = now
+                logger.info(
+                    "code changed: reloading the functions and the celery worker",
+                    extra={"files": sorted({str(p.relative_to(root)) for p, _ in changed})[:5]},
+                )
+                self.reload()
+
+    def reload(self) -> None:
+        """New code everywhere: each function's warm processes are replaced (one running now
+        ends its invocation first), and the Celery worker is restarted (a warm shutdown)."""
+        for pool in self.handlers.values():
+            pool.recycle()
+        workers, self.processes = self.processes, []
+        for process in workers:
+            process.send_signal(signal.SIGTERM)
+        for process in workers:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if workers:
+            self._start_worker()
+            logger.info("celery worker restarted", extra={"pid": self.processes[-1].pid})
+        self._write_state()
+
     # -- state, banner, stop --------------------------------------------------------------------
     @property
     def api_url(self) -> str:
@@ -480,6 +520,22 @@ def banner(stack: LocalStack) -> str:
         "Ctrl-C stops everything.",
     ]
     return "\n".join(lines)
+
+
+def _python_files(root: Path) -> dict[Path, float]:
+    """Every ``.py`` file under ``root`` with its modification time, hidden directories (the
+    virtualenvs, .tasklane, .git) and caches left out."""
+    found: dict[Path, float] = {}
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = [d for d in subdirs if not d.startswith(".") and d != "__pycache__"]
+        for name in files:
+            if name.endswith(".py"):
+                path = Path(directory) / name
+                try:
+                    found[path] = path.stat().st_mtime
+                except OSError:
+                    continue
+    return found
 
 
 def _first_steps(api: str, names: list[str]) -> list[str]:
