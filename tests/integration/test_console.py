@@ -206,6 +206,8 @@ def test_a_workflow_from_one_of_its_tasks(page, stack, tmp_path):
         t["id"] for t in created["tasks"]
     ]
     assert json.loads(page.locator("#workflow-result").inner_text()) == {"words": 3, "parts": 2}
+    after = page.locator("#workflow-tasks tbody td.after").all_inner_texts()
+    assert after == ["\u2013", "\u2013", "#1, #2"]  # the chord's body waits for its header
     page.screenshot(path=tmp_path / "console-workflow.png", full_page=True)
     page.click(f'#workflow-tasks tr[data-id="{body}"] a')  # on to one of its tasks
     page.locator('#detail-view[data-status="succeeded"]').wait_for()

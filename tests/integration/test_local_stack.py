@@ -266,6 +266,7 @@ def test_every_curl_example_in_the_docs_runs(local_stack):
     assert shown.returncode == 0, shown.stderr
     assert "succeeded" in shown.stdout and '"words": 3' in shown.stdout  # the body's result
     assert all(task["id"] in shown.stdout for task in created["tasks"])
+    assert "#1, #2" in shown.stdout  # the body waits for both header tasks
 
 
 @pytest.mark.slow

@@ -314,10 +314,16 @@ def cmd_workflow(args: argparse.Namespace) -> int:
     table.add_column("id", no_wrap=True, min_width=36)
     table.add_column("task", overflow="fold")
     table.add_column("status", no_wrap=True)
+    table.add_column("after", overflow="fold")  # the steps it waits for: the graph
+    number_of = {task["id"]: number for number, task in enumerate(tasks, 1)}
     for number, task in enumerate(tasks, 1):
         task_style = STATUS_STYLE.get(task["status"], "")
         table.add_row(
-            str(number), task["id"], task["task"], f"[{task_style}]{task['status']}[/{task_style}]"
+            str(number),
+            task["id"],
+            task["task"],
+            f"[{task_style}]{task['status']}[/{task_style}]",
+            ", ".join(f"#{number_of.get(i, '?')}" for i in task.get("after", [])) or "-",
         )
     console.print(table)
     if error := body.get("error"):

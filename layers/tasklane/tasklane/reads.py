@@ -216,6 +216,8 @@ class WorkflowView:
     created_at: datetime | None = None
     #: The size of the result's parts, when they were too large to read (``max_result_bytes``).
     result_omitted_bytes: int | None = None
+    #: Each task's predecessors (the ids of the steps it waits for): the workflow's graph.
+    after: dict[uuid.UUID, list[str]] | None = None
 
 
 def workflow_id_of(workflow_id: str | uuid.UUID) -> uuid.UUID:
@@ -236,7 +238,7 @@ def get_workflow(
     assembled from its tasks' unless they are together over ``max_result_bytes`` (then
     ``result_omitted_bytes`` says how large they are)."""
     store = store or default_store()
-    row, records = store.workflow(workflow_id_of(workflow_id))
+    row, records, after = store.workflow(workflow_id_of(workflow_id))
     if caller is not None and not caller.sees(row.owner):
         raise TaskNotFound(f"no workflow with id {workflow_id}")
     status = workflows.status_of([r.status.value for r in records])
@@ -257,4 +259,4 @@ def get_workflow(
             omitted = size
         else:
             result = workflows.assemble(row.output, {str(k): v for k, v in parts.items()})
-    return WorkflowView(row.id, status, records, result, error, row.created_at, omitted)
+    return WorkflowView(row.id, status, records, result, error, row.created_at, omitted, after)

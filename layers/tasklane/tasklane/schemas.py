@@ -168,7 +168,16 @@ class WorkflowError(BaseModel):
     message: str | None
 
 
+class WorkflowStep(TaskSummary):
+    after: list[str] = Field(
+        default_factory=list, description="The ids of the steps it waits for: the graph's edges"
+    )
+
+
 class WorkflowDetail(WorkflowCreated):
+    tasks: list[WorkflowStep] = Field(
+        description="Its tasks, in the order of the description, each with its predecessors"
+    )
     next_cursor: str | None = Field(
         None, description="The next page of its tasks (limit, cursor); null: no more"
     )

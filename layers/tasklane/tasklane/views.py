@@ -122,7 +122,9 @@ def workflow_view(
     return {
         "id": str(view.id),
         "status": view.status,
-        "tasks": [summary(r) for r in view.tasks[start:end]],
+        "tasks": [
+            summary(r) | {"after": (view.after or {}).get(r.id, [])} for r in view.tasks[start:end]
+        ],
         "next_cursor": reads.cursor_of({"task": end}) if end < len(view.tasks) else None,
         "result": view.result,
         "result_omitted": omitted,

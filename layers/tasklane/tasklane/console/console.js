@@ -420,12 +420,14 @@
     }
     $("workflow-title").replaceChildren(`workflow ${shortId(body.id)} `, badge(body.status), " ",
       copyButton(body.id));
+    const numberOf = new Map(tasks.map((task, i) => [task.id, i + 1]));
     $("workflow-tasks").tBodies[0].replaceChildren(...tasks.map((task, i) =>
       el("tr", { "data-id": task.id, "data-status": task.status },
         el("td", { class: "num", text: i + 1 }),
         el("td", { class: "id" }, el("a", { href: `#/tasks/${task.id}`, title: task.id, text: shortId(task.id) })),
         el("td", { text: task.task }),
-        el("td", {}, badge(task.status)))));
+        el("td", {}, badge(task.status)),
+        el("td", { class: "after", text: (task.after || []).map((id) => `#${numberOf.get(id) ?? "?"}`).join(", ") || "–" }))));
     $("workflow-error").hidden = !body.error;
     if (body.error) {
       $("workflow-error").textContent =

@@ -255,20 +255,25 @@ class Workflows(StoreBase):
         )
         return [TaskRecord.from_row(r) for r in released]
 
-    def workflow(self, workflow_id: uuid.UUID) -> tuple[Any, list[TaskRecord]]:
-        """A workflow's row and its tasks, in member order, as listings have them (without
-        results: :meth:`results_of`); :class:`TaskNotFound` if none."""
+    def workflow(
+        self, workflow_id: uuid.UUID
+    ) -> tuple[Any, list[TaskRecord], dict[uuid.UUID, list[str]]]:
+        """A workflow's row, its tasks in member order as listings have them (without results:
+        :meth:`results_of`), and the steps each waits for (its graph); :class:`TaskNotFound` if
+        none."""
         with unavailable_as_error(), self.engine.connect() as conn:
             row = conn.execute(select(workflows).where(workflows.c.id == workflow_id)).first()
             if row is None:
                 raise TaskNotFound(f"no workflow with id {workflow_id}")
-            found = {
-                r.id: TaskRecord.from_row(r)
-                for r in conn.execute(
-                    select(*LISTED).where(tasks.c.id == any_(IDS)), {"ids": row.members}
-                )
-            }
-        return row, [found[i] for i in row.members]
+            rows = conn.execute(
+                select(*LISTED, tasks.c.step["after"].label("after")).where(
+                    tasks.c.id == any_(IDS)
+                ),
+                {"ids": row.members},
+            ).all()
+        found = {r.id: TaskRecord.from_row(r) for r in rows}
+        after = {r.id: [str(i) for i in (r.after or [])] for r in rows}
+        return row, [found[i] for i in row.members], after
 
     def results_of(
         self, ids: Sequence[uuid.UUID], max_bytes: int | None = None
