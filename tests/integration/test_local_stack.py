@@ -269,6 +269,35 @@ def test_every_curl_example_in_the_docs_runs(local_stack):
     assert "#1, #2" in shown.stdout  # the body waits for both header tasks
 
 
+def _cli_examples() -> list[tuple[str, list[str]]]:
+    """Every ``$ .venv/bin/tasklane ...`` line of the docs' console blocks that runs against
+    the local stack (not ``dev`` or ``init``, which start or make something; not ``env``, run
+    under ``eval``; each tested on its own): (page, arguments)."""
+    found = []
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        for block in re.findall(r"```console\n(.*?)```", page.read_text(), flags=re.S):
+            for line in re.findall(r"^\$ \.venv/bin/tasklane (.*)$", block, flags=re.M):
+                args = shlex.split(line.split("  #")[0])
+                if args and args[0] not in ("dev", "init"):
+                    found.append((page.name, args))
+    return found
+
+
+@pytest.mark.slow
+def test_every_tasklane_command_in_the_docs_runs(local_stack):
+    examples = _cli_examples()
+    assert {args[0] for _, args in examples} >= {"submit", "tasks", "show", "workflow", "invoke"}
+    task_id = submit(local_stack, "text.wordcount", {"text": "docs"})
+    final(local_stack, task_id)
+    _, workflow = http(
+        "POST", f"{local_stack.api}/workflows", {"chain": [{"task": "test.echo", "payload": 1}]}
+    )
+    for page, args in examples:
+        ids = workflow["id"] if args[0] == "workflow" else task_id
+        ran = local_stack.cli(*[ids if a == "ID" else a for a in args])
+        assert ran.returncode == 0, (page, args, ran.stdout[-2000:], ran.stderr[-2000:])
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_everything_and_leaves_no_process(local_stack):
     """Last in this module: it stops the stack the tests above share. A second Ctrl-C while it

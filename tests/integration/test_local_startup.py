@@ -20,7 +20,8 @@ from tests.conftest import wait_for
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_a_taken_port_says_which_and_what_to_do(tmp_path):
+def test_a_taken_port_says_which_and_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)  # the stack starts its own Postgres
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
