@@ -19,16 +19,16 @@ SNIPPET = re.compile(r'^--8<-- "([^":]+)(?::([\w-]+))?"$')
 BLOCK = re.compile(r"```python\n(.*?)```", re.S)
 
 
-def section(path: Path, name: str | None) -> str:
-    """A file's snippet section, as pymdownx.snippets includes it."""
-    text_ = path.read_text()
-    if name is None:
-        return text_
-    match = re.search(
-        rf"^\s*# --8<-- \[start:{name}\]\n(.*?)^\s*# --8<-- \[end:{name}\]", text_, re.S | re.M
-    )
-    assert match, f"{path}: no section {name!r}"
-    return match.group(1)
+def _snippets():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_snippets", DOCS / "snippets.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+section = _snippets().section  # a file's snippet section, as the docs copy it
 
 
 def test_the_site_builds_strict(tmp_path):
@@ -60,15 +60,6 @@ def test_every_python_example_in_the_docs_is_a_copy_of_a_file_the_tests_run():
     assert copied
     runnable = {p.relative_to(ROOT).as_posix() for p in (DOCS / "examples").glob("*.py")}
     assert runnable <= set(copied), "an example file no page shows"
-
-
-def _snippets():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("docs_snippets", DOCS / "snippets.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_readme_examples_are_the_docs_examples_verbatim():
