@@ -15,7 +15,6 @@ from tasklane import database
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
-SNIPPET = re.compile(r'^--8<-- "([^":]+)(?::([\w-]+))?"$')
 BLOCK = re.compile(r"```python\n(.*?)```", re.S)
 
 
