@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import event, text
 from tasklane import database
 from tasklane.errors import InvalidTransition, TaskNotFound
-from tasklane.lifecycle import Status
+from tasklane.lifecycle import Status, retry_delay_seconds
 from tasklane.store import Claim, Claimed, Failure, NewTask, NotClaimed, TaskFilter, TaskStore
 
 ERROR = {"type": "ValueError", "message": "boom"}
@@ -216,12 +216,13 @@ def test_each_attempt_is_kept_in_the_history_across_a_retry(store):
     store.claim(first, 0.3)
     time.sleep(0.4)  # its process died: the lease runs out with no outcome
     store.claim(second, 60)
-    waiting = Failure(ERROR, retry_in_s=30)
+    waiting = Failure(ERROR)
     assert store.settle(record.id, second.token, waiting).status is Status.QUEUED
     assert store.settle(record.id, second.token, waiting).status is Status.QUEUED  # a replay
     queued = store.get(record.id)
     due = (queued.retry_at - queued.updated_at).total_seconds()
-    assert 29 <= due <= 31, due  # when its message comes back
+    back_off = retry_delay_seconds(2)  # its attempt's: when its message comes back
+    assert back_off - 1 <= due <= back_off + 1, due
     store.claim(third, 60)
     assert store.get(record.id).retry_at is None
     assert store.settle(record.id, third.token, Failure(ERROR)).status is Status.FAILED
@@ -242,11 +243,10 @@ def test_each_attempt_is_kept_in_the_history_across_a_retry(store):
     assert store.find(TaskFilter(), 500)[0].history is None  # listings leave it out
 
 
-def test_a_retry_whose_delay_is_not_given_gets_the_lanes_back_off(store):
-    """A run lost in a worker is recorded without a delay: its retry_at is the lanes' back-off
-    of its attempt number, as SQS will deliver it; a replay leaves it as it was."""
-    from tasklane.lifecycle import retry_delay_seconds
-
+def test_a_retry_is_due_after_the_lanes_back_off_of_its_attempt(store):
+    """Whoever records the failure (a consumer, a worker recording a lost run), its retry_at is
+    the lanes' back-off of its attempt number, as SQS will deliver it; a replay leaves it as
+    it was."""
     (record,) = store.insert([new(max_attempts=5)])
     for attempt in (1, 2, 3):
         c = claim(record.id)
@@ -267,7 +267,7 @@ def test_a_run_that_ends_without_its_outcome_is_a_lost_attempt(store):
     store.claim(claim(dead.id, token=f"m-{dead.id}#t"), 0.2)
     c = claim(retrying.id, token=f"m-{retrying.id}#t")
     store.claim(c, 60)
-    store.settle(retrying.id, c.token, Failure(ERROR, retry_in_s=600))
+    store.settle(retrying.id, c.token, Failure(ERROR))
     time.sleep(0.3)
     assert mark_dead(store, dead.id, f"m-{dead.id}") is Status.FAILED
     assert mark_dead(store, retrying.id, f"m-{retrying.id}") is Status.FAILED

@@ -23,7 +23,6 @@ POISON          undecodable, no such row, wrong task name    dead-letter at once
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import signal
 import threading
@@ -453,8 +452,6 @@ class Executor:
                 fields,
             )
 
-        if isinstance(outcome, Failure):  # when its message comes back (its history shows it)
-            outcome = dataclasses.replace(outcome, retry_in_s=retry_delay_seconds(attempt.number))
         try:
             status, ahead, released = settle(outcome)
         except InvalidRequest as exc:  # a result Postgres cannot hold (\u0000): the same run

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     Connection,
+    Integer,
     Interval,
     String,
     Text,
@@ -31,9 +32,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
-from tasklane.lifecycle import CLAIMABLE, IN_FLIGHT, MAX_BACKOFF_S, Status
+from tasklane.lifecycle import CLAIMABLE, IN_FLIGHT, Status, retry_delay_seconds
 from tasklane.store.base import StoreBase
 from tasklane.store.records import Claim, Claimed, Failure, NotClaimed, Settled, TaskRecord
 from tasklane.store.sql import (
@@ -70,7 +71,6 @@ _ERROR = bindparam("outcome_error", type_=JSONB)
 _FINAL = bindparam("outcome_final", type_=Boolean)
 #: What an attempt's history entry says that Postgres does not know: its error, where it ran.
 _ENTRY = bindparam("outcome_entry", type_=JSONB)
-_RETRY_IN = bindparam("outcome_retry_in", type_=Interval)
 #: The characters of an error's message a history entry keeps (the task's error keeps it all).
 ENTRY_MESSAGE = 200
 
@@ -92,12 +92,19 @@ def _hostname() -> str:
 _ENDED_AS = {Status.SUCCEEDED: "succeeded", Status.CANCELLED: "cancelled"}
 
 
+#: The lanes' back-off (:func:`~tasklane.lifecycle.retry_delay_seconds`) by attempt number,
+#: as one SQL array: a retry's ``retry_at`` is the row's own attempt's, whoever records it.
+_BACK_OFF = literal_column(
+    "(ARRAY[" + ", ".join(str(retry_delay_seconds(n)) for n in range(1, 33)) + "])",
+    ARRAY(Integer),
+)
+
+
 def _back_off() -> Any:
-    """The delay of a retry whose caller did not say it (a run lost in a worker): the lanes'
-    back-off (:func:`tasklane.lifecycle.retry_delay_seconds`) of the row's attempt number."""
-    exponent = func.greatest(1, func.least(tasks.c.attempts, 32))
-    seconds = func.least(MAX_BACKOFF_S, func.power(2, exponent))
-    return func.make_interval(0, 0, 0, 0, 0, 0, seconds)
+    """How long until a failed attempt's message is delivered again: the back-off of the
+    row's attempt number (the key the executor's and the Celery transport's back-off use)."""
+    attempt = func.greatest(1, func.least(tasks.c.attempts, 32))
+    return _BACK_OFF[attempt] * literal_column("interval '1 second'")
 
 
 def held(task_id: uuid.UUID, token: str) -> tuple[Any, ...]:
@@ -126,12 +133,10 @@ def settle_params(task_id: uuid.UUID, token: str, outcome: str | Failure) -> dic
     if isinstance(outcome, Failure):
         message = outcome.error.get("message")  # a history keeps 50 attempts: each one short
         error = {"type": outcome.error.get("type"), "message": message and message[:ENTRY_MESSAGE]}
-        retry_in = outcome.retry_in_s
         return mine | {
             "outcome_error": outcome.error,
             "outcome_final": outcome.final,
             "outcome_entry": {"error": error, "ran_on": ran_on()},
-            "outcome_retry_in": None if retry_in is None else timedelta(seconds=retry_in),
         }
     return mine | {"outcome_result": outcome, "outcome_entry": {"error": None, "ran_on": ran_on()}}
 
@@ -261,7 +266,7 @@ def _settle_update(failure: bool) -> Any:
                 finished_at=case((or_(asked, last), func.now()), else_=None),
                 retry_at=case(
                     (or_(asked, last), null()),
-                    (running, func.now() + func.coalesce(_RETRY_IN, _back_off())),
+                    (running, func.now() + _back_off()),
                     else_=tasks.c.retry_at,  # a replayed outcome: as its first write left it
                 ),
                 history=case(

@@ -146,8 +146,6 @@ class Failure:
 
     error: dict
     final: bool = False
-    #: When it is not final: how soon its message is delivered again (None: not known here).
-    retry_in_s: float | None = None
 
 
 class Settled(NamedTuple):
