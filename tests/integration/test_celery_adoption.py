@@ -169,3 +169,25 @@ def test_tasklanes_own_options_and_bad_input_at_the_call_site(stack, project):
     sent = stamped.apply_async(priority=7)
     (row,) = stack.query("SELECT celery FROM tasks WHERE id = :id", id=uuid.UUID(sent.id))
     assert row.celery == {"priority": 7}
+
+
+def test_each_run_is_an_attempt_in_the_tasks_history(stack, project, worker, tmp_path):
+    """Celery's own outcomes (a retry, a failure, a success) are the attempts tasklane shows,
+    with the error's type and message and the worker process that ran each."""
+    flaky = project.flaky.delay(str(tmp_path / "runs"))
+    failed = project.boom.delay("the input was wrong")
+    assert flaky.get(timeout=60) == 2
+    with pytest.raises(ValueError):
+        failed.get(timeout=60)
+
+    def history(result):
+        sql = "SELECT history FROM tasks WHERE id = :id"
+        return stack.query(sql, id=uuid.UUID(result.id))[0].history or []
+
+    retried = wait_for(lambda: len(history(flaky)) == 2 and history(flaky), 30, what="2 entries")
+    assert [e["outcome"] for e in retried] == ["failed", "succeeded"]
+    assert retried[0]["error"]["type"] == "Retry" and retried[1]["error"] is None
+    assert all(e["ran_on"].split(":")[1].isdigit() for e in retried)
+    (entry,) = history(failed)
+    assert entry["outcome"] == "failed" and entry["finished_at"]
+    assert entry["error"] == {"type": "ValueError", "message": "the input was wrong"}

@@ -57,6 +57,7 @@ from tasklane.store import (
     celery_chord_parts,
     celery_groups,
     default_store,
+    ended_history,
     tasks,
 )
 
@@ -80,6 +81,10 @@ STATUS_OF_STATE = {
     states.REJECTED: Status.FAILED,
     states.IGNORED: Status.SUCCEEDED,
 }
+
+
+#: A retry's error when ``self.retry()`` names none (``exc=``): the history says what happened.
+RETRY_ASKED = {"type": "Retry", "message": "the task asked for a retry (self.retry())"}
 
 
 def row_id(task_id: Any) -> uuid.UUID:
@@ -217,9 +222,12 @@ class TaskTableBackend(BaseBackend):
         merged = tasks.c.celery.op("||", return_type=tasks.c.celery.type)(
             literal(json.dumps(doc), JsonText())
         )
+        # the run's end is an attempt of the row's history (not a STARTED or a custom state)
+        error = values["error"] or (RETRY_ASKED if state == states.RETRY else None)
+        ended = {} if status is Status.RUNNING else {"history": ended_history(status, error)}
         statement = statement.on_conflict_do_update(
             index_elements=[tasks.c.id],
-            set_=values | {"celery": merged},
+            set_=values | {"celery": merged} | ended,
             where=and_(tasks.c.celery.is_not(None), tasks.c.status != Status.SUCCEEDED.value),
         )
         with _engine().begin() as conn:

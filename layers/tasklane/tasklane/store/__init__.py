@@ -29,7 +29,7 @@ import functools
 
 from tasklane.config import settings
 from tasklane.store.base import StoreBase
-from tasklane.store.claims import Claims
+from tasklane.store.claims import Claims, ended_history
 from tasklane.store.listing import Listing, find_statement
 from tasklane.store.maintenance import Maintenance
 from tasklane.store.records import (
@@ -76,6 +76,7 @@ __all__ = [
     "celery_chord_parts",
     "celery_groups",
     "default_store",
+    "ended_history",
     "find_statement",
     "idempotency_keys",
     "metadata",

@@ -127,18 +127,45 @@ def claim_params(claim: Claim, lease_seconds: float) -> dict[str, Any]:
     }
 
 
+def entry_of(error: dict | None) -> dict[str, Any]:
+    """What an attempt's history entry says that Postgres does not know: its error (type and
+    the start of its message: a history keeps 50 attempts, each one short), where it ran."""
+    if error:
+        message = error.get("message")
+        error = {"type": error.get("type"), "message": message and message[:ENTRY_MESSAGE]}
+    return {"error": error or None, "ran_on": ran_on()}
+
+
 def settle_params(task_id: uuid.UUID, token: str, outcome: str | Failure) -> dict[str, Any]:
     """The parameters of :func:`settle_statement` for one attempt's outcome."""
     mine = {"outcome_id": task_id, "outcome_token": token}
     if isinstance(outcome, Failure):
-        message = outcome.error.get("message")  # a history keeps 50 attempts: each one short
-        error = {"type": outcome.error.get("type"), "message": message and message[:ENTRY_MESSAGE]}
         return mine | {
             "outcome_error": outcome.error,
             "outcome_final": outcome.final,
-            "outcome_entry": {"error": error, "ran_on": ran_on()},
+            "outcome_entry": entry_of(outcome.error),
         }
-    return mine | {"outcome_result": outcome, "outcome_entry": {"error": None, "ran_on": ran_on()}}
+    return mine | {"outcome_result": outcome, "outcome_entry": entry_of(None)}
+
+
+def ended_history(status: Status, error: dict | None = None) -> Any:
+    """A row's history once an adopted Celery run ended as ``status`` (a run left ``queued`` is
+    to be retried: it failed), with its ``error``: an entry if the row is still ``running``, or
+    ``queued`` again (``self.retry()`` sends its message before Celery records the retry)
+    while its last attempt has no entry yet; other rows' history as is."""
+    outcome = literal_column(f"'{_ENDED_AS.get(status, 'failed')}'")
+    last_entry = tasks.c.history.op("->")(literal_column("-1"))
+    recorded = func.coalesce(
+        cast(last_entry.op("->>")(literal_column("'attempt'")), Integer), literal_column("0")
+    )
+    unrecorded = or_(
+        tasks.c.status == Status.RUNNING.value,
+        and_(tasks.c.status == Status.QUEUED.value, tasks.c.attempts > recorded),
+    )
+    return case(
+        (unrecorded, history_with(attempt_entry(outcome, literal(entry_of(error), JSONB)))),
+        else_=tasks.c.history,
+    )
 
 
 def _claim_select(*riders: Any) -> Any:
@@ -313,13 +340,8 @@ class Claims(StoreBase):
                     lease_until=None,
                     updated_at=func.now(),
                     finished_at=func.now() if status.terminal else None,
-                    # its error, if any, is in Celery's result: the entry says how and where
-                    history=history_with(
-                        attempt_entry(
-                            literal_column(f"'{_ENDED_AS.get(status, 'failed')}'"),
-                            literal({"error": None, "ran_on": ran_on()}, JSONB),
-                        )
-                    ),
+                    # a task that ignores its results: its error is stored nowhere
+                    history=ended_history(status),
                 )
             )
         return ended.rowcount == 1
