@@ -208,6 +208,20 @@ def test_a_workflow_from_one_of_its_tasks(page, stack, tmp_path):
     assert json.loads(page.locator("#workflow-result").inner_text()) == {"words": 3, "parts": 2}
     after = page.locator("#workflow-tasks tbody td.after").all_inner_texts()
     assert after == ["\u2013", "\u2013", "#1, #2"]  # the chord's body waits for its header
+    # drawn: the header's two steps in one column, the body in the next, an arrow from each
+    steps = page.locator("#workflow-graph a.step")
+    expect(steps).to_have_count(3)
+    places = steps.evaluate_all(
+        "links => links.map(a => [a.dataset.id, a.dataset.status,"
+        " +a.querySelector('rect').getAttribute('x'), +a.querySelector('rect').getAttribute('y')])"
+    )
+    (one, _, x1, y1), (two, _, x2, y2), (last, status, x3, _) = places
+    assert [one, two, last] == [t["id"] for t in created["tasks"]] and status == "succeeded"
+    assert x1 == x2 < x3 and y1 != y2
+    edges = page.locator("#workflow-graph path.edge").evaluate_all(
+        "paths => paths.map(p => [p.dataset.from, p.dataset.to])"
+    )
+    assert sorted(edges) == sorted([[one, last], [two, last]])
     page.screenshot(path=tmp_path / "console-workflow.png", full_page=True)
     page.click(f'#workflow-tasks tr[data-id="{body}"] a')  # on to one of its tasks
     page.locator('#detail-view[data-status="succeeded"]').wait_for()

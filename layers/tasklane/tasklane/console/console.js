@@ -411,6 +411,71 @@
 
   // ------------------------------------------------------------------ routing and refresh
   // ------------------------------------------------------------------ one workflow
+  const GRAPH = { width: 170, height: 26, columnGap: 48, rowGap: 10, most: 300 };
+
+  // A workflow's steps drawn left to right: each step in the column after the last of the
+  // steps it waits for, an arrow from each of those to it, coloured by status; a step links
+  // to its task. (Past GRAPH.most steps the table below is the view.)
+  function drawGraph(tasks, numberOf) {
+    const box = $("workflow-graph");
+    box.replaceChildren();
+    box.hidden = tasks.length === 0 || tasks.length > GRAPH.most;
+    if (box.hidden) return;
+    const byId = new Map(tasks.map((task) => [task.id, task]));
+    const column = new Map();
+    const columnOf = (id) => { // one past the last of the steps it waits for
+      if (!column.has(id)) {
+        column.set(id, 0); // (a step not on this page, or a loop, stays where it is)
+        const before = (byId.get(id)?.after || []).filter((i) => byId.has(i)).map(columnOf);
+        column.set(id, before.length ? Math.max(...before) + 1 : 0);
+      }
+      return column.get(id);
+    };
+    tasks.forEach((task) => columnOf(task.id));
+    const rows = [];
+    const at = new Map();
+    for (const task of tasks) {
+      const c = column.get(task.id);
+      rows[c] = (rows[c] || 0) + 1;
+      at.set(task.id, {
+        x: c * (GRAPH.width + GRAPH.columnGap),
+        y: (rows[c] - 1) * (GRAPH.height + GRAPH.rowGap),
+      });
+    }
+    const width = rows.length * (GRAPH.width + GRAPH.columnGap) - GRAPH.columnGap;
+    const height = Math.max(...rows) * (GRAPH.height + GRAPH.rowGap) - GRAPH.rowGap;
+    const drawing = svg("svg", { width: width + 2, height: height + 2, viewBox: `-1 -1 ${width + 2} ${height + 2}` });
+    const marker = svg("marker", { id: "arrow", viewBox: "0 0 8 8", refX: 8, refY: 4, markerWidth: 6, markerHeight: 6, orient: "auto" });
+    marker.append(svg("path", { d: "M0,0 L8,4 L0,8 z", class: "arrowhead" }));
+    const defs = svg("defs");
+    defs.append(marker);
+    drawing.append(defs);
+    for (const task of tasks) {
+      const to = at.get(task.id);
+      for (const id of task.after || []) {
+        const from = at.get(id);
+        if (!from) continue;
+        const [x1, y1, x2, y2] = [from.x + GRAPH.width, from.y + GRAPH.height / 2, to.x, to.y + GRAPH.height / 2];
+        const bend = GRAPH.columnGap / 2;
+        drawing.append(svg("path", {
+          class: "edge", "data-from": id, "data-to": task.id, "marker-end": "url(#arrow)",
+          d: `M${x1},${y1} C${x1 + bend},${y1} ${x2 - bend},${y2} ${x2},${y2}`,
+        }));
+      }
+    }
+    for (const task of tasks) {
+      const { x, y } = at.get(task.id);
+      const link = svg("a", { href: `#/tasks/${task.id}`, class: "step", "data-id": task.id, "data-status": task.status });
+      const title = svg("title");
+      title.textContent = `#${numberOf.get(task.id)} ${task.task}: ${task.status}\n${task.id}`;
+      const label = svg("text", { x: x + 8, y: y + GRAPH.height / 2 + 4 });
+      label.textContent = `#${numberOf.get(task.id)} ${task.task}`.slice(0, 24);
+      link.append(title, svg("rect", { x, y, width: GRAPH.width, height: GRAPH.height, rx: 6, class: task.status }), label);
+      drawing.append(link);
+    }
+    box.append(drawing);
+  }
+
   async function loadWorkflow(id) {
     let body = await api("GET", `workflows/${encodeURIComponent(id)}`);
     const tasks = [...body.tasks];
@@ -428,6 +493,7 @@
         el("td", { text: task.task }),
         el("td", {}, badge(task.status)),
         el("td", { class: "after", text: (task.after || []).map((id) => `#${numberOf.get(id) ?? "?"}`).join(", ") || "–" }))));
+    drawGraph(tasks, numberOf);
     $("workflow-error").hidden = !body.error;
     if (body.error) {
       $("workflow-error").textContent =
