@@ -302,3 +302,19 @@ def nul_result_tx(payload, db):
 
     db.execute(text("INSERT INTO tx_effects (key) VALUES ('nul')"))
     return {"text": "a\u0000b"}
+
+
+# Unique tasks (tasklane.unique): one live report per account; a digest once an hour per list.
+@task(name="test.report", lane="lambda", unique_key=("account",))
+def report(payload):
+    return {"account": payload["account"]}
+
+
+@task(
+    name="test.digest_celery",
+    lane="celery",
+    unique_key=lambda payload: f"list-{payload['list']}",
+    unique_for=3600,
+)
+def digest_celery(payload):
+    return payload["list"]

@@ -58,6 +58,7 @@ def test_get_shows_the_task(stack):
         "finished_at",
         "payload_bytes",
         "retry_at",
+        "unique_key",
         "history",
     }
     assert body["status"] == "queued" and body["attempts"] == 0 and body["result"] is None

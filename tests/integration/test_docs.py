@@ -122,6 +122,20 @@ def test_the_later_example_runs(tasklane_eager):
             registry._tasks.pop(name, None)
 
 
+def test_the_unique_example_runs(tasklane_eager):
+    from tasklane import registry
+
+    try:
+        namespace = runpy.run_path(str(DOCS / "examples" / "unique.py"))
+        assert not namespace["first"].status().terminal  # still live when the second came
+        assert namespace["hourly"].get(timeout=0) == {"account": 7}  # ran; its hour holds
+        with database.engine().connect() as conn:
+            count = conn.execute(text("SELECT count(*) FROM tasks")).scalar_one()
+        assert count == 2
+    finally:
+        registry._tasks.pop("reports.rebuild", None)
+
+
 def test_the_workflows_example_runs(tasklane_eager):
     from tasklane import registry
 

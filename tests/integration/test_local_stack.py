@@ -119,6 +119,13 @@ def test_cli_lists_shows_and_submits(local_stack):
     ids = {r.stdout.split()[1] for r in later}
     assert all(r.returncode == 0 for r in later) and len(ids) == 1, later  # the key replays
     (later_id,) = ids
+    assert later[0].stdout.startswith("submitted") and later[1].stdout.startswith("existing")
+    unique = [
+        local_stack.cli("submit", "test.echo", "--countdown", "30", "--unique-key", "u-1")
+        for _ in range(2)
+    ]
+    assert len({r.stdout.split()[1] for r in unique}) == 1, unique  # the live one, again
+    assert unique[1].stdout.startswith("existing") and "unique key" in unique[1].stdout
     scheduled = http("GET", f"{local_stack.api}/tasks/{later_id}?include=payload")[1]
     assert scheduled["run_at"] is not None and scheduled["payload"] == {}  # {} by default
     submitted = local_stack.cli("submit", "math.primes", "--payload", '{"limit": 100}', "--wait")

@@ -350,10 +350,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
         request["delay_seconds"] = args.countdown
     if args.eta is not None:
         request["run_at"] = args.eta
+    if args.unique_key is not None:
+        request["unique_key"] = args.unique_key
+    if args.unique_for is not None:
+        request["unique_for"] = args.unique_for
     key = {"idempotency-key": args.idempotency_key} if args.idempotency_key else None
     api = _api(args)
-    body = api.request("POST", "/tasks", request, headers=key)
-    console.print(f"submitted [bold]{body['id']}[/bold] ({body['lane']} lane, {body['status']})")
+    status, body = api.answer("POST", "/tasks", request, headers=key)
+    said = "submitted" if status == 202 else "existing"
+    console.print(f"{said} [bold]{body['id']}[/bold] ({body['lane']} lane, {body['status']})")
+    if status != 202:
+        console.print("(the live task with this unique key, or this Idempotency-Key's task)")
     if not args.wait:
         return 0
     deadline = time.monotonic() + args.timeout
@@ -693,6 +700,12 @@ def parser() -> argparse.ArgumentParser:
         help="run it at this ISO 8601 moment (Python's eta, the API's run_at)",
     )
     submit.add_argument("--idempotency-key", help="the API's Idempotency-Key header")
+    submit.add_argument(
+        "--unique-key", help="while a task of this name and key is live, get it instead"
+    )
+    submit.add_argument(
+        "--unique-for", type=float, help="seconds after creation the unique key stays taken"
+    )
     submit.add_argument("--wait", action="store_true", help="wait until the task ends")
     submit.add_argument("--timeout", type=float, default=300)
     submit.set_defaults(run=cmd_submit)

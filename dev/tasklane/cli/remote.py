@@ -64,6 +64,18 @@ class Api:
         headers: dict[str, str] | None = None,
     ) -> Any:
         """The JSON answer; :class:`ApiError` for an error status."""
+        return self.answer(method, path, body, query, headers)[1]
+
+    def answer(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: dict | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """The status and JSON answer (a 200 and a 202 say different things of a submission);
+        :class:`ApiError` for an error status."""
         query = {k: v for k, v in (query or {}).items() if v is not None}
         target = path + (f"?{urllib.parse.urlencode(query)}" if query else "")
         data = json.dumps(body).encode() if body is not None else None
@@ -75,7 +87,7 @@ class Api:
             answer = {"error": {"code": "http", "message": raw[:200].decode(errors="replace")}}
         if status >= 400:
             raise ApiError(status, answer)
-        return answer
+        return status, answer
 
     def send(
         self, method: str, target: str, data: bytes | None, headers: dict[str, str]

@@ -100,6 +100,8 @@ def submit(
     countdown: float | None = None,
     eta: datetime | None = None,
     owner: str | None = None,
+    unique_key: str | None = None,
+    unique_for: float | None = None,
 ) -> TaskHandle:
     """Submit task ``name`` with ``payload`` (any JSON value).
 
@@ -109,11 +111,11 @@ def submit(
     (an aware datetime): not to run before then. ``owner``: whose task it is, for the HTTP
     API's per-caller view (an IAM ARN, or ``"{iss}#{sub}"`` of a JWT); left out, the owner of
     the task running here (a child task is its parent's owner's), else none in particular
-    (operators see it).
+    (operators see it). ``unique_key``/``unique_for``: this submission's key and window
+    (:mod:`tasklane.unique`), over the task's own; a duplicate's handle is the live task's.
     """
-    submission = service.parse_submission(
-        {"task": name, "payload": payload}, settings(), service.due_at(countdown, eta)
-    )
+    body = {"task": name, "payload": payload, "unique_key": unique_key, "unique_for": unique_for}
+    submission = service.parse_submission(body, settings(), service.due_at(countdown, eta))
     record, _ = service.submit(
         submission,
         idempotency_key=idempotency_key,

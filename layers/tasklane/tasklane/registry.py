@@ -18,6 +18,7 @@ from tasklane.errors import ConfigurationError, UnknownTask
 from tasklane.lanes import Lane
 from tasklane.periodic import Schedule
 from tasklane.submitters import submitter
+from tasklane.unique import KeyFunction, Uniqueness, declared
 from tasklane.workflows import UNBOUND, Signature
 
 TaskFunction = Callable[[Any], Any]
@@ -46,6 +47,8 @@ class Task:
     transactional: bool = False
     #: When the task runs by itself (:mod:`tasklane.periodic`).
     schedule: Schedule | None = None
+    #: At most one live task per key (:mod:`tasklane.unique`).
+    unique: Uniqueness | None = None
 
     def __post_init__(self) -> None:
         for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
@@ -68,7 +71,8 @@ class Task:
 
     def apply_async(self, payload: Any = None, **options: Any) -> Any:
         """Submit, with options: ``idempotency_key``, ``connection`` (the caller's open
-        transaction: sent after it commits), ``countdown`` or ``eta``."""
+        transaction: sent after it commits), ``countdown`` or ``eta``, ``unique_key`` and
+        ``unique_for`` (this submission's, over the task's own)."""
         return submitter("submit")(self.name, payload, **options)
 
 
@@ -84,6 +88,9 @@ def task(
     time_limit: int = DEFAULT_TIME_LIMIT_S,
     transactional: bool = False,
     schedule: str | Schedule | None = None,
+    unique_key: str | Iterable[str] | KeyFunction | None = None,
+    unique_for: float | None = None,
+    unique_states: Iterable[str] | None = None,
 ) -> Callable[[TaskFunction], Task]:
     """Register ``fn`` as the task ``name`` running in ``lane`` ("lambda" or "celery").
 
@@ -92,7 +99,10 @@ def task(
     timeout may stop it sooner. ``transactional``: the function is ``fn(payload, db)`` and its
     writes through ``db`` commit together with its success (exactly once). ``schedule``: an
     EventBridge ``rate(...)``/``cron(...)`` expression, or a :class:`Schedule` with a payload,
-    and the task runs by itself on it.
+    and the task runs by itself on it. ``unique_key``: payload field names (or a function of
+    the payload giving a string): a submission whose key matches a live task of this name
+    (``unique_states``: pending, scheduled, queued, running), or one created within
+    ``unique_for`` seconds, gets that task back instead of a new one (:mod:`tasklane.unique`).
     """
     if isinstance(schedule, str):
         schedule = Schedule(schedule)
@@ -102,6 +112,7 @@ def task(
         raise ConfigurationError(f"task {name!r}: lane must be 'lambda' or 'celery'") from None
     if max_attempts is not None and max_attempts < 1:
         raise ConfigurationError(f"task {name!r}: max_attempts must be at least 1")
+    unique = declared(name, unique_key, unique_for, unique_states)
     if not 1 <= time_limit <= MAX_TIME_LIMIT_S:
         raise ConfigurationError(
             f"task {name!r}: time_limit must be 1 to {MAX_TIME_LIMIT_S} seconds: SQS keeps a "
@@ -127,6 +138,7 @@ def task(
             time_limit=time_limit,
             transactional=transactional,
             schedule=schedule,
+            unique=unique,
         )
         _tasks[name] = registered
         return registered

@@ -67,6 +67,22 @@ class SubmitRequest(_Strict):
     run_at: Moment | None = Field(
         None, description="Run no earlier than this moment (RFC 3339, with an offset)"
     )
+    unique_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="While a task of this name with this key is live (pending, scheduled, "
+        "queued, running), or was created within unique_for seconds, that task is answered "
+        "(200) and none is created. Overrides the task's own unique_key",
+        examples=["account-42"],
+    )
+    unique_for: float | None = Field(
+        None,
+        ge=0,
+        le=366 * 86400,
+        description="Seconds after a task's creation during which its key stays taken, "
+        "whatever its status",
+    )
 
     @model_validator(mode="after")
     def one_timing(self) -> SubmitRequest:
@@ -212,6 +228,9 @@ class ListedTask(TaskSummary):
         None,
         description="A queued task waiting to be retried after a failed attempt: when its "
         "message is delivered again (null otherwise)",
+    )
+    unique_key: str | None = Field(
+        None, description="Its unique key: a duplicate submitted while it is live gets it back"
     )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tasklane import broker, outbox, payloads, registry, workflows
+from tasklane import broker, outbox, payloads, registry, unique, workflows
 from tasklane.callers import Caller
 from tasklane.config import Settings, settings
 from tasklane.errors import (
@@ -48,6 +48,10 @@ class Submission:
     payload_json: str
     run_at: datetime | None = None
     timing: str | None = None
+    #: Its unique key, window and the statuses they cover (:mod:`tasklane.unique`).
+    unique_key: str | None = None
+    unique_for: float | None = None
+    unique_states: tuple[str, ...] = ()
 
     @property
     def request_hash(self) -> str:
@@ -56,6 +60,8 @@ class Submission:
         digest.update(self.payload_json.encode())
         if self.timing is not None:
             digest.update(b"\0" + self.timing.encode())
+        if self.unique_key is not None:
+            digest.update(b"\0unique:" + f"{self.unique_key}\0{self.unique_for}".encode())
         return digest.hexdigest()
 
 
@@ -97,21 +103,52 @@ def parse_submission(body: Any, config: Settings, timing: Timing | None = None) 
         raise InvalidRequest("'task' is required and must be a non-empty string")
     if "payload" not in body:
         raise InvalidRequest("'payload' is required (any JSON value)")
-    extra = set(body) - {"task", "payload", "delay_seconds", "run_at"}
+    extra = set(body) - {"task", "payload", "delay_seconds", "run_at", "unique_key", "unique_for"}
     if extra:
         raise InvalidRequest(f"unexpected fields: {', '.join(sorted(extra))}")
     if body.get("delay_seconds") is not None or body.get("run_at") is not None:
         timing = due_at(body.get("delay_seconds"), body.get("run_at"))
-    registry.get(name)  # UnknownTask → 422
+    spec = registry.get(name)  # UnknownTask → 422
     payload_json = payloads.dumps(body["payload"])
     size = len(payload_json.encode())
     if size > config.max_payload_bytes:
         raise PayloadTooLarge(
             f"payload is {size} bytes, the limit is {config.max_payload_bytes} (MAX_PAYLOAD_BYTES)"
         )
-    if timing is None:
-        return Submission(name, payload_json)
-    return Submission(name, payload_json, timing.run_at, timing.asked)
+    key, window, states = _uniqueness(spec, body)
+    return Submission(
+        name,
+        payload_json,
+        None if timing is None else timing.run_at,
+        None if timing is None else timing.asked,
+        key,
+        window,
+        states,
+    )
+
+
+def _uniqueness(
+    spec: registry.Task, body: dict
+) -> tuple[str | None, float | None, tuple[str, ...]]:
+    """A submission's unique key, window and covered statuses: the call's ``unique_key`` (a
+    key as is) and ``unique_for`` over the task's declaration (its key made of the payload)."""
+    declared = spec.unique
+    window = body.get("unique_for")
+    if body.get("unique_key") is not None:
+        key = unique.checked_key(body["unique_key"])
+    elif declared is not None:
+        key = declared.key_of(body["payload"])
+    elif window is not None:
+        raise InvalidRequest("unique_for needs a unique_key (the call's, or the task's own)")
+    else:
+        return None, None, ()
+    window = (
+        unique.checked_window(window)
+        if window is not None
+        else (declared.within_s if declared else None)
+    )
+    states = declared.states if declared is not None else unique.LIVE
+    return key, window, tuple(s.value for s in states)
 
 
 def parse_batch(body: Any, config: Settings, max_tasks: int | None = BATCH_MAX) -> list[Submission]:
@@ -140,7 +177,15 @@ def new_task(sub: Submission) -> NewTask:
     """The row for a submission: a fresh id, the task's lane and attempt limit."""
     spec = registry.get(sub.task)
     return NewTask(
-        new_id(), spec.name, spec.lane.value, sub.payload_json, spec.max_attempts, sub.run_at
+        new_id(),
+        spec.name,
+        spec.lane.value,
+        sub.payload_json,
+        spec.max_attempts,
+        sub.run_at,
+        sub.unique_key,
+        sub.unique_for,
+        sub.unique_states,
     )
 
 
@@ -173,6 +218,9 @@ def submit(
         )
         if not created:
             return _replayed(request_hash, sub.request_hash, lambda: record), False
+    if record.id != new.id:  # a unique task's duplicate: the live one, already on its way
+        logger.info("duplicate of a unique task", extra=task_fields(record.id, record.task))
+        return record, False
     if connection is not None:
         outbox.send_after_commit(connection, [record])
     else:
@@ -208,11 +256,15 @@ def submit_batch(
                 records = store.insert(new, broker.MAX_DELAY_S, use.connection, owner)
         if not use.first:
             return _replayed(use.request_hash, digest, lambda: store.get_many(use.ids)), False
+    # a unique task's duplicate is the task it matched: only the new ones are sent
+    ours = {t.id for t in new}
+    fresh = list({r.id: r for r in records if r.id in ours}.values())
     if connection is not None:
-        outbox.send_after_commit(connection, records)
+        outbox.send_after_commit(connection, fresh)
     else:
-        records = send(records, store, config)
-    logger.info("batch submitted", extra={"count": len(records)})
+        sent = {r.id: r for r in send(fresh, store, config)}
+        records = [sent.get(r.id, r) for r in records]
+    logger.info("batch submitted", extra={"count": len(fresh)})
     return records, True
 
 

@@ -38,6 +38,7 @@ def detail(record: TaskRecord) -> dict[str, Any]:
         "workflow_id": str(record.workflow_id) if record.workflow_id else None,
         "payload_bytes": record.payload_bytes,
         "retry_at": record.retry_at,
+        "unique_key": record.unique_key,
         "history": record.history or [],
     }
 

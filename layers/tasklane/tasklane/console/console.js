@@ -363,6 +363,7 @@
       ["finished", when(task.finished_at)], ["runtime", runtime(task)],
       ["updated", when(task.updated_at)],
     ];
+    if (task.unique_key) fields.push(["unique key", el("code", { text: task.unique_key })]);
     if (task.workflow_id) {
       fields.push(["workflow", el("a", { href: `#/workflows/${task.workflow_id}`, text: task.workflow_id })]);
     }

@@ -45,6 +45,8 @@ class TaskRecord:
     owner: str = ""
     #: When a task queued again after a failed attempt is delivered again.
     retry_at: datetime | None = None
+    #: Its unique key (:mod:`tasklane.unique`), if it has one.
+    unique_key: str | None = None
     #: Its attempts, oldest first (see ``tasks.history``); read with a task alone (else None).
     history: list[dict] | None = None
 
@@ -96,6 +98,11 @@ class NewTask:
     max_attempts: int | None = None
     #: Not to run before then (None: now).
     run_at: datetime | None = None
+    #: At most one task of this name and key in ``unique_states``, or created within
+    #: ``unique_for`` seconds (:mod:`tasklane.unique`); None: any number.
+    unique_key: str | None = None
+    unique_for: float | None = None
+    unique_states: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ PUBLIC = (
     tasks.c.finished_at,
     tasks.c.owner,
     tasks.c.retry_at,
+    tasks.c.unique_key,
     # the stored (compressed) size: read from the value's header, never the payload itself
     func.pg_column_size(tasks.c.payload).label("payload_bytes"),
 )

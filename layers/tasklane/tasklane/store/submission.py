@@ -14,15 +14,21 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     DateTime,
+    Float,
+    Text,
     any_,
     bindparam,
     case,
+    cast,
     func,
     insert,
     literal,
+    literal_column,
+    or_,
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from tasklane.errors import InvalidRequest, StoreUnavailable
@@ -52,13 +58,24 @@ def _status_for(run_at: Any) -> Any:
     return case((run_at > func.now() + NEAR, Status.SCHEDULED.value), else_=Status.PENDING.value)
 
 
+def _unique_until(seconds: Any) -> Any:
+    """Until when a unique task's key stays taken whatever its status: ``seconds`` (its
+    ``unique_for``) from now; null without a window."""
+    return func.now() + seconds * literal_column("interval '1 second'")
+
+
 def _insert_statement() -> Any:
     """``INSERT … SELECT`` from the arrays ``ids``, ``names``, ``lanes``, ``max_attempts``,
     ``run_ats`` and the JSON array ``payloads``, zipped by position; returns (rows inserted,
     their ``created_at``)."""
+    unique_keys = cast(bindparam("unique_keys"), ARRAY(Text))
+    unique_fors = cast(bindparam("unique_fors"), ARRAY(Float))
     columns = (
-        func.unnest(IDS, NAMES, LANES, MAX_ATTEMPTS, RUN_ATS)
-        .table_valued("id", "task", "lane", "max_attempts", "run_at", with_ordinality="n")
+        func.unnest(IDS, NAMES, LANES, MAX_ATTEMPTS, RUN_ATS, unique_keys, unique_fors)
+        .table_valued(
+            *("id", "task", "lane", "max_attempts", "run_at", "unique_key", "unique_for"),
+            with_ordinality="n",
+        )
         .render_derived("t")
     )
     payloads = (
@@ -75,11 +92,17 @@ def _insert_statement() -> Any:
         columns.c.max_attempts,
         columns.c.run_at,
         OWNER,
+        columns.c.unique_key,
+        _unique_until(columns.c.unique_for),
     ).select_from(columns.join(payloads, columns.c.n == payloads.c.n))
     inserted = (
         insert(tasks)
         .from_select(
-            ["id", "task", "lane", "status", "payload", "max_attempts", "run_at", "owner"], rows
+            [
+                *("id", "task", "lane", "status", "payload", "max_attempts", "run_at"),
+                *("owner", "unique_key", "unique_until"),
+            ],
+            rows,
         )
         .returning(tasks.c.created_at)
         .cte("inserted")
@@ -88,6 +111,27 @@ def _insert_statement() -> Any:
 
 
 _INSERT = _insert_statement()
+
+#: A unique task's lock, held to the end of the transaction that inserts it: its name and key
+#: hashed into Postgres' 64-bit lock space (a collision only makes two keys wait for each other).
+_UNIQUE_LOCK = select(
+    func.pg_advisory_xact_lock(func.hashtextextended(bindparam("lock_name", type_=Text), 0))
+)
+#: The newest task a unique submission matches: same name and key, and in a covered status or
+#: created within the window.
+_UNIQUE_MATCH = (
+    select(*PUBLIC)
+    .where(
+        tasks.c.task == bindparam("unique_task", type_=Text),
+        tasks.c.unique_key == bindparam("unique_key", type_=Text),
+        or_(
+            tasks.c.status == any_(bindparam("unique_states", type_=ARRAY(Text))),
+            tasks.c.unique_until > func.now(),
+        ),
+    )
+    .order_by(tasks.c.created_at.desc())
+    .limit(1)
+)
 
 
 #: Tries of an idempotent insert whose key's row vanished (pruned) between its statements.
@@ -113,6 +157,18 @@ class Submissions(StoreBase):
         ``VALUES`` list of a hundred rows costs the client more than the database: building and
         scanning its SQL, converting every parameter, parsing every returned timestamp.
         """
+        if any(t.unique_key is not None for t in new):
+            return self._insert_unique(new, near_seconds, connection, owner)
+        return self._insert_rows(new, near_seconds, connection, owner)
+
+    def _insert_rows(
+        self,
+        new: Sequence[NewTask],
+        near_seconds: float,
+        connection: Connection | None,
+        owner: str,
+    ) -> list[TaskRecord]:
+        """The one statement of :meth:`insert`."""
         if not new:
             return []
         params = {
@@ -121,6 +177,8 @@ class Submissions(StoreBase):
             "lanes": [t.lane for t in new],
             "max_attempts": [t.max_attempts for t in new],
             "run_ats": [t.run_at for t in new],
+            "unique_keys": [t.unique_key for t in new],
+            "unique_fors": [t.unique_for for t in new],
             "near": timedelta(seconds=near_seconds),
             "owner": owner,
             # already-serialized JSON, joined: no payload is parsed or re-encoded in Python
@@ -150,9 +208,58 @@ class Submissions(StoreBase):
                 updated_at=created_at,  # both default to the transaction's now()
                 run_at=t.run_at,
                 owner=owner,
+                unique_key=t.unique_key,
             )
             for t in new
         ]
+
+    def _insert_unique(
+        self,
+        new: Sequence[NewTask],
+        near_seconds: float,
+        connection: Connection | None,
+        owner: str,
+    ) -> list[TaskRecord]:
+        """:meth:`insert` of tasks some of which are unique: each of those whose key matches
+        a task (:data:`_UNIQUE_MATCH`), or an earlier one of the same batch, is that task
+        instead. The keys' locks are taken first, in one order, so two producers inserting
+        the same keys at once wait for each other (the second sees the first's commit) and
+        never deadlock; with ``connection``, they are held until the caller commits."""
+        with unavailable_as_error(), self._transaction(connection) as conn:
+            found = self.unique_matches(new, conn)
+            fresh = [t for t in new if t.id not in found]
+            inserted = {r.id: r for r in self._insert_rows(fresh, near_seconds, conn, owner)}
+        answer = [found.get(t.id, t.id) for t in new]
+        return [inserted[a] if isinstance(a, uuid.UUID) else a for a in answer]
+
+    def unique_matches(
+        self, new: Sequence[NewTask], conn: Connection
+    ) -> dict[uuid.UUID, TaskRecord | uuid.UUID]:
+        """The unique tasks of ``new`` that are duplicates, each with the task it matches (the
+        id of an earlier task of ``new`` itself, not stored yet). Locks their keys."""
+        for task, key in sorted({(t.task, t.unique_key) for t in new if t.unique_key}):
+            conn.execute(_UNIQUE_LOCK, {"lock_name": f"{task}\x1f{key}"})
+        found: dict[uuid.UUID, TaskRecord | uuid.UUID] = {}
+        first: dict[tuple[str, str], uuid.UUID] = {}
+        for t in new:
+            if t.unique_key is None:
+                continue
+            if (t.task, t.unique_key) in first:
+                found[t.id] = first[(t.task, t.unique_key)]
+                continue
+            row = conn.execute(
+                _UNIQUE_MATCH,
+                {
+                    "unique_task": t.task,
+                    "unique_key": t.unique_key,
+                    "unique_states": list(t.unique_states),
+                },
+            ).first()
+            if row is not None:
+                found[t.id] = TaskRecord.from_row(row)
+            else:
+                first[(t.task, t.unique_key)] = t.id
+        return found
 
     def insert_idempotent(
         self,
@@ -175,6 +282,8 @@ class Submissions(StoreBase):
                 payload=jsonb_of(new.payload_json),
                 max_attempts=new.max_attempts,
                 run_at=new.run_at,
+                unique_key=new.unique_key,
+                unique_until=_unique_until(literal(new.unique_for, Float())),
                 idempotency_key=key,
                 request_hash=request_hash,
                 owner=owner,
@@ -190,6 +299,9 @@ class Submissions(StoreBase):
             tasks.c.owner == owner, tasks.c.idempotency_key == key
         )
         with unavailable_as_error(), self._transaction(connection) as conn:
+            if new.unique_key is not None and (match := self.unique_matches([new], conn)):
+                # the same work is live: that task, and this request's key is not recorded
+                return match[new.id], request_hash, False  # type: ignore[return-value]
             # the row a key names may be pruned between the two statements: then the key is
             # free again, and the insert is tried once more
             for _ in range(KEY_TRIES):

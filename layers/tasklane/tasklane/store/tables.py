@@ -44,6 +44,10 @@ tasks = Table(
     Column("owner", Text, nullable=False, server_default=""),
     #: Unique per owner (ix_tasks_owner_idempotency_key).
     Column("idempotency_key", String(255)),
+    #: A unique task's key (:mod:`tasklane.unique`): one live task per name and key.
+    Column("unique_key", Text),
+    #: Until when that key stays taken whatever the task's status (its ``unique_for``).
+    Column("unique_until", DateTime(timezone=True)),
     Column("request_hash", String(64)),
     Column("lease_until", DateTime(timezone=True)),
     Column(
@@ -104,6 +108,16 @@ Index(
     tasks.c.idempotency_key,
     unique=True,
     postgresql_where=tasks.c.idempotency_key.is_not(None),
+)
+
+
+# A unique task's newest namesakes (tasklane.unique): only tasks that have a key.
+Index(
+    "ix_tasks_task_unique_key",
+    tasks.c.task,
+    tasks.c.unique_key,
+    tasks.c.created_at.desc(),
+    postgresql_where=tasks.c.unique_key.is_not(None),
 )
 
 

@@ -1,0 +1,42 @@
+"""Unique tasks: a task's ``unique_key`` (:mod:`tasklane.unique`), ``unique_until`` (until when
+the key stays taken whatever the task's status: its ``unique_for``), and an index of the tasks
+that have a key, by name, key and newest first: a unique submission reads the newest namesake
+with its key.
+
+Online-safe and safe to run again, as 0009: nullable columns without a default are
+catalog-only; the index holds only tasks with a key and is built ``CONCURRENTLY`` (an
+interrupted build's INVALID leftover is built again).
+
+Revision ID: 0015
+Revises: 0014
+Create Date: 2026-12-05
+"""
+
+from alembic import op
+from tasklane.migrations.online import create_indexes, require_valid
+
+revision = "0015"
+down_revision = "0014"
+branch_labels = None
+depends_on = None
+
+INDEXES = {
+    "ix_tasks_task_unique_key": "CREATE INDEX CONCURRENTLY IF NOT EXISTS "
+    "ix_tasks_task_unique_key ON tasks (task, unique_key, created_at DESC) "
+    "WHERE unique_key IS NOT NULL",
+}
+
+
+def upgrade() -> None:
+    op.execute(
+        "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS unique_key text, "
+        "ADD COLUMN IF NOT EXISTS unique_until timestamptz"
+    )
+    with op.get_context().autocommit_block():
+        op.execute("COMMIT")  # see 0007: pg8000 opened a transaction reading the isolation level
+        create_indexes(INDEXES)
+        require_valid(list(INDEXES))
+
+
+def downgrade() -> None:
+    raise RuntimeError("tasklane migrations only move forward")
