@@ -34,6 +34,7 @@ MEASUREMENTS = [
     "concurrency",
     "due_burst",
     "peers",
+    "flow_control",
 ]
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -16,3 +16,8 @@ def noop_celery(payload):
 @task(name="bench.size", lane="lambda")
 def size(payload):
     return {"bytes": len(payload["data"])}
+
+
+@task(name="bench.unique", lane="lambda", unique_key=("key",))
+def unique(payload):
+    return None

@@ -37,8 +37,8 @@ def test_a_duplicate_while_the_first_is_live_gets_the_first(stack):
     other = submit("test.report", {"account": 7})
     assert again.id == first.id and other.id != first.id
     assert [(r.id, r.unique_key) for r in rows("test.report")] == [
-        (first.id, "[42]"),
-        (other.id, "[7]"),
+        (first.id, "account=42"),
+        (other.id, "account=7"),
     ]
     assert stack.depth(stack.lambda_queue) == 2  # the duplicate sent nothing
 
@@ -55,7 +55,7 @@ def test_over_http_a_duplicate_is_a_200_with_the_first_task(stack):
     status, headers, duplicate = call_api("POST", "/tasks", body)
     assert status == 200 and duplicate["id"] == created["id"]
     assert headers["location"] == f"/tasks/{created['id']}"
-    assert call_api("GET", f"/tasks/{created['id']}")[2]["unique_key"] == "[1]"
+    assert call_api("GET", f"/tasks/{created['id']}")[2]["unique_key"] == "account=1"
     # a key given with the call, for a task that declares none; and its window
     explicit = {"task": "test.echo", "payload": "x", "unique_key": "nightly", "unique_for": 600}
     status, _, one = call_api("POST", "/tasks", explicit)

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from tasklane.errors import ConfigurationError, UnknownTask
+from tasklane.keys import KeyFunction
 from tasklane.lanes import Lane
 from tasklane.periodic import Schedule
 from tasklane.submitters import submitter
-from tasklane.unique import KeyFunction, Uniqueness, declared
+from tasklane.unique import Uniqueness, declared
 from tasklane.workflows import UNBOUND, Signature
 
 TaskFunction = Callable[[Any], Any]

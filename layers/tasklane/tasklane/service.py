@@ -135,7 +135,7 @@ def _uniqueness(
     declared = spec.unique
     window = body.get("unique_for")
     if body.get("unique_key") is not None:
-        key = unique.checked_key(body["unique_key"])
+        key = unique.given_key(body["unique_key"])
     elif declared is not None:
         key = declared.key_of(body["payload"])
     elif window is not None:

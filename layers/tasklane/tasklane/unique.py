@@ -19,63 +19,38 @@ declaration and the key of one payload.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from tasklane.errors import ConfigurationError, InvalidRequest
+from tasklane.keys import KeyFunction, KeySource, checked_key, declared_source, key_of
 from tasklane.lifecycle import Status
 
 #: The statuses a unique key covers unless the task names others: a task not yet finished.
 LIVE = (Status.PENDING, Status.SCHEDULED, Status.QUEUED, Status.RUNNING)
-#: The longest key stored (a longer one, from a function or a call, is refused).
-MAX_KEY_CHARS = 255
 #: The longest window: a year.
 MAX_WINDOW_S = 366 * 86400
-
-KeyFunction = Callable[[Any], str]
 
 
 @dataclass(frozen=True, slots=True)
 class Uniqueness:
-    """A task's uniqueness: its key (payload fields, or a function of the payload), its
-    window in seconds after a task's creation (None: while live only) and the statuses it
-    covers."""
+    """A task's uniqueness: its key (payload fields, or a function of the payload:
+    :mod:`tasklane.keys`), its window in seconds after a task's creation (None: while live
+    only) and the statuses it covers."""
 
-    key: tuple[str, ...] | KeyFunction
+    key: KeySource
     within_s: float | None = None
     states: tuple[Status, ...] = LIVE
 
     def key_of(self, payload: Any) -> str:
         """The key of ``payload``; :class:`InvalidRequest` (400) if it has none."""
-        if callable(self.key):
-            try:
-                key = self.key(payload)
-            except Exception as exc:  # the application's function: its error is the reason
-                raise InvalidRequest(f"unique_key could not be made: {exc}") from None
-            return checked_key(key)
-        if not isinstance(payload, dict):
-            raise InvalidRequest(
-                f"unique_key names payload fields ({', '.join(self.key)}): the payload must "
-                "be a JSON object"
-            )
-        missing = [field for field in self.key if field not in payload]
-        if missing:
-            raise InvalidRequest(
-                f"unique_key names {', '.join(repr(f) for f in missing)}, missing from the payload"
-            )
-        values = [payload[field] for field in self.key]
-        return checked_key(json.dumps(values, sort_keys=True, separators=(",", ":")))
+        return key_of(self.key, payload, "unique_key")
 
 
-def checked_key(key: Any) -> str:
-    """A key as stored: a non-empty string of at most :data:`MAX_KEY_CHARS` characters."""
-    if not isinstance(key, str) or not key:
-        raise InvalidRequest("unique_key must be a non-empty string")
-    if len(key) > MAX_KEY_CHARS:
-        raise InvalidRequest(f"unique_key is {len(key)} characters, over {MAX_KEY_CHARS}")
-    return key
+def given_key(key: Any) -> str:
+    """A key given with a call (the key itself, not fields)."""
+    return checked_key(key, "unique_key")
 
 
 def checked_window(seconds: Any) -> float | None:
@@ -103,14 +78,7 @@ def declared(
                 f"task {task!r}: unique_for and unique_states need a unique_key"
             )
         return None
-    if isinstance(key, str):
-        key = (key,)
-    if not callable(key):
-        key = tuple(key)
-        if not key or not all(isinstance(field, str) and field for field in key):
-            raise ConfigurationError(
-                f"task {task!r}: unique_key is payload field names (or a function of the payload)"
-            )
+    key = declared_source(task, "unique_key", key)
     try:
         window = checked_window(within_s)
         covered = LIVE if states is None else tuple(Status(s) for s in states)
