@@ -318,3 +318,22 @@ def report(payload):
 )
 def digest_celery(payload):
     return payload["list"]
+
+
+# Concurrency limits (tasklane.limits): two at once in all; one at once per account.
+@task(name="test.limited", lane="lambda", concurrency=2)
+def limited(payload):
+    time.sleep(payload.get("seconds", 0.3))
+    return payload.get("n")
+
+
+@task(name="test.limited_by_account", lane="lambda", concurrency=1, concurrency_key="account")
+def limited_by_account(payload):
+    time.sleep(payload.get("seconds", 0.3))
+    return payload.get("n")
+
+
+@task(name="test.limited_celery", lane="celery", concurrency=1)
+def limited_celery(payload):
+    time.sleep(payload.get("seconds", 0.3))
+    return payload.get("n")

@@ -59,6 +59,7 @@ def test_get_shows_the_task(stack):
         "payload_bytes",
         "retry_at",
         "unique_key",
+        "waiting_on",
         "history",
     }
     assert body["status"] == "queued" and body["attempts"] == 0 and body["result"] is None

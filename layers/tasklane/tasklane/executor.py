@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import random
 import signal
 import threading
 import time
@@ -48,6 +49,7 @@ from tasklane.errors import (
     UnknownTask,
 )
 from tasklane.lifecycle import Status, retry_delay_seconds
+from tasklane.limits import DEFER_MAX_S
 from tasklane.logs import logger, task_fields
 from tasklane.store import Claim, Claimed, Failure, NotClaimed, Settled, TaskRecord, TaskStore
 
@@ -265,9 +267,16 @@ class Executor:
             return self.unknown_here(delivery, exc)
         if delivery.timed and (verdict := self._on_time(delivery)) is not None:
             return verdict
-        claim = self._persist(
-            lambda: self.store.claim(delivery.claim(), lease_seconds), deadline, {}
-        )
+        if spec.concurrency is None:
+            claim = self._persist(
+                lambda: self.store.claim(delivery.claim(), lease_seconds), deadline, {}
+            )
+        else:
+            claim = self._persist(
+                lambda: self.store.claim_limited(delivery.claim(), lease_seconds, spec.concurrency),
+                deadline,
+                {},
+            )
         return self._attempt_or_verdict(delivery, spec, claim)
 
     def _on_time(self, delivery: Delivery) -> Verdict | None:
@@ -367,6 +376,11 @@ class Executor:
             wait = (claim.run_at - datetime.now(UTC)).total_seconds()
             if wait > 0:  # arrived before it is due: offered again when it is
                 return self._later(delivery, math.ceil(wait), "not due yet")
+        if claim.waiting_on is not None:  # over a limit: not a run, and no receive spent
+            fields = task_fields(delivery.id, delivery.task, waiting_on=claim.waiting_on)
+            logger.info("task waits for its limit", extra=fields)
+            wait = random.randint(1, DEFER_MAX_S)  # nosec B311: spreading retries, not a secret
+            return self._later(delivery, wait, claim.waiting_on)
         if claim.status is Status.RUNNING:
             return Verdict(Outcome.BUSY, "another delivery holds the task")
         return Verdict(Outcome.BUSY, f"the task is {claim.status}")
@@ -434,7 +448,9 @@ class Executor:
                 return self._verdict(attempt, outcome.result_json, outcome.status, fields), None
         following = then() if then is not None else None
         next_spec = registry.find(following.task) if following is not None else None
-        next_claim = following.claim() if following is not None and next_spec else None
+        # (a task under a limit is claimed on its own, under the limit's lock)
+        chain = next_spec is not None and next_spec.concurrency is None
+        next_claim = following.claim() if following is not None and chain else None
 
         settle_by = outcome_deadline()
 
@@ -459,7 +475,7 @@ class Executor:
             status, ahead, released = settle(outcome)
         _send_released(released, self.store)
         next_step = None
-        if following is not None and next_spec is not None and ahead is not None:
+        if following is not None and chain and ahead is not None:
             next_step = self._attempt_or_verdict(following, next_spec, ahead)
         return self._verdict(attempt, outcome, status, fields), next_step
 

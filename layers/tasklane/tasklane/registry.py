@@ -17,6 +17,7 @@ from typing import Any
 from tasklane.errors import ConfigurationError, UnknownTask
 from tasklane.keys import KeyFunction
 from tasklane.lanes import Lane
+from tasklane.limits import Concurrency, declared_concurrency
 from tasklane.periodic import Schedule
 from tasklane.submitters import submitter
 from tasklane.unique import Uniqueness, declared
@@ -50,6 +51,8 @@ class Task:
     schedule: Schedule | None = None
     #: At most one live task per key (:mod:`tasklane.unique`).
     unique: Uniqueness | None = None
+    #: At most so many running at once, in all or per key (:mod:`tasklane.limits`).
+    concurrency: Concurrency | None = None
 
     def __post_init__(self) -> None:
         for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
@@ -92,6 +95,8 @@ def task(
     unique_key: str | Iterable[str] | KeyFunction | None = None,
     unique_for: float | None = None,
     unique_states: Iterable[str] | None = None,
+    concurrency: int | None = None,
+    concurrency_key: str | Iterable[str] | KeyFunction | None = None,
 ) -> Callable[[TaskFunction], Task]:
     """Register ``fn`` as the task ``name`` running in ``lane`` ("lambda" or "celery").
 
@@ -104,6 +109,9 @@ def task(
     the payload giving a string): a submission whose key matches a live task of this name
     (``unique_states``: pending, scheduled, queued, running), or one created within
     ``unique_for`` seconds, gets that task back instead of a new one (:mod:`tasklane.unique`).
+    ``concurrency``: at most so many runs at once across every consumer and worker, per
+    ``concurrency_key`` (payload fields, or a function of the payload) if given; a task over
+    it waits, spending no attempt (:mod:`tasklane.limits`).
     """
     if isinstance(schedule, str):
         schedule = Schedule(schedule)
@@ -114,6 +122,7 @@ def task(
     if max_attempts is not None and max_attempts < 1:
         raise ConfigurationError(f"task {name!r}: max_attempts must be at least 1")
     unique = declared(name, unique_key, unique_for, unique_states)
+    limited = declared_concurrency(name, concurrency, concurrency_key)
     if not 1 <= time_limit <= MAX_TIME_LIMIT_S:
         raise ConfigurationError(
             f"task {name!r}: time_limit must be 1 to {MAX_TIME_LIMIT_S} seconds: SQS keeps a "
@@ -140,6 +149,7 @@ def task(
             transactional=transactional,
             schedule=schedule,
             unique=unique,
+            concurrency=limited,
         )
         _tasks[name] = registered
         return registered

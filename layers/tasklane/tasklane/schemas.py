@@ -232,6 +232,11 @@ class ListedTask(TaskSummary):
     unique_key: str | None = Field(
         None, description="Its unique key: a duplicate submitted while it is live gets it back"
     )
+    waiting_on: str | None = Field(
+        None,
+        description="Why a pending or queued task that could be delivered waits: the limit it "
+        "is over, as 'concurrency 5/5 for account=42'",
+    )
 
 
 class Attempt(BaseModel):

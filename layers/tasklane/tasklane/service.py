@@ -52,6 +52,8 @@ class Submission:
     unique_key: str | None = None
     unique_for: float | None = None
     unique_states: tuple[str, ...] = ()
+    #: The key its concurrency limit counts by (:mod:`tasklane.limits`).
+    concurrency_key: str | None = None
 
     @property
     def request_hash(self) -> str:
@@ -124,6 +126,7 @@ def parse_submission(body: Any, config: Settings, timing: Timing | None = None) 
         key,
         window,
         states,
+        spec.concurrency.key_of(body["payload"]) if spec.concurrency is not None else None,
     )
 
 
@@ -186,6 +189,7 @@ def new_task(sub: Submission) -> NewTask:
         sub.unique_key,
         sub.unique_for,
         sub.unique_states,
+        sub.concurrency_key,
     )
 
 

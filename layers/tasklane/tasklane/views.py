@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from tasklane import reads, workflows
+from tasklane.lifecycle import Status
 from tasklane.store import TaskRecord
 
 
@@ -39,6 +40,10 @@ def detail(record: TaskRecord) -> dict[str, Any]:
         "payload_bytes": record.payload_bytes,
         "retry_at": record.retry_at,
         "unique_key": record.unique_key,
+        # why a task that could run waits (a limit); its claim clears it
+        "waiting_on": record.waiting_on
+        if record.status in (Status.PENDING, Status.QUEUED)
+        else None,
         "history": record.history or [],
     }
 

@@ -5,6 +5,7 @@ token are in every ``WHERE``). A claim given back keeps a cancel request.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import socket
@@ -30,11 +31,13 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 from tasklane.lifecycle import CLAIMABLE, IN_FLIGHT, Status, retry_delay_seconds
+from tasklane.limits import Concurrency
 from tasklane.store.base import StoreBase
 from tasklane.store.records import Claim, Claimed, Failure, NotClaimed, Settled, TaskRecord
 from tasklane.store.sql import (
@@ -168,19 +171,59 @@ def ended_history(status: Status, error: dict | None = None) -> Any:
     )
 
 
-def _claim_select(*riders: Any) -> Any:
+def _running_like(row: Any) -> Any:
+    """How many of ``row``'s namesakes with its concurrency key run now (a live lease: a run
+    whose process died stops counting when its lease runs out), itself aside."""
+    sibling = tasks.alias("sibling")
+    return (
+        select(func.count())
+        .where(
+            sibling.c.task == row.c.task,
+            sibling.c.concurrency_key.is_not_distinct_from(row.c.concurrency_key),
+            sibling.c.status == Status.RUNNING.value,
+            sibling.c.lease_until > func.now(),
+            sibling.c.id != row.c.id,
+        )
+        .correlate(row)
+        .scalar_subquery()
+    )
+
+
+#: The lock a claim under a concurrency limit holds to its commit: the task's name and key
+#: (:mod:`tasklane.limits`), read from the row, hashed into Postgres' 64-bit lock space.
+_LIMIT_LOCK = select(
+    func.pg_advisory_xact_lock(
+        func.hashtextextended(
+            func.concat_ws(
+                literal_column("E'\\x1f'"),
+                literal_column("'concurrency'"),
+                tasks.c.task,
+                func.coalesce(tasks.c.concurrency_key, literal_column("''")),
+            ),
+            0,
+        )
+    )
+).where(tasks.c.id == _CLAIM_ID)
+#: The most runs at once a limited claim allows.
+_CLAIM_LIMIT = bindparam("claim_limit", type_=Integer)
+
+
+def _claim_select(*riders: Any, limited: bool = False) -> Any:
     """One statement that claims a delivery's task and says why not when it cannot: the
     claim's attempt and payload, and the row's status, task and ``run_at`` as they were before
     it. ``riders``, labelled scalar subqueries over an outcome's update, come along in the same
-    round trip.
+    round trip. ``limited``: only while fewer than ``claim_limit`` of its namesakes with its
+    concurrency key are running (and how many are, and its key, come back).
     """
     again = tasks.c.claimed_by == _CLAIM_TOKEN  # its own claim, made again after a lost reply
     lost = and_(tasks.c.status == Status.RUNNING.value, ~again)
+    under_limit = or_(again, _running_like(tasks) < _CLAIM_LIMIT) if limited else true()
     claimed = (
         update(tasks)
         .where(
             tasks.c.id == _CLAIM_ID,
             tasks.c.task == _CLAIM_TASK,
+            under_limit,
             or_(
                 and_(tasks.c.status.in_([s.value for s in CLAIMABLE]), _due()),
                 and_(
@@ -204,6 +247,7 @@ def _claim_select(*riders: Any) -> Any:
             started_at=func.coalesce(tasks.c.started_at, func.now()),
             attempt_started_at=case((again, tasks.c.attempt_started_at), else_=func.now()),
             retry_at=None,
+            waiting_on=None,
             # a run whose lease ran out without an outcome (its process died): it was lost
             history=case((lost, lost_attempt()), else_=tasks.c.history),
             updated_at=func.now(),
@@ -229,6 +273,8 @@ def _claim_select(*riders: Any) -> Any:
         before.c.run_at,
         before.c.expires_at,
     ]
+    if limited:
+        columns += [_running_like(before).label("running"), before.c.concurrency_key]
     return select(*riders, *columns).select_from(
         asked.outerjoin(claimed, claimed.c.id == asked.c.id).outerjoin(
             before, before.c.id == asked.c.id
@@ -240,6 +286,13 @@ def _claim_select(*riders: Any) -> Any:
 def claim_statement() -> Any:
     """A delivery's claim alone (:func:`claim_params`)."""
     return _claim_select()
+
+
+@functools.cache
+def limited_claim_statement() -> Any:
+    """A delivery's claim under a concurrency limit (:func:`claim_params` and ``claim_limit``),
+    made after :data:`_LIMIT_LOCK` in the same transaction."""
+    return _claim_select(limited=True)
 
 
 @functools.cache
@@ -356,6 +409,34 @@ class Claims(StoreBase):
         with unavailable_as_error(), self._single() as conn:
             row = conn.execute(claim_statement(), claim_params(claim, lease_seconds)).one()
             return _claim_of(claim.id, row)
+
+    def claim_limited(
+        self, claim: Claim, lease_seconds: float, limit: Concurrency
+    ) -> Claimed | NotClaimed:
+        """:meth:`claim` under a concurrency limit: only while fewer than ``limit.limit`` of
+        the task's namesakes with its key are running, all consumers and workers together.
+
+        Two round trips in one transaction: the first takes the lock of the task's name and
+        key, so claims of one key are made one at a time; the second, reading after every
+        claim committed before the lock was had, counts the running and claims. Over the
+        limit, the task's ``waiting_on`` says so (:attr:`NotClaimed.waiting_on`), in the same
+        transaction; its claim clears it.
+        """
+        params = claim_params(claim, lease_seconds) | {"claim_limit": limit.limit}
+        with unavailable_as_error(), self.engine.begin() as conn:
+            conn.execute(_LIMIT_LOCK, params)
+            row = conn.execute(limited_claim_statement(), params).one()
+            taken = _claim_of(claim.id, row)
+            waiting = row.status in (Status.PENDING.value, Status.QUEUED.value)
+            if isinstance(taken, Claimed) or not waiting or row.running < limit.limit:
+                return taken  # claimed, or not for the limit's sake
+            why = limit.waiting(row.running, row.concurrency_key)
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.id == claim.id, tasks.c.status == row.status)
+                .values(waiting_on=why, updated_at=func.now())
+            )
+        return dataclasses.replace(taken, waiting_on=why)
 
     def outcome_of(self, task_id: uuid.UUID, token: str) -> Status | None:
         """The task's status if delivery ``token`` was the last to hold it (else None)."""

@@ -47,6 +47,10 @@ class TaskRecord:
     retry_at: datetime | None = None
     #: Its unique key (:mod:`tasklane.unique`), if it has one.
     unique_key: str | None = None
+    #: The key its concurrency limit counts by, if any (:mod:`tasklane.limits`).
+    concurrency_key: str | None = None
+    #: Why a task that could be delivered waits (``concurrency 5/5 for account=42``).
+    waiting_on: str | None = None
     #: Its attempts, oldest first (see ``tasks.history``); read with a task alone (else None).
     history: list[dict] | None = None
 
@@ -103,6 +107,8 @@ class NewTask:
     unique_key: str | None = None
     unique_for: float | None = None
     unique_states: tuple[str, ...] = ()
+    #: The key its concurrency limit counts by (:mod:`tasklane.limits`).
+    concurrency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,14 +142,16 @@ class Claimed:
 
 @dataclass(frozen=True, slots=True)
 class NotClaimed:
-    """Why a delivery could not claim: the task's status (None: no such row), its name, and
-    when it is due (a message that arrived before ``run_at``)."""
+    """Why a delivery could not claim: the task's status (None: no such row), its name, when
+    it is due (a message that arrived before ``run_at``), or the limit it waits on."""
 
     id: uuid.UUID
     status: Status | None
     task: str | None
     run_at: datetime | None = None
     expires_at: datetime | None = None
+    #: Why it was not claimed though it could run: a limit (``concurrency 5/5 for ...``).
+    waiting_on: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

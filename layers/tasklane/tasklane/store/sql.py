@@ -48,6 +48,8 @@ PUBLIC = (
     tasks.c.owner,
     tasks.c.retry_at,
     tasks.c.unique_key,
+    tasks.c.concurrency_key,
+    tasks.c.waiting_on,
     # the stored (compressed) size: read from the value's header, never the payload itself
     func.pg_column_size(tasks.c.payload).label("payload_bytes"),
 )

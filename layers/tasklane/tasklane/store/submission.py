@@ -70,10 +70,14 @@ def _insert_statement() -> Any:
     their ``created_at``)."""
     unique_keys = cast(bindparam("unique_keys"), ARRAY(Text))
     unique_fors = cast(bindparam("unique_fors"), ARRAY(Float))
+    concurrency_keys = cast(bindparam("concurrency_keys"), ARRAY(Text))
     columns = (
-        func.unnest(IDS, NAMES, LANES, MAX_ATTEMPTS, RUN_ATS, unique_keys, unique_fors)
+        func.unnest(
+            IDS, NAMES, LANES, MAX_ATTEMPTS, RUN_ATS, unique_keys, unique_fors, concurrency_keys
+        )
         .table_valued(
             *("id", "task", "lane", "max_attempts", "run_at", "unique_key", "unique_for"),
+            "concurrency_key",
             with_ordinality="n",
         )
         .render_derived("t")
@@ -94,13 +98,14 @@ def _insert_statement() -> Any:
         OWNER,
         columns.c.unique_key,
         _unique_until(columns.c.unique_for),
+        columns.c.concurrency_key,
     ).select_from(columns.join(payloads, columns.c.n == payloads.c.n))
     inserted = (
         insert(tasks)
         .from_select(
             [
                 *("id", "task", "lane", "status", "payload", "max_attempts", "run_at"),
-                *("owner", "unique_key", "unique_until"),
+                *("owner", "unique_key", "unique_until", "concurrency_key"),
             ],
             rows,
         )
@@ -179,6 +184,7 @@ class Submissions(StoreBase):
             "run_ats": [t.run_at for t in new],
             "unique_keys": [t.unique_key for t in new],
             "unique_fors": [t.unique_for for t in new],
+            "concurrency_keys": [t.concurrency_key for t in new],
             "near": timedelta(seconds=near_seconds),
             "owner": owner,
             # already-serialized JSON, joined: no payload is parsed or re-encoded in Python
@@ -209,6 +215,7 @@ class Submissions(StoreBase):
                 run_at=t.run_at,
                 owner=owner,
                 unique_key=t.unique_key,
+                concurrency_key=t.concurrency_key,
             )
             for t in new
         ]
@@ -284,6 +291,7 @@ class Submissions(StoreBase):
                 run_at=new.run_at,
                 unique_key=new.unique_key,
                 unique_until=_unique_until(literal(new.unique_for, Float())),
+                concurrency_key=new.concurrency_key,
                 idempotency_key=key,
                 request_hash=request_hash,
                 owner=owner,

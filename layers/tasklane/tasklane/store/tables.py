@@ -48,6 +48,11 @@ tasks = Table(
     Column("unique_key", Text),
     #: Until when that key stays taken whatever the task's status (its ``unique_for``).
     Column("unique_until", DateTime(timezone=True)),
+    #: The key its concurrency limit counts by (:mod:`tasklane.limits`); null: the task's.
+    Column("concurrency_key", Text),
+    #: Why it waits while it could be delivered (a limit: ``concurrency 5/5 for account=42``);
+    #: cleared by its claim.
+    Column("waiting_on", Text),
     Column("request_hash", String(64)),
     Column("lease_until", DateTime(timezone=True)),
     Column(

@@ -1,7 +1,10 @@
-"""Unique tasks: a task's ``unique_key`` (:mod:`tasklane.unique`), ``unique_until`` (until when
-the key stays taken whatever the task's status: its ``unique_for``), and an index of the tasks
-that have a key, by name, key and newest first: a unique submission reads the newest namesake
-with its key.
+"""Flow control: unique tasks and concurrency limits.
+
+- ``unique_key`` (:mod:`tasklane.unique`), ``unique_until`` (until when the key stays taken
+  whatever the task's status: its ``unique_for``), and an index of the tasks that have a key,
+  by name, key and newest first: a unique submission reads the newest namesake with its key;
+- ``concurrency_key``: the key a concurrency limit counts running tasks by
+  (:mod:`tasklane.limits`), and ``waiting_on``: why a task that could be delivered waits.
 
 Online-safe and safe to run again, as 0009: nullable columns without a default are
 catalog-only; the index holds only tasks with a key and is built ``CONCURRENTLY`` (an
@@ -30,7 +33,9 @@ INDEXES = {
 def upgrade() -> None:
     op.execute(
         "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS unique_key text, "
-        "ADD COLUMN IF NOT EXISTS unique_until timestamptz"
+        "ADD COLUMN IF NOT EXISTS unique_until timestamptz, "
+        "ADD COLUMN IF NOT EXISTS concurrency_key text, "
+        "ADD COLUMN IF NOT EXISTS waiting_on text"
     )
     with op.get_context().autocommit_block():
         op.execute("COMMIT")  # see 0007: pg8000 opened a transaction reading the isolation level
