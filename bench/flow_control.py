@@ -1,11 +1,37 @@
 """Flow control's cost: what a unique key adds to a submission (POST /tasks through the
-handler), in time and statements, against the same submission without one; and how fast a
-duplicate is answered (it stores and sends nothing)."""
+handler), in time and statements, against the same submission without one; how fast a
+duplicate is answered (it stores and sends nothing); and what a concurrency limit adds to a
+claim (the store's claim, one task at a time, against the same claim of a task without one)."""
 
 from __future__ import annotations
 
+import uuid
+
+from tasklane import submit_many
+from tasklane.registry import get
+from tasklane.store import Claim, default_store
+
 from bench.common import count_statements, post
 from bench.env import BenchEnv, percentile, timed
+
+
+def claims(name: str, n: int) -> tuple[list[float], int]:
+    """Claim ``n`` fresh tasks of ``name`` one by one: each claim's time, and the statements
+    of one."""
+    store, limit = default_store(), get(name).concurrency
+    handles = submit_many([(name, {"key": i % 10}) for i in range(n + 1)])
+
+    def claim(task_id: uuid.UUID) -> None:
+        made = Claim(task_id, name, f"bench#{uuid.uuid4().hex}")
+        if limit is None:
+            store.claim(made, 60)
+        else:
+            store.claim_limited(made, 60, limit)
+
+    times = [timed(lambda h=h: claim(h.id)) for h in handles[:n]]
+    with count_statements() as statements:
+        claim(handles[n].id)
+    return times, len(statements)
 
 
 def run(bench: BenchEnv) -> dict:
@@ -32,6 +58,9 @@ def run(bench: BenchEnv) -> dict:
     with count_statements() as duplicate_statements:
         post("/tasks", {"task": "bench.unique", "payload": {"key": n}})
     bench.reset_queues()
+    plain_claims, plain_claim_statements = claims("bench.noop", n)
+    limited_claims, limited_claim_statements = claims("bench.limited", n)
+    bench.reset_queues()
     figures = {
         "submit p50 ms, plain": percentile(plain, 50) * 1000,
         "submit p50 ms, unique key": percentile(unique, 50) * 1000,
@@ -39,13 +68,20 @@ def run(bench: BenchEnv) -> dict:
         "statements, plain": len(plain_statements),
         "statements, unique key": len(unique_statements),
         "statements, duplicate": len(duplicate_statements),
+        "claim p50 ms, plain": percentile(plain_claims, 50) * 1000,
+        "claim p50 ms, concurrency limit": percentile(limited_claims, 50) * 1000,
+        "claim statements, plain": plain_claim_statements,
+        "claim statements, concurrency limit": limited_claim_statements,
     }
     figures["unique key cost ms"] = (
         figures["submit p50 ms, unique key"] - figures["submit p50 ms, plain"]
     )
     return {
-        "name": "flow control: unique tasks",
-        "workload": f"{n} sequential POST /tasks each way, warm handler",
+        "name": "flow control: unique tasks, concurrency limits",
+        "workload": f"{n} sequential POST /tasks and {n} claims each way, warm handler",
         "figures": figures,
-        "targets": {"statements, unique key": ("<=", 4)},
+        "targets": {
+            "statements, unique key": ("<=", 4),
+            "claim statements, concurrency limit": ("<=", 2),
+        },
     }

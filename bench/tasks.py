@@ -21,3 +21,8 @@ def size(payload):
 @task(name="bench.unique", lane="lambda", unique_key=("key",))
 def unique(payload):
     return None
+
+
+@task(name="bench.limited", lane="lambda", concurrency=1000, concurrency_key="key")
+def limited(payload):
+    return None

@@ -1,8 +1,7 @@
 """Unique tasks (docs/python.md). The tests run this file eagerly."""
 
-import tasklane
-
 # --8<-- [start:unique]
+import tasklane
 from tasklane import task
 
 

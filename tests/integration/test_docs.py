@@ -136,6 +136,20 @@ def test_the_unique_example_runs(tasklane_eager):
         registry._tasks.pop("reports.rebuild", None)
 
 
+def test_the_limits_example_runs(tasklane_eager):
+    from tasklane import registry
+
+    try:
+        namespace = runpy.run_path(str(DOCS / "examples" / "limits.py"))
+        assert namespace["synced"].get(timeout=0) == {"synced": 42}
+        limit = registry.get("crm.sync").concurrency
+        assert limit.limit == 5 and limit.key_of({"account": 42}) == "account=42"
+        assert registry.get("reports.heavy").concurrency.key is None
+    finally:
+        for name in ("crm.sync", "reports.heavy"):
+            registry._tasks.pop(name, None)
+
+
 def test_the_workflows_example_runs(tasklane_eager):
     from tasklane import registry
 

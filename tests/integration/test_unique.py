@@ -176,3 +176,81 @@ def test_a_celery_worker_runs_the_one_task_and_its_window_holds(stack, celery_wo
     # finished, and within the hour the task declares: still the same work
     assert submit("test.digest_celery", {"list": "news"}).id == first.id
     assert len(rows("test.digest_celery")) == 1
+
+
+def test_keys_are_each_owners_own(stack, monkeypatch):
+    """Another caller's live task with the same key is neither shown nor answered."""
+    from tasklane.local.events import iam_identity
+    from tasklane.testing import refresh
+
+    monkeypatch.setenv("API_AUTHORIZATION", "AWS_IAM")
+    refresh()
+    try:
+        alice = iam_identity("arn:aws:iam::123456789012:user/alice")
+        bob = iam_identity("arn:aws:iam::123456789012:user/bob")
+        body = {"task": "test.report", "payload": {"account": 42}}
+        status, _, hers = call_api("POST", "/tasks", body, authorizer=alice)
+        assert status == 202
+        status, _, his = call_api("POST", "/tasks", body, authorizer=bob)
+        assert status == 202 and his["id"] != hers["id"]  # his own task, not hers
+        status, _, again = call_api("POST", "/tasks", body, authorizer=bob)
+        assert status == 200 and again["id"] == his["id"]
+    finally:
+        monkeypatch.delenv("API_AUTHORIZATION")
+        refresh()
+
+
+def test_idempotency_keys_keep_their_meaning_with_unique_keys(stack):
+    key = {"idempotency-key": "k-1"}
+    one = call_api("POST", "/tasks", {"task": "test.report", "payload": {"account": 1}}, key)
+    assert one[0] == 202
+    other_body = {"task": "test.report", "payload": {"account": 1, "x": 2}}
+    assert call_api("POST", "/tasks", other_body, key)[0] == 422  # the key's request was another
+    # a batch whose tasks are duplicates is answered the same when replayed, in its places
+    live = call_api("POST", "/tasks", {"task": "test.report", "payload": {"account": 4}})[2]
+    batch = {"tasks": [{"task": "test.report", "payload": {"account": 4}}] * 2}
+    status, _, first = call_api("POST", "/tasks/batch", batch, {"idempotency-key": "b-1"})
+    assert status == 202 and [t["id"] for t in first["tasks"]] == [live["id"]] * 2
+    status, _, replay = call_api("POST", "/tasks/batch", batch, {"idempotency-key": "b-1"})
+    assert status == 200 and replay["tasks"] == first["tasks"]
+
+
+def test_keys_that_mean_the_same_are_the_same(stack):
+    first = submit("test.report", {"account": 1})
+    assert submit("test.report", {"account": 1.0}).id == first.id  # JSON clients send either
+    name = "é" * 300  # characters as they are; a long key is its hash
+    long_one = submit("test.report", {"account": name})
+    assert submit("test.report", {"account": name, "x": 1}).id == long_one.id
+    assert rows("test.report")[-1].unique_key.startswith("sha256:")
+    status, _, answer = call_api(
+        "POST", "/tasks", {"task": "test.echo", "payload": 1, "unique_key": "a\u0000b"}
+    )
+    assert status == 400 and "NUL" in answer["error"]["message"]
+    status, _, answer = call_api(
+        "POST", "/tasks", {"task": "test.echo", "payload": 1, "unique_key": "k", "unique_for": "9"}
+    )
+    assert status == 400  # a number, as Python takes it
+
+
+def test_a_unique_task_may_be_a_later_step_of_a_workflow(stack):
+    from tasklane import chain
+    from tasklane.registry import get
+
+    flow = chain(get("test.echo").s({"account": 1}), get("test.report").s()).apply_async()
+    assert len(flow.task_ids) == 2  # stored (its steps are not deduplicated)
+
+
+def test_prune_keeps_a_unique_task_while_its_window_holds_the_key(stack):
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import text as sql
+    from tasklane.store import default_store
+
+    kept = submit("test.echo", "x", unique_key="quarterly", unique_for=90 * 86400)
+    with database.engine().begin() as conn:
+        conn.execute(
+            sql("UPDATE tasks SET status = 'succeeded', finished_at = now() - interval '31 days'")
+        )
+    now = datetime.now(UTC)
+    default_store().prune(now - timedelta(days=30), now - timedelta(days=7))
+    assert submit("test.echo", "y", unique_key="quarterly").id == kept.id

@@ -214,7 +214,9 @@ def _tasks_table(found: list[dict]) -> Table:
             task["id"],
             task["task"],
             task["lane"],
-            f"[{style}]{task['status']}[/{style}]" + (" (retrying)" if waiting else ""),
+            f"[{style}]{task['status']}[/{style}]"
+            + (" (retrying)" if waiting else "")
+            + (f" ({task['waiting_on']})" if task.get("waiting_on") else ""),
             str(task["attempts"]),
             _age(_moment(task["created_at"])),
         )
@@ -242,6 +244,10 @@ def _print_task(task: dict) -> None:
     console.print("  ".join(times), style="dim")
     if task.get("retry_at") and task["status"] == "queued":
         console.print(f"[yellow]waiting to retry: due again {task['retry_at']}[/yellow]")
+    if task.get("waiting_on"):
+        console.print(f"[yellow]waiting: {task['waiting_on']}[/yellow]")
+    if task.get("unique_key"):
+        console.print(f"unique key {task['unique_key']}", style="dim")
     if history := task.get("history"):
         _print_history(history)
     if "payload" in task:

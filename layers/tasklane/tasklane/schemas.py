@@ -14,6 +14,8 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    StrictFloat,
+    StrictInt,
     Tag,
     model_validator,
 )
@@ -48,6 +50,10 @@ def _in_range(value: datetime) -> datetime:
 Moment = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_in_range)]
 
 
+#: A JSON number only (not "10", not true), as the Python API takes it.
+StrictNumber = StrictInt | StrictFloat
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -76,7 +82,7 @@ class SubmitRequest(_Strict):
         "(200) and none is created. Overrides the task's own unique_key",
         examples=["account-42"],
     )
-    unique_for: float | None = Field(
+    unique_for: StrictNumber | None = Field(
         None,
         ge=0,
         le=366 * 86400,

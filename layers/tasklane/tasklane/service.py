@@ -96,8 +96,12 @@ def due_at(countdown: float | None = None, eta: datetime | None = None) -> Timin
     return None
 
 
-def parse_submission(body: Any, config: Settings, timing: Timing | None = None) -> Submission:
-    """Validate ``{"task": NAME, "payload": JSON}``: shape (400), task name (422), size (413)."""
+def parse_submission(
+    body: Any, config: Settings, timing: Timing | None = None, *, step: bool = False
+) -> Submission:
+    """Validate ``{"task": NAME, "payload": JSON}``: shape (400), task name (422), size (413).
+    A workflow's ``step`` has no unique key (its steps are not deduplicated) nor limit key (it
+    counts under its task's limit as a whole): a later step's input is not known yet."""
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
     name = body.get("task")
@@ -117,7 +121,8 @@ def parse_submission(body: Any, config: Settings, timing: Timing | None = None) 
         raise PayloadTooLarge(
             f"payload is {size} bytes, the limit is {config.max_payload_bytes} (MAX_PAYLOAD_BYTES)"
         )
-    key, window, states = _uniqueness(spec, body)
+    key, window, states = (None, None, ()) if step else _uniqueness(spec, body)
+    limited = spec.concurrency is not None and not step
     return Submission(
         name,
         payload_json,
@@ -126,7 +131,7 @@ def parse_submission(body: Any, config: Settings, timing: Timing | None = None) 
         key,
         window,
         states,
-        spec.concurrency.key_of(body["payload"]) if spec.concurrency is not None else None,
+        spec.concurrency.key_of(body["payload"]) if limited else None,
     )
 
 
@@ -258,6 +263,8 @@ def submit_batch(
         with store.keyed("batch", idempotency_key, digest, ids, conn, owner) as use:
             if use.first:
                 records = store.insert(new, broker.MAX_DELAY_S, use.connection, owner)
+                if (answered := [r.id for r in records]) != ids:
+                    store.answered(use, "batch", idempotency_key, owner, answered)
         if not use.first:
             return _replayed(use.request_hash, digest, lambda: store.get_many(use.ids)), False
     # a unique task's duplicate is the task it matched: only the new ones are sent
@@ -348,7 +355,7 @@ def submit_workflow(
     new = []
     for step in planned.steps:
         payload = step.payload if step.bound else None
-        sub = parse_submission({"task": step.task, "payload": payload}, config)
+        sub = parse_submission({"task": step.task, "payload": payload}, config, step=True)
         new.append(replace(new_task(sub), id=step.id))
     total = sum(len(t.payload_json.encode()) for t in new)
     if max_bytes is not None and total > max_bytes:

@@ -232,6 +232,10 @@
 
   // A queued task waiting out a retry's delay says so, with when it comes back.
   function statusCell(task) {
+    if (task.waiting_on) { // over a limit: why it waits, as the claim found it
+      return el("span", { class: "held", title: task.waiting_on }, badge(task.status), " ",
+        el("span", { class: "muted", text: task.waiting_on }));
+    }
     const waiting = task.status === "queued" && task.retry_at && Date.parse(task.retry_at) > Date.now();
     if (!waiting) return badge(task.status);
     return el("span", { class: "retrying", title: `retried ${task.retry_at}` }, badge("retrying"), " ",

@@ -115,11 +115,17 @@ class Maintenance(StoreBase):
         ``finished_before``, and drop the payloads of succeeded tasks that finished before
         ``payloads_before`` (their results stay). A task still waiting, queued or running is
         never touched, nor a workflow any of whose tasks is: a workflow goes once all its tasks
-        have finished before the cut, with them. In batches of ``batch``, each its own short
-        transaction (``SKIP LOCKED``: consumers and other prunes are never waited for).
+        have finished before the cut, with them; nor a unique task within its ``unique_for``.
+        In batches of ``batch``, each its own short transaction (``SKIP LOCKED``: consumers
+        and other prunes are never waited for).
         ``dry_run``: count only. Returns what was (or would be) removed."""
         terminal = [s.value for s in TERMINAL]
-        old = and_(tasks.c.status.in_(terminal), tasks.c.finished_at < finished_before)
+        old = and_(
+            tasks.c.status.in_(terminal),
+            tasks.c.finished_at < finished_before,
+            # a unique task's window holds its key: it stays until the window is over
+            or_(tasks.c.unique_until.is_(None), tasks.c.unique_until <= func.now()),
+        )
         unfinished = (
             select(literal(1))
             .select_from(tasks)

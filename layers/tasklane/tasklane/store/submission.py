@@ -129,6 +129,7 @@ _UNIQUE_MATCH = (
     .where(
         tasks.c.task == bindparam("unique_task", type_=Text),
         tasks.c.unique_key == bindparam("unique_key", type_=Text),
+        tasks.c.owner == bindparam("unique_owner", type_=Text),  # keys are each owner's own
         or_(
             tasks.c.status == any_(bindparam("unique_states", type_=ARRAY(Text))),
             tasks.c.unique_until > func.now(),
@@ -233,19 +234,22 @@ class Submissions(StoreBase):
         the same keys at once wait for each other (the second sees the first's commit) and
         never deadlock; with ``connection``, they are held until the caller commits."""
         with unavailable_as_error(), self._transaction(connection) as conn:
-            found = self.unique_matches(new, conn)
+            found = self.unique_matches(new, conn, owner)
             fresh = [t for t in new if t.id not in found]
             inserted = {r.id: r for r in self._insert_rows(fresh, near_seconds, conn, owner)}
         answer = [found.get(t.id, t.id) for t in new]
         return [inserted[a] if isinstance(a, uuid.UUID) else a for a in answer]
 
     def unique_matches(
-        self, new: Sequence[NewTask], conn: Connection
+        self, new: Sequence[NewTask], conn: Connection, owner: str
     ) -> dict[uuid.UUID, TaskRecord | uuid.UUID]:
-        """The unique tasks of ``new`` that are duplicates, each with the task it matches (the
-        id of an earlier task of ``new`` itself, not stored yet). Locks their keys."""
+        """The unique tasks of ``new`` that are duplicates of ``owner``'s, each with the task
+        it matches (the id of an earlier task of ``new`` itself, not stored yet). Locks their
+        keys. (Keys are each owner's, as idempotency keys are: a caller never learns of, nor
+        is answered with, another's task.)"""
         for task, key in sorted({(t.task, t.unique_key) for t in new if t.unique_key}):
-            conn.execute(_UNIQUE_LOCK, {"lock_name": f"{task}\x1f{key}"})
+            with data_errors_as_invalid():
+                conn.execute(_UNIQUE_LOCK, {"lock_name": f"{owner}\x1f{task}\x1f{key}"})
         found: dict[uuid.UUID, TaskRecord | uuid.UUID] = {}
         first: dict[tuple[str, str], uuid.UUID] = {}
         for t in new:
@@ -260,6 +264,7 @@ class Submissions(StoreBase):
                     "unique_task": t.task,
                     "unique_key": t.unique_key,
                     "unique_states": list(t.unique_states),
+                    "unique_owner": owner,
                 },
             ).first()
             if row is not None:
@@ -307,9 +312,13 @@ class Submissions(StoreBase):
             tasks.c.owner == owner, tasks.c.idempotency_key == key
         )
         with unavailable_as_error(), self._transaction(connection) as conn:
-            if new.unique_key is not None and (match := self.unique_matches([new], conn)):
-                # the same work is live: that task, and this request's key is not recorded
-                return match[new.id], request_hash, False  # type: ignore[return-value]
+            if new.unique_key is not None:
+                # the key first: a request replayed, or another under the same key (422)
+                if (row := conn.execute(earlier).first()) is not None:
+                    return TaskRecord.from_row(row), row.request_hash, False
+                if match := self.unique_matches([new], conn, owner):
+                    # the same work is live: that task (this request's key is not recorded)
+                    return match[new.id], request_hash, False  # type: ignore[return-value]
             # the row a key names may be pruned between the two statements: then the key is
             # free again, and the insert is tried once more
             for _ in range(KEY_TRIES):
@@ -358,6 +367,22 @@ class Submissions(StoreBase):
             else:
                 raise StoreUnavailable("the idempotency key kept changing; try again")
             yield use
+
+    def answered(
+        self, use: KeyUse, kind: str, key: str, owner: str, ids: Sequence[uuid.UUID]
+    ) -> None:
+        """Record, in the key's own transaction, the ids a request keyed ``key`` was answered
+        with when they are not the ones it created (a unique task's duplicate is the task it
+        matched), so that a replay is answered the same, in the same places."""
+        use.connection.execute(
+            update(idempotency_keys)
+            .where(
+                idempotency_keys.c.owner == owner,
+                idempotency_keys.c.kind == kind,
+                idempotency_keys.c.key == key,
+            )
+            .values(ids=list(ids))
+        )
 
     def pending_among(self, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         """Which of these tasks exist and are still ``pending`` (committed, not yet sent)."""
