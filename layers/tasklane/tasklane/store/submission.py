@@ -173,8 +173,10 @@ class Submissions(StoreBase):
         near_seconds: float,
         connection: Connection | None,
         owner: str,
+        within: bool = False,
     ) -> list[TaskRecord]:
-        """The one statement of :meth:`insert`."""
+        """The one statement of :meth:`insert` (``within``: in ``connection``'s transaction as
+        it is, which the caller opened: no savepoint of its own)."""
         if not new:
             return []
         params = {
@@ -191,11 +193,8 @@ class Submissions(StoreBase):
             # already-serialized JSON, joined: no payload is parsed or re-encoded in Python
             "payloads": f"[{','.join(t.payload_json for t in new)}]",
         }
-        with (
-            unavailable_as_error(),
-            self._transaction(connection) as conn,
-            data_errors_as_invalid(),
-        ):
+        opened = contextlib.nullcontext(connection) if within else self._transaction(connection)
+        with unavailable_as_error(), opened as conn, data_errors_as_invalid():
             count, created_at = conn.execute(_INSERT, params).one()
             if count != len(new):  # a payload_json that is not one JSON value; rolls back
                 raise InvalidRequest(f"expected {len(new)} payloads, stored {count}")
@@ -236,7 +235,9 @@ class Submissions(StoreBase):
         with unavailable_as_error(), self._transaction(connection) as conn:
             found = self.unique_matches(new, conn, owner)
             fresh = [t for t in new if t.id not in found]
-            inserted = {r.id: r for r in self._insert_rows(fresh, near_seconds, conn, owner)}
+            inserted = {
+                r.id: r for r in self._insert_rows(fresh, near_seconds, conn, owner, within=True)
+            }
         answer = [found.get(t.id, t.id) for t in new]
         return [inserted[a] if isinstance(a, uuid.UUID) else a for a in answer]
 
