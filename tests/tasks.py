@@ -337,3 +337,19 @@ def limited_by_account(payload):
 def limited_celery(payload):
     time.sleep(payload.get("seconds", 0.3))
     return payload.get("n")
+
+
+# Rate limits (tasklane.limits): starts spaced across every consumer and worker.
+@task(name="test.rated", lane="lambda", rate_limit="60/m")
+def rated(payload):
+    return payload.get("n")
+
+
+@task(name="test.rated_fast", lane="lambda", rate_limit="4/s", rate_limit_key="account")
+def rated_fast(payload):
+    return payload.get("n")
+
+
+@task(name="test.rated_celery", lane="celery", rate_limit="2/s")
+def rated_celery(payload):
+    return payload.get("n")

@@ -149,3 +149,89 @@ def test_bad_limits_are_refused_at_definition_and_a_missing_key_field_at_submiss
     )
     assert status == 400 and "'account', missing from the payload" in answer["error"]["message"]
     assert statuses(stack.env["DATABASE_URL"], "test.limited_by_account") == []
+
+
+def started(url: str, name: str) -> list:
+    with create_engine(url).connect() as conn:
+        sql = "SELECT started_at, attempts, payload FROM tasks WHERE task = :t ORDER BY started_at"
+        return conn.execute(text(sql), {"t": name}).all()
+
+
+def most_within(rows: list, seconds: float) -> int:
+    """The most starts in any window of ``seconds`` (a rate limit's bound: rate times window, and
+    the one that opens it)."""
+    starts = [r.started_at.timestamp() for r in rows]
+    return max(sum(1 for t in starts if s <= t < s + seconds) for s in starts)
+
+
+def test_a_rate_limit_spaces_starts_across_consumers_per_key(stack, tmp_path):
+    url = stack.env["DATABASE_URL"]
+    submit_many([("test.rated_fast", {"account": a, "n": n}) for n in range(8) for a in (1, 2)])
+    drain_with_consumers(stack, tmp_path, 3)
+    rows = started(url, "test.rated_fast")
+    assert len(rows) == 16 and {r.attempts for r in rows} == {1}  # waiting spent no attempt
+    for account in (1, 2):  # 4 a second per account, in any second
+        mine = [r for r in rows if r.payload["account"] == account]
+        assert most_within(mine, 1.0) <= 5 and most_within(mine, 2.0) <= 9
+    assert most_within(rows, 1.0) >= 6  # the two accounts side by side
+
+
+@pytest.mark.slow
+def test_sixty_a_minute_runs_120_in_two_minutes(stack, tmp_path):
+    """The issue's yardstick: a rate limit of 60/m over 2 minutes runs 120 ± 2, with eight
+    consumers taking the backlog at once."""
+    url = stack.env["DATABASE_URL"]
+    submit_many([("test.rated", {"n": n}) for n in range(130)])
+    drain_with_consumers(stack, tmp_path, 8)
+    rows = started(url, "test.rated")
+    assert len(rows) == 130 and {r.attempts for r in rows} == {1}
+    first = rows[0].started_at
+    in_two_minutes = [r for r in rows if (r.started_at - first).total_seconds() < 120]
+    assert 118 <= len(in_two_minutes) <= 122, len(in_two_minutes)
+    assert most_within(rows, 60) <= 61 and most_within(rows, 10) <= 11
+
+
+def test_a_celery_worker_keeps_the_rate_too(stack, celery_worker):
+    url = stack.env["DATABASE_URL"]
+    handles = submit_many([("test.rated_celery", {"n": n}) for n in range(5)])
+    assert [h.get(timeout=90) for h in handles] == [0, 1, 2, 3, 4]
+    rows = started(url, "test.rated_celery")
+    assert most_within(rows, 1.0) <= 3 and {r.attempts for r in rows} == {1}
+
+
+def test_a_task_waiting_for_its_turn_says_when(stack):
+    handles = [submit("test.rated", {"n": n}) for n in range(3)]
+    rate = registry.get("test.rated").rate_limit
+    turns = [  # three consumers claim at once: a turn each, a second apart
+        default_store().claim_limited(
+            Delivery("test.rated", h.id, delivery_token(str(uuid.uuid4()))).claim(), 60, None, rate
+        )
+        for h in handles
+    ]
+    assert isinstance(turns[0], Claimed)
+    assert [round(t.wait_s) for t in turns[1:]] == [1, 2]
+    shown = call_api("GET", f"/tasks/{handles[2].id}")[2]
+    assert shown["status"] == "queued" and shown["attempts"] == 0
+    assert shown["waiting_on"].startswith("rate 60/m: its turn at ")
+    # their messages: the first's task is held elsewhere; each of the others waits here for
+    # its turn, now under a second away, and runs then, taking no other
+    consumer_source(stack).poll_once()
+    assert [h.get(timeout=5) for h in handles[1:]] == [1, 2]
+    assert call_api("GET", f"/tasks/{handles[2].id}")[2]["waiting_on"] is None
+
+
+def test_bad_rates_are_refused_at_definition(stack):
+    def fn(payload):
+        return payload
+
+    for options, message in [
+        ({"rate_limit": "fast"}, "is not a rate such as '100/m'"),
+        ({"rate_limit": "10/d"}, "is not a rate"),
+        ({"rate_limit": 0}, "outside one a day"),
+        ({"rate_limit": True}, "is not a rate"),
+        ({"rate_limit_key": "a"}, "rate_limit_key needs a rate_limit"),
+    ]:
+        with pytest.raises(ConfigurationError, match=message):
+            task("test.bad_rate", **options)(fn)
+    status, _, answer = call_api("POST", "/tasks", {"task": "test.rated_fast", "payload": {}})
+    assert status == 400 and "'account', missing from the payload" in answer["error"]["message"]

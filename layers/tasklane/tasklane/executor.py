@@ -55,6 +55,8 @@ from tasklane.store import Claim, Claimed, Failure, NotClaimed, Settled, TaskRec
 
 T = TypeVar("T")
 
+#: A rate limit's turn this close is waited for in the process (seconds), not by a message.
+WAIT_HERE_S = 1.0
 #: How long a message for a task this consumer does not know waits before it is offered again
 #: (a deploy in progress: another consumer, or this one after its update, will know it).
 UNKNOWN_HERE_BACKOFF_S = 60
@@ -267,17 +269,35 @@ class Executor:
             return self.unknown_here(delivery, exc)
         if delivery.timed and (verdict := self._on_time(delivery)) is not None:
             return verdict
-        if spec.concurrency is None:
+        if not spec.limited:
             claim = self._persist(
                 lambda: self.store.claim(delivery.claim(), lease_seconds), deadline, {}
             )
-        else:
+            return self._attempt_or_verdict(delivery, spec, claim)
+        return self._attempt_or_verdict(
+            delivery, spec, self._claim_limited(delivery, spec, lease_seconds, deadline)
+        )
+
+    def _claim_limited(
+        self, delivery: Delivery, spec: registry.Task, lease_seconds: float, deadline: float | None
+    ) -> Claimed | NotClaimed:
+        """A claim under the task's limits. A rate limit's turn less than a second away is
+        waited for here (a message's delay is whole seconds: the starts it spaces would come
+        back together), then the claim is made with it."""
+        for _ in range(3):
             claim = self._persist(
-                lambda: self.store.claim_limited(delivery.claim(), lease_seconds, spec.concurrency),
+                lambda: self.store.claim_limited(
+                    delivery.claim(), lease_seconds, spec.concurrency, spec.rate_limit
+                ),
                 deadline,
                 {},
             )
-        return self._attempt_or_verdict(delivery, spec, claim)
+            if not isinstance(claim, NotClaimed) or claim.wait_s is None:
+                return claim
+            if claim.wait_s > WAIT_HERE_S:
+                return claim
+            time.sleep(claim.wait_s)
+        return claim
 
     def _on_time(self, delivery: Delivery) -> Verdict | None:
         """A message with an ``expires`` past, or an ``eta`` to come: acknowledged, its task
@@ -379,7 +399,10 @@ class Executor:
         if claim.waiting_on is not None:  # over a limit: not a run, and no receive spent
             fields = task_fields(delivery.id, delivery.task, waiting_on=claim.waiting_on)
             logger.info("task waits for its limit", extra=fields)
-            wait = random.randint(1, DEFER_MAX_S)  # nosec B311: spreading retries, not a secret
+            if claim.wait_s is not None:  # a rate limit's turn: back just before it
+                wait = max(1, math.floor(claim.wait_s))
+            else:  # a concurrency limit: soon, spread out
+                wait = random.randint(1, DEFER_MAX_S)  # nosec B311: spreading, not a secret
             return self._later(delivery, wait, claim.waiting_on)
         if claim.status is Status.RUNNING:
             return Verdict(Outcome.BUSY, "another delivery holds the task")
@@ -449,7 +472,7 @@ class Executor:
         following = then() if then is not None else None
         next_spec = registry.find(following.task) if following is not None else None
         # (a task under a limit is claimed on its own, under the limit's lock)
-        chain = next_spec is not None and next_spec.concurrency is None
+        chain = next_spec is not None and not next_spec.limited
         next_claim = following.claim() if following is not None and chain else None
 
         settle_by = outcome_deadline()

@@ -17,7 +17,7 @@ from typing import Any
 from tasklane.errors import ConfigurationError, UnknownTask
 from tasklane.keys import KeyFunction
 from tasklane.lanes import Lane
-from tasklane.limits import Concurrency, declared_concurrency
+from tasklane.limits import Concurrency, RateLimit, declared_concurrency, declared_rate
 from tasklane.periodic import Schedule
 from tasklane.submitters import submitter
 from tasklane.unique import Uniqueness, declared
@@ -53,6 +53,13 @@ class Task:
     unique: Uniqueness | None = None
     #: At most so many running at once, in all or per key (:mod:`tasklane.limits`).
     concurrency: Concurrency | None = None
+    #: At most so many starts a second, minute or hour, in all or per key.
+    rate_limit: RateLimit | None = None
+
+    @property
+    def limited(self) -> bool:
+        """Whether its claims go through its limits (:meth:`TaskStore.claim_limited`)."""
+        return self.concurrency is not None or self.rate_limit is not None
 
     def __post_init__(self) -> None:
         for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
@@ -97,6 +104,8 @@ def task(
     unique_states: Iterable[str] | None = None,
     concurrency: int | None = None,
     concurrency_key: str | Iterable[str] | KeyFunction | None = None,
+    rate_limit: str | float | None = None,
+    rate_limit_key: str | Iterable[str] | KeyFunction | None = None,
 ) -> Callable[[TaskFunction], Task]:
     """Register ``fn`` as the task ``name`` running in ``lane`` ("lambda" or "celery").
 
@@ -111,7 +120,9 @@ def task(
     ``unique_for`` seconds, gets that task back instead of a new one (:mod:`tasklane.unique`).
     ``concurrency``: at most so many runs at once across every consumer and worker, per
     ``concurrency_key`` (payload fields, or a function of the payload) if given; a task over
-    it waits, spending no attempt (:mod:`tasklane.limits`).
+    it waits, spending no attempt (:mod:`tasklane.limits`). ``rate_limit`` (``"100/m"``,
+    ``"10/s"``, ``"1000/h"``): at most so many starts, all consumers and workers together, per
+    ``rate_limit_key`` if given.
     """
     if isinstance(schedule, str):
         schedule = Schedule(schedule)
@@ -123,6 +134,7 @@ def task(
         raise ConfigurationError(f"task {name!r}: max_attempts must be at least 1")
     unique = declared(name, unique_key, unique_for, unique_states)
     limited = declared_concurrency(name, concurrency, concurrency_key)
+    rate = declared_rate(name, rate_limit, rate_limit_key)
     if not 1 <= time_limit <= MAX_TIME_LIMIT_S:
         raise ConfigurationError(
             f"task {name!r}: time_limit must be 1 to {MAX_TIME_LIMIT_S} seconds: SQS keeps a "
@@ -150,6 +162,7 @@ def task(
             schedule=schedule,
             unique=unique,
             concurrency=limited,
+            rate_limit=rate,
         )
         _tasks[name] = registered
         return registered

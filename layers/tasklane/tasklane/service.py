@@ -52,8 +52,9 @@ class Submission:
     unique_key: str | None = None
     unique_for: float | None = None
     unique_states: tuple[str, ...] = ()
-    #: The key its concurrency limit counts by (:mod:`tasklane.limits`).
+    #: The keys its concurrency and rate limits count by (:mod:`tasklane.limits`).
     concurrency_key: str | None = None
+    rate_key: str | None = None
 
     @property
     def request_hash(self) -> str:
@@ -123,6 +124,7 @@ def parse_submission(
         )
     key, window, states = (None, None, ()) if step else _uniqueness(spec, body)
     limited = spec.concurrency is not None and not step
+    rated = spec.rate_limit is not None and not step
     return Submission(
         name,
         payload_json,
@@ -132,6 +134,7 @@ def parse_submission(
         window,
         states,
         spec.concurrency.key_of(body["payload"]) if limited else None,
+        spec.rate_limit.key_of(body["payload"]) if rated else None,
     )
 
 
@@ -195,6 +198,7 @@ def new_task(sub: Submission) -> NewTask:
         sub.unique_for,
         sub.unique_states,
         sub.concurrency_key,
+        sub.rate_key,
     )
 
 

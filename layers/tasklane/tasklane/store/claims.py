@@ -35,9 +35,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from tasklane.lifecycle import CLAIMABLE, IN_FLIGHT, Status, retry_delay_seconds
-from tasklane.limits import Concurrency
+from tasklane.limits import Concurrency, RateLimit
 from tasklane.store.base import StoreBase
 from tasklane.store.records import Claim, Claimed, Failure, NotClaimed, Settled, TaskRecord
 from tasklane.store.sql import (
@@ -49,7 +50,7 @@ from tasklane.store.sql import (
     lost_attempt,
     unavailable_as_error,
 )
-from tasklane.store.tables import tasks
+from tasklane.store.tables import rate_buckets, tasks
 
 
 def _due() -> Any:
@@ -206,6 +207,13 @@ _LIMIT_LOCK = select(
 ).where(tasks.c.id == _CLAIM_ID)
 #: The most runs at once a limited claim allows.
 _CLAIM_LIMIT = bindparam("claim_limit", type_=Integer)
+#: A rate limit's turn this close ahead is now (its clock readings differ by microseconds).
+RATE_TOLERANCE = timedelta(milliseconds=5)
+
+
+def _interval(rate: RateLimit) -> Any:
+    """The time between two starts under ``rate``, as SQL."""
+    return literal(timedelta(seconds=rate.interval_s), Interval)
 
 
 def _claim_select(*riders: Any, limited: bool = False) -> Any:
@@ -248,6 +256,7 @@ def _claim_select(*riders: Any, limited: bool = False) -> Any:
             attempt_started_at=case((again, tasks.c.attempt_started_at), else_=func.now()),
             retry_at=None,
             waiting_on=None,
+            rate_slot=None,
             # a run whose lease ran out without an outcome (its process died): it was lost
             history=case((lost, lost_attempt()), else_=tasks.c.history),
             updated_at=func.now(),
@@ -411,32 +420,114 @@ class Claims(StoreBase):
             return _claim_of(claim.id, row)
 
     def claim_limited(
-        self, claim: Claim, lease_seconds: float, limit: Concurrency
+        self,
+        claim: Claim,
+        lease_seconds: float,
+        concurrency: Concurrency | None = None,
+        rate: RateLimit | None = None,
     ) -> Claimed | NotClaimed:
-        """:meth:`claim` under a concurrency limit: only while fewer than ``limit.limit`` of
-        the task's namesakes with its key are running, all consumers and workers together.
+        """:meth:`claim` under a task's limits, all consumers and workers together: fewer than
+        ``concurrency.limit`` of its namesakes with its key running, and its turn under
+        ``rate`` come. One transaction:
 
-        Two round trips in one transaction: the first takes the lock of the task's name and
-        key, so claims of one key are made one at a time; the second, reading after every
-        claim committed before the lock was had, counts the running and claims. Over the
-        limit, the task's ``waiting_on`` says so (:attr:`NotClaimed.waiting_on`), in the same
-        transaction; its claim clears it.
+        - a concurrency limit's lock of the task's name and key, so claims of one key are
+          made one at a time (the count is read after every claim committed before it);
+        - a rate limit's turn: the one written on the task, or the next free moment of its
+          key's bucket, which moves on by one interval (the bucket's row lock orders them);
+          a turn still to come is written on the task, which waits for it;
+        - the claim, counting the running under a concurrency limit. A claim that does not
+          happen gives its bucket back the moment it took.
+
+        A task that waits says why (``waiting_on``, :attr:`NotClaimed.waiting_on`, and for a
+        rate limit how long, :attr:`NotClaimed.wait_s`); its claim clears it.
         """
-        params = claim_params(claim, lease_seconds) | {"claim_limit": limit.limit}
+        params = claim_params(claim, lease_seconds) | {
+            "claim_limit": concurrency.limit if concurrency else 0
+        }
         with unavailable_as_error(), self.engine.begin() as conn:
-            conn.execute(_LIMIT_LOCK, params)
-            row = conn.execute(limited_claim_statement(), params).one()
+            if concurrency is not None:
+                conn.execute(_LIMIT_LOCK, params)
+            took = None
+            if rate is not None:
+                turn = self._rate_turn(conn, claim.id, rate)
+                if isinstance(turn, NotClaimed):
+                    return turn
+                took = turn
+            statement = limited_claim_statement() if concurrency else claim_statement()
+            row = conn.execute(statement, params).one()
             taken = _claim_of(claim.id, row)
+            if isinstance(taken, Claimed):
+                return taken
+            if took is not None:  # not run: the moment it took is free again
+                conn.execute(
+                    update(rate_buckets)
+                    .where(rate_buckets.c.name == took)
+                    .values(next_free=rate_buckets.c.next_free - _interval(rate))
+                )
             waiting = row.status in (Status.PENDING.value, Status.QUEUED.value)
-            if isinstance(taken, Claimed) or not waiting or row.running < limit.limit:
-                return taken  # claimed, or not for the limit's sake
-            why = limit.waiting(row.running, row.concurrency_key)
+            if concurrency is None or not waiting or row.running < concurrency.limit:
+                return taken  # not for a limit's sake
+            why = concurrency.waiting(row.running, row.concurrency_key)
             conn.execute(
                 update(tasks)
                 .where(tasks.c.id == claim.id, tasks.c.status == row.status)
                 .values(waiting_on=why, updated_at=func.now())
             )
         return dataclasses.replace(taken, waiting_on=why)
+
+    @staticmethod
+    def _rate_turn(
+        conn: Connection, task_id: uuid.UUID, rate: RateLimit
+    ) -> str | NotClaimed | None:
+        """The task's turn under ``rate``: None to go on with the turn it was given (or no
+        turn to take: a task not waiting to run), the bucket's name when it took the bucket's
+        free moment now, or :class:`NotClaimed` when its turn is to come (written on it)."""
+        row = conn.execute(
+            select(
+                tasks.c.task,
+                tasks.c.status,
+                tasks.c.rate_key,
+                tasks.c.rate_slot,
+                func.clock_timestamp().label("now"),
+            ).where(tasks.c.id == task_id)
+        ).first()
+        if row is None or row.status not in (Status.PENDING.value, Status.QUEUED.value):
+            return None  # the claim says why not, or claims its own again
+        if row.rate_slot is not None:
+            if row.rate_slot <= row.now:
+                return None  # its turn has come
+            wait = (row.rate_slot - row.now).total_seconds()
+            why = rate.waiting(row.rate_key, row.rate_slot)
+            return NotClaimed(task_id, Status(row.status), row.task, waiting_on=why, wait_s=wait)
+        bucket = f"{row.task}\x1f{row.rate_key or ''}"
+        interval = _interval(rate)
+        turn, now = conn.execute(
+            pg_insert(rate_buckets)
+            .values(name=bucket, next_free=func.clock_timestamp() + interval)
+            .on_conflict_do_update(
+                index_elements=[rate_buckets.c.name],
+                set_={
+                    "next_free": func.greatest(rate_buckets.c.next_free, func.clock_timestamp())
+                    + interval
+                },
+            )
+            .returning(rate_buckets.c.next_free - interval, func.clock_timestamp())
+        ).one()
+        if turn <= now + RATE_TOLERANCE:
+            return bucket
+        why = rate.waiting(row.rate_key, turn)
+        conn.execute(
+            update(tasks)
+            .where(tasks.c.id == task_id)
+            .values(rate_slot=turn, waiting_on=why, updated_at=func.now())
+        )
+        return NotClaimed(
+            task_id,
+            Status(row.status),
+            row.task,
+            waiting_on=why,
+            wait_s=(turn - now).total_seconds(),
+        )
 
     def outcome_of(self, task_id: uuid.UUID, token: str) -> Status | None:
         """The task's status if delivery ``token`` was the last to hold it (else None)."""

@@ -107,8 +107,9 @@ class NewTask:
     unique_key: str | None = None
     unique_for: float | None = None
     unique_states: tuple[str, ...] = ()
-    #: The key its concurrency limit counts by (:mod:`tasklane.limits`).
+    #: The keys its concurrency and rate limits count by (:mod:`tasklane.limits`).
     concurrency_key: str | None = None
+    rate_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,8 @@ class NotClaimed:
     expires_at: datetime | None = None
     #: Why it was not claimed though it could run: a limit (``concurrency 5/5 for ...``).
     waiting_on: str | None = None
+    #: How long until its turn, under a rate limit (seconds).
+    wait_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,13 +71,15 @@ def _insert_statement() -> Any:
     unique_keys = cast(bindparam("unique_keys"), ARRAY(Text))
     unique_fors = cast(bindparam("unique_fors"), ARRAY(Float))
     concurrency_keys = cast(bindparam("concurrency_keys"), ARRAY(Text))
+    rate_keys = cast(bindparam("rate_keys"), ARRAY(Text))
     columns = (
         func.unnest(
-            IDS, NAMES, LANES, MAX_ATTEMPTS, RUN_ATS, unique_keys, unique_fors, concurrency_keys
+            *(IDS, NAMES, LANES, MAX_ATTEMPTS, RUN_ATS, unique_keys, unique_fors),
+            *(concurrency_keys, rate_keys),
         )
         .table_valued(
             *("id", "task", "lane", "max_attempts", "run_at", "unique_key", "unique_for"),
-            "concurrency_key",
+            *("concurrency_key", "rate_key"),
             with_ordinality="n",
         )
         .render_derived("t")
@@ -99,13 +101,14 @@ def _insert_statement() -> Any:
         columns.c.unique_key,
         _unique_until(columns.c.unique_for),
         columns.c.concurrency_key,
+        columns.c.rate_key,
     ).select_from(columns.join(payloads, columns.c.n == payloads.c.n))
     inserted = (
         insert(tasks)
         .from_select(
             [
                 *("id", "task", "lane", "status", "payload", "max_attempts", "run_at"),
-                *("owner", "unique_key", "unique_until", "concurrency_key"),
+                *("owner", "unique_key", "unique_until", "concurrency_key", "rate_key"),
             ],
             rows,
         )
@@ -188,6 +191,7 @@ class Submissions(StoreBase):
             "unique_keys": [t.unique_key for t in new],
             "unique_fors": [t.unique_for for t in new],
             "concurrency_keys": [t.concurrency_key for t in new],
+            "rate_keys": [t.rate_key for t in new],
             "near": timedelta(seconds=near_seconds),
             "owner": owner,
             # already-serialized JSON, joined: no payload is parsed or re-encoded in Python
@@ -298,6 +302,7 @@ class Submissions(StoreBase):
                 unique_key=new.unique_key,
                 unique_until=_unique_until(literal(new.unique_for, Float())),
                 concurrency_key=new.concurrency_key,
+                rate_key=new.rate_key,
                 idempotency_key=key,
                 request_hash=request_hash,
                 owner=owner,

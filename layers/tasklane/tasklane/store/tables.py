@@ -50,6 +50,10 @@ tasks = Table(
     Column("unique_until", DateTime(timezone=True)),
     #: The key its concurrency limit counts by (:mod:`tasklane.limits`); null: the task's.
     Column("concurrency_key", Text),
+    #: The key its rate limit counts by; and the turn it was given (it runs then without
+    #: taking another; cleared by its claim).
+    Column("rate_key", Text),
+    Column("rate_slot", DateTime(timezone=True)),
     #: Why it waits while it could be delivered (a limit: ``concurrency 5/5 for account=42``);
     #: cleared by its claim.
     Column("waiting_on", Text),
@@ -238,4 +242,14 @@ workers = Table(
     Column("active", JSONB(none_as_null=True)),
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("last_seen", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+
+#: Rate limits' buckets (tasklane.limits): one per task name and key, holding when its next
+#: start is free. A claim takes that moment and moves it on by one interval.
+rate_buckets = Table(
+    "rate_buckets",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("next_free", DateTime(timezone=True), nullable=False),
 )

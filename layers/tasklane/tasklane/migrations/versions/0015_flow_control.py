@@ -4,11 +4,13 @@
   whatever the task's status: its ``unique_for``), and an index of the tasks that have a key,
   by name, key and newest first: a unique submission reads the newest namesake with its key;
 - ``concurrency_key``: the key a concurrency limit counts running tasks by
-  (:mod:`tasklane.limits`), and ``waiting_on``: why a task that could be delivered waits.
+  (:mod:`tasklane.limits`), and ``waiting_on``: why a task that could be delivered waits;
+- ``rate_key``, ``rate_slot`` (the turn a rate limit gave a task) and the ``rate_buckets``
+  table: each rate-limited name and key, with when its next start is free.
 
 Online-safe and safe to run again, as 0009: nullable columns without a default are
-catalog-only; the index holds only tasks with a key and is built ``CONCURRENTLY`` (an
-interrupted build's INVALID leftover is built again).
+catalog-only, and the table is new; the index holds only tasks with a key and is built
+``CONCURRENTLY`` (an interrupted build's INVALID leftover is built again).
 
 Revision ID: 0015
 Revises: 0014
@@ -35,7 +37,13 @@ def upgrade() -> None:
         "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS unique_key text, "
         "ADD COLUMN IF NOT EXISTS unique_until timestamptz, "
         "ADD COLUMN IF NOT EXISTS concurrency_key text, "
+        "ADD COLUMN IF NOT EXISTS rate_key text, "
+        "ADD COLUMN IF NOT EXISTS rate_slot timestamptz, "
         "ADD COLUMN IF NOT EXISTS waiting_on text"
+    )
+    op.execute(
+        "CREATE TABLE IF NOT EXISTS rate_buckets ("
+        "name text PRIMARY KEY, next_free timestamptz NOT NULL)"
     )
     with op.get_context().autocommit_block():
         op.execute("COMMIT")  # see 0007: pg8000 opened a transaction reading the isolation level
