@@ -17,6 +17,7 @@ from tasklane import TasklaneError
 
 from tests.conftest import wait_for
 from tests.integration.helpers import consumer_source
+from tests.processes import Worker
 
 
 @pytest.fixture
@@ -191,3 +192,25 @@ def test_each_run_is_an_attempt_in_the_tasks_history(stack, project, worker, tmp
     (entry,) = history(failed)
     assert entry["outcome"] == "failed" and entry["finished_at"]
     assert entry["error"] == {"type": "ValueError", "message": "the input was wrong"}
+
+
+def test_celerys_rate_limit_is_global(stack, project, worker):
+    """An adopted task's rate_limit spaces its starts across workers (Celery's own counts
+    each worker apart): two workers of two processes each run six at two a second."""
+    second = Worker(
+        stack.env | {"TASK_MODULES": "tests.celery_app.tasks"},
+        stack.celery_queue.rsplit("/", 1)[-1],
+        *("--concurrency", "2", "--hostname", "second@%h"),
+        app="tests.celery_app",
+    )
+    try:
+        second.wait_ready()
+        results = [project.paced.delay(n) for n in range(6)]
+        assert [r.get(timeout=60) for r in results] == [0, 1, 2, 3, 4, 5]
+    finally:
+        second.stop()
+    sql = "SELECT started_at, attempts FROM tasks WHERE task = :t ORDER BY started_at"
+    rows = stack.query(sql, t=project.paced.name)
+    starts = [r.started_at.timestamp() for r in rows]
+    assert max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts) <= 3
+    assert starts[-1] - starts[0] >= 2.3 and {r.attempts for r in rows} == {1}

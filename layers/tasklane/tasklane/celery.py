@@ -416,6 +416,9 @@ def register_tasks(app: Celery) -> None:
                 lane=lane_of(task),
                 max_attempts=task.max_attempts,
                 time_limit=min(int(limit), registry.MAX_TIME_LIMIT_S),
+                # global, across every worker and consumer (ADOPTED_DEFAULTS turns Celery's
+                # own, per worker, off)
+                rate_limit=task.rate_limit or None,
             )(_payload_runner(task))
     for queue in app.conf.broker_transport_options.get("predefined_queues", {}).values():
         queue["backoff_tasks"] = sorted(set(queue.get("backoff_tasks", [])) | set(names))
@@ -486,6 +489,7 @@ def claim_check(app: Celery) -> Celery:
     app.conf.update(**_sqs())
     app.add_defaults(
         {k: v for k, v in SQS_WORKER_SETTINGS.items() if k not in ADOPTED_KEEP_CELERYS}
+        | ADOPTED_DEFAULTS
     )
     app.on_after_finalize.connect(lambda sender, **_: register_tasks(sender), weak=False)
     _apps.append(app)
@@ -495,6 +499,10 @@ def claim_check(app: Celery) -> Celery:
 #: Worker settings an adopted app keeps as Celery's defaults: results are stored as Celery
 #: stores them (the app asks, as ever, with ``ignore_result``).
 ADOPTED_KEEP_CELERYS = frozenset({"task_ignore_result"})
+#: And what an adopted app's workers do otherwise: a task's ``rate_limit`` is tasklane's, for
+#: all workers and consumers together (:mod:`tasklane.limits`), not each worker's, which would
+#: hold deliveries in the worker's memory on top of it.
+ADOPTED_DEFAULTS = {"worker_disable_rate_limits": True}
 
 
 def finalize_apps() -> None:
