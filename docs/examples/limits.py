@@ -16,4 +16,19 @@ def heavy(payload):
 
 # --8<-- [end:concurrency]
 
+
+# --8<-- [start:rate]
+@task(name="maps.geocode", rate_limit="600/m")  # the provider's quota, shared by all consumers
+def geocode(payload):
+    return {"address": payload["address"]}
+
+
+@task(name="mail.send", rate_limit="1/s", rate_limit_key="domain")  # one a second per domain
+def send(payload):
+    return {"sent": payload["to"]}
+
+
+# --8<-- [end:rate]
+
 synced = sync.delay({"account": 42})
+mailed = send.delay({"to": "ada@example.com", "domain": "example.com"})

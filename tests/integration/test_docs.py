@@ -145,8 +145,10 @@ def test_the_limits_example_runs(tasklane_eager):
         limit = registry.get("crm.sync").concurrency
         assert limit.limit == 5 and limit.key_of({"account": 42}) == "account=42"
         assert registry.get("reports.heavy").concurrency.key is None
+        assert namespace["mailed"].get(timeout=0) == {"sent": "ada@example.com"}
+        assert registry.get("maps.geocode").rate_limit.interval_s == 0.1
     finally:
-        for name in ("crm.sync", "reports.heavy"):
+        for name in ("crm.sync", "reports.heavy", "maps.geocode", "mail.send"):
             registry._tasks.pop(name, None)
 
 
