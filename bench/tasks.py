@@ -26,3 +26,8 @@ def unique(payload):
 @task(name="bench.limited", lane="lambda", concurrency=1000, concurrency_key="key")
 def limited(payload):
     return None
+
+
+@task(name="bench.rated", lane="lambda", rate_limit=1000)
+def rated(payload):
+    return None
