@@ -353,3 +353,16 @@ def rated_fast(payload):
 @task(name="test.rated_celery", lane="celery", rate_limit="2/s")
 def rated_celery(payload):
     return payload.get("n")
+
+
+# Ordered keys (tasklane.limits): one at a time per key, in submission order.
+@task(name="test.ordered", lane="lambda", ordering_key="key")
+def ordered(payload):
+    time.sleep(0.02)
+    return payload.get("n")
+
+
+@task(name="test.ordered_celery", lane="celery", ordering_key="key")
+def ordered_celery(payload):
+    time.sleep(0.1)
+    return payload.get("n")

@@ -102,6 +102,7 @@ def submit(
     owner: str | None = None,
     unique_key: str | None = None,
     unique_for: float | None = None,
+    ordering_key: str | None = None,
 ) -> TaskHandle:
     """Submit task ``name`` with ``payload`` (any JSON value).
 
@@ -113,8 +114,15 @@ def submit(
     the task running here (a child task is its parent's owner's), else none in particular
     (operators see it). ``unique_key``/``unique_for``: this submission's key and window
     (:mod:`tasklane.unique`), over the task's own; a duplicate's handle is the live task's.
+    ``ordering_key``: the key it runs in order with, over the one the task makes.
     """
-    body = {"task": name, "payload": payload, "unique_key": unique_key, "unique_for": unique_for}
+    body = {
+        "task": name,
+        "payload": payload,
+        "unique_key": unique_key,
+        "unique_for": unique_for,
+        "ordering_key": ordering_key,
+    }
     submission = service.parse_submission(body, settings(), service.due_at(countdown, eta))
     record, _ = service.submit(
         submission,

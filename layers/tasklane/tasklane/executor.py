@@ -38,6 +38,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from tasklane import metrics, payloads, registry, sending
+from tasklane.config import settings
 from tasklane.errors import (
     Cancelled,
     InvalidRequest,
@@ -49,7 +50,7 @@ from tasklane.errors import (
     UnknownTask,
 )
 from tasklane.lifecycle import Status, retry_delay_seconds
-from tasklane.limits import DEFER_MAX_S
+from tasklane.limits import DEFER_MAX_S, ORDER_BACKSTOP_S
 from tasklane.logs import logger, task_fields
 from tasklane.store import Claim, Claimed, Failure, NotClaimed, Settled, TaskRecord, TaskStore
 
@@ -287,7 +288,11 @@ class Executor:
         for _ in range(3):
             claim = self._persist(
                 lambda: self.store.claim_limited(
-                    delivery.claim(), lease_seconds, spec.concurrency, spec.rate_limit
+                    delivery.claim(),
+                    lease_seconds,
+                    spec.concurrency,
+                    spec.rate_limit,
+                    spec.ordering,
                 ),
                 deadline,
                 {},
@@ -401,6 +406,8 @@ class Executor:
             logger.info("task waits for its limit", extra=fields)
             if claim.wait_s is not None:  # a rate limit's turn: back just before it
                 wait = max(1, math.floor(claim.wait_s))
+            elif claim.behind is not None:  # the end of the one ahead sends it: a backstop
+                wait = random.randint(ORDER_BACKSTOP_S, 2 * ORDER_BACKSTOP_S)  # nosec B311
             else:  # a concurrency limit: soon, spread out
                 wait = random.randint(1, DEFER_MAX_S)  # nosec B311: spreading, not a secret
             return self._later(delivery, wait, claim.waiting_on)
@@ -468,6 +475,7 @@ class Executor:
             else:
                 outcome = self._call(attempt, payload, limit_s)
             if isinstance(outcome, Committed):
+                self._next_in_line(attempt, outcome.status)
                 return self._verdict(attempt, outcome.result_json, outcome.status, fields), None
         following = then() if then is not None else None
         next_spec = registry.find(following.task) if following is not None else None
@@ -497,10 +505,25 @@ class Executor:
             outcome = Failure(error_of(exc), final=True)  # would make it again; do not repeat it
             status, ahead, released = settle(outcome)
         _send_released(released, self.store)
+        self._next_in_line(attempt, status)
         next_step = None
         if following is not None and chain and ahead is not None:
             next_step = self._attempt_or_verdict(following, next_spec, ahead)
         return self._verdict(attempt, outcome, status, fields), next_step
+
+    def _next_in_line(self, attempt: Attempt, status: Status | None) -> None:
+        """An ordered task that ended releases the next of its key's line, and sends it: a
+        key runs a task at a time, a message apart (the tasks behind wait unsent)."""
+        if attempt.spec.ordering is None or status is None or not status.terminal:
+            return
+        try:
+            following = self.store.release_next(attempt.id)
+            if following is not None:
+                sending.send([following], self.store, settings())
+        except Exception as exc:  # left pending or waiting: the reconciler sends it
+            logger.warning(
+                "could not send the next in line", extra=task_fields(attempt.id, error=str(exc))
+            )
 
     def _run_in_transaction(
         self,

@@ -45,6 +45,9 @@ CLAIMABLE = frozenset({Status.PENDING, Status.QUEUED})
 #: Statuses with a message on its way (or being sent): a dead letter may concern them.
 IN_FLIGHT = frozenset({Status.PENDING, Status.QUEUED, Status.RUNNING})
 
+#: Statuses of a task not finished: to run, or running.
+LIVE_STATUSES = frozenset(Status) - TERMINAL
+
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.WAITING: frozenset({Status.PENDING, Status.CANCELLED}),
     Status.SCHEDULED: frozenset({Status.PENDING, Status.CANCELLED}),

@@ -1,5 +1,6 @@
-"""Concurrency and rate limits: at most N runs of a task at once, or so many starts a
-second, minute or hour, in all or per key, across every consumer and worker.
+"""Flow control at the claim: concurrency and rate limits (at most N runs of a task at once,
+or so many starts a second, minute or hour, in all or per key) and ordered keys (one at a
+time per key, in submission order), across every consumer and worker.
 
 ``@task(concurrency=5)`` allows five runs of the task at once in both lanes together, however
 many Lambda consumers and Celery workers there are; ``concurrency_key="account"`` (payload
@@ -20,7 +21,15 @@ consumer and worker (Celery's own is per worker). Each key has a bucket row hold
 next start is free; a claim takes that moment and moves it on by one interval. A delivery
 whose moment is still to come has it written on its task (``rate_slot``) and is offered again
 then; coming back, it runs without taking another. So waiting deliveries queue in order, each
-for its own moment, rather than all retrying at once. Pure declarations here.
+for its own moment, rather than all retrying at once.
+
+``@task(ordering_key="account")`` runs the tasks of one key one at a time, in the order they
+were submitted (its owner's: a caller's keys are its own); different keys side by side. A
+claim, under the lock of the name and key, finds no older live task of the key and none of
+it running; a delivery that does waits (``in order after <id>``) and is offered again later,
+but its turn normally comes sooner: when a task of the key ends, the next in line is sent a
+fresh message at once. So a key runs a task at a time at about one message round trip
+between them. Pure declarations here.
 """
 
 from __future__ import annotations
@@ -135,3 +144,28 @@ def declared_rate(
     return RateLimit(
         per_s, text, None if key is None else declared_source(task, "rate_limit_key", key)
     )
+
+
+#: How long a task behind another of its ordering key waits before it is offered again
+#: (seconds, from this up to twice it): a backstop, since the end of the one ahead sends it.
+ORDER_BACKSTOP_S = 15
+
+
+@dataclass(frozen=True, slots=True)
+class Ordering:
+    """Tasks of one key run one at a time, in submission order."""
+
+    key: KeySource
+
+    def key_of(self, payload: Any) -> str:
+        return key_of(self.key, payload, "ordering_key")
+
+    @staticmethod
+    def waiting(ahead: Any, key: str | None) -> str:
+        """Why a task waits for the one ahead of it, as the console shows it."""
+        return f"in order after {ahead}" + (f" ({key})" if key else "")
+
+
+def declared_ordering(task: str, key: str | Iterable[str] | KeyFunction | None) -> Ordering | None:
+    """A task's ``ordering_key`` as declared, checked now."""
+    return None if key is None else Ordering(declared_source(task, "ordering_key", key))

@@ -94,7 +94,8 @@ def reconcile(
     """The scheduled pass: fire the periodic tasks' ticks, send the ``scheduled`` tasks now due
     within SQS's delay limit, and again the tasks whose message may be missing (the outbox
     relay): left ``pending``, ``running`` under a lease long expired, or ``queued`` with no
-    delivery for too long in a lane whose queue is empty.
+    delivery for too long in a lane whose queue is empty; and the first task of an ordered
+    key's line left waiting with nothing of the line on its way.
 
     No cap on what is due: each phase claims and sends ``limit`` tasks at a time until none
     is left or ``budget_s`` is spent; what is left then goes to the passes already running
@@ -121,14 +122,18 @@ def reconcile(
             store,
             config,
         )
-    if not due and not stale:
+    with phase("ordered lines"):
+        released = store.release_stalled(config.pending_grace_seconds, limit)
+        released = send(released, store, config) if released else []
+    if not due and not stale and not released:
         return []
-    records = due + stale
+    records = due + stale + released
     logger.info(
         "reconciled tasks",
         extra={
             "due": len(due),
             "stale": len(stale),
+            "released": len(released),
             "queued": sum(r.status is Status.QUEUED for r in records),
         },
     )

@@ -17,7 +17,14 @@ from typing import Any
 from tasklane.errors import ConfigurationError, UnknownTask
 from tasklane.keys import KeyFunction
 from tasklane.lanes import Lane
-from tasklane.limits import Concurrency, RateLimit, declared_concurrency, declared_rate
+from tasklane.limits import (
+    Concurrency,
+    Ordering,
+    RateLimit,
+    declared_concurrency,
+    declared_ordering,
+    declared_rate,
+)
 from tasklane.periodic import Schedule
 from tasklane.submitters import submitter
 from tasklane.unique import Uniqueness, declared
@@ -55,11 +62,13 @@ class Task:
     concurrency: Concurrency | None = None
     #: At most so many starts a second, minute or hour, in all or per key.
     rate_limit: RateLimit | None = None
+    #: One at a time per key, in submission order.
+    ordering: Ordering | None = None
 
     @property
     def limited(self) -> bool:
         """Whether its claims go through its limits (:meth:`TaskStore.claim_limited`)."""
-        return self.concurrency is not None or self.rate_limit is not None
+        return any(x is not None for x in (self.concurrency, self.rate_limit, self.ordering))
 
     def __post_init__(self) -> None:
         for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
@@ -106,6 +115,7 @@ def task(
     concurrency_key: str | Iterable[str] | KeyFunction | None = None,
     rate_limit: str | float | None = None,
     rate_limit_key: str | Iterable[str] | KeyFunction | None = None,
+    ordering_key: str | Iterable[str] | KeyFunction | None = None,
 ) -> Callable[[TaskFunction], Task]:
     """Register ``fn`` as the task ``name`` running in ``lane`` ("lambda" or "celery").
 
@@ -122,7 +132,8 @@ def task(
     ``concurrency_key`` (payload fields, or a function of the payload) if given; a task over
     it waits, spending no attempt (:mod:`tasklane.limits`). ``rate_limit`` (``"100/m"``,
     ``"10/s"``, ``"1000/h"``): at most so many starts, all consumers and workers together, per
-    ``rate_limit_key`` if given.
+    ``rate_limit_key`` if given. ``ordering_key``: tasks of one key run one at a time, in the
+    order they were submitted.
     """
     if isinstance(schedule, str):
         schedule = Schedule(schedule)
@@ -135,6 +146,7 @@ def task(
     unique = declared(name, unique_key, unique_for, unique_states)
     limited = declared_concurrency(name, concurrency, concurrency_key)
     rate = declared_rate(name, rate_limit, rate_limit_key)
+    ordering = declared_ordering(name, ordering_key)
     if not 1 <= time_limit <= MAX_TIME_LIMIT_S:
         raise ConfigurationError(
             f"task {name!r}: time_limit must be 1 to {MAX_TIME_LIMIT_S} seconds: SQS keeps a "
@@ -163,6 +175,7 @@ def task(
             unique=unique,
             concurrency=limited,
             rate_limit=rate,
+            ordering=ordering,
         )
         _tasks[name] = registered
         return registered

@@ -82,6 +82,13 @@ class SubmitRequest(_Strict):
         "(200) and none is created. Overrides the task's own unique_key",
         examples=["account-42"],
     )
+    ordering_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="Tasks of one ordering key run one at a time, in submission order. "
+        "Overrides the key the task makes of its payload; only for a task declared with one",
+    )
     unique_for: StrictNumber | None = Field(
         None,
         ge=0,

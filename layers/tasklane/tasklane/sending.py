@@ -42,14 +42,15 @@ def delay_of(record: TaskRecord) -> int:
 
 def send(records: Sequence[TaskRecord], store: TaskStore, config: Settings) -> list[TaskRecord]:
     """Send the messages of committed tasks and mark those SQS accepted as queued. A task
-    ``scheduled`` for later is not sent: the reconciler sends it when it is due."""
+    ``scheduled`` for later is not sent: the reconciler sends it when it is due; nor one
+    ``waiting`` for the task ahead of it in its ordering key's line, whose end releases it."""
     inline = INLINE.get()
     if inline is not None:
         return inline(records, store)
     outgoing = [
         broker.Outgoing(r.id, r.task, Lane(r.lane), delay_of(r))
         for r in records
-        if r.status is not Status.SCHEDULED
+        if r.status not in (Status.SCHEDULED, Status.WAITING)  # sent when due, or released
     ]
     if not outgoing:
         return list(records)

@@ -24,6 +24,7 @@ from tasklane.errors import (
     UnknownTask,
 )
 from tasklane.ids import new_id
+from tasklane.keys import checked_key
 from tasklane.lifecycle import Status
 from tasklane.logs import logger, task_fields
 from tasklane.moments import in_range
@@ -55,6 +56,8 @@ class Submission:
     #: The keys its concurrency and rate limits count by (:mod:`tasklane.limits`).
     concurrency_key: str | None = None
     rate_key: str | None = None
+    #: The key it runs in order with (:mod:`tasklane.limits`).
+    ordering_key: str | None = None
 
     @property
     def request_hash(self) -> str:
@@ -110,7 +113,10 @@ def parse_submission(
         raise InvalidRequest("'task' is required and must be a non-empty string")
     if "payload" not in body:
         raise InvalidRequest("'payload' is required (any JSON value)")
-    extra = set(body) - {"task", "payload", "delay_seconds", "run_at", "unique_key", "unique_for"}
+    extra = set(body) - {
+        *("task", "payload", "delay_seconds", "run_at", "unique_key", "unique_for"),
+        "ordering_key",
+    }
     if extra:
         raise InvalidRequest(f"unexpected fields: {', '.join(sorted(extra))}")
     if body.get("delay_seconds") is not None or body.get("run_at") is not None:
@@ -135,6 +141,24 @@ def parse_submission(
         states,
         spec.concurrency.key_of(body["payload"]) if limited else None,
         spec.rate_limit.key_of(body["payload"]) if rated else None,
+        None if step else _ordering_key(spec, body),
+    )
+
+
+def _ordering_key(spec: registry.Task, body: dict) -> str | None:
+    """The key a submission runs in order with: the call's, or the task's made of the
+    payload. Only a task declared with ``ordering_key`` is claimed in order."""
+    given = body.get("ordering_key")
+    if spec.ordering is None:
+        if given is not None:
+            raise InvalidRequest(
+                f"ordering_key: task {spec.name!r} is not declared with an ordering_key"
+            )
+        return None
+    return (
+        checked_key(given, "ordering_key")
+        if given is not None
+        else spec.ordering.key_of(body["payload"])
     )
 
 
@@ -199,6 +223,7 @@ def new_task(sub: Submission) -> NewTask:
         sub.unique_states,
         sub.concurrency_key,
         sub.rate_key,
+        sub.ordering_key,
     )
 
 

@@ -42,7 +42,7 @@ def detail(record: TaskRecord) -> dict[str, Any]:
         "unique_key": record.unique_key,
         # why a task that could run waits (a limit); its claim clears it
         "waiting_on": record.waiting_on
-        if record.status in (Status.PENDING, Status.QUEUED)
+        if record.status in (Status.PENDING, Status.QUEUED, Status.WAITING)
         else None,
         "history": record.history or [],
     }

@@ -32,16 +32,18 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from tasklane.lifecycle import CLAIMABLE, IN_FLIGHT, Status, retry_delay_seconds
-from tasklane.limits import Concurrency, RateLimit
+from tasklane.lifecycle import CLAIMABLE, IN_FLIGHT, LIVE_STATUSES, Status, retry_delay_seconds
+from tasklane.limits import Concurrency, Ordering, RateLimit
 from tasklane.store.base import StoreBase
 from tasklane.store.records import Claim, Claimed, Failure, NotClaimed, Settled, TaskRecord
 from tasklane.store.sql import (
+    PUBLIC,
     STOPPED,
     JsonText,
     attempt_entry,
@@ -190,21 +192,78 @@ def _running_like(row: Any) -> Any:
     )
 
 
-#: The lock a claim under a concurrency limit holds to its commit: the task's name and key
-#: (:mod:`tasklane.limits`), read from the row, hashed into Postgres' 64-bit lock space.
-_LIMIT_LOCK = select(
-    func.pg_advisory_xact_lock(
-        func.hashtextextended(
-            func.concat_ws(
-                literal_column("E'\\x1f'"),
-                literal_column("'concurrency'"),
-                tasks.c.task,
-                func.coalesce(tasks.c.concurrency_key, literal_column("''")),
-            ),
-            0,
-        )
+#: The statuses of a task still to run, or running: an ordered key's line.
+_LIVE = sorted(s.value for s in LIVE_STATUSES)
+
+
+def _ahead_of(row: Any) -> Any:
+    """The oldest task of ``row``'s ordering key (its owner's) ahead of it: older and live,
+    or running (None: it is the line's head)."""
+    other = tasks.alias("ahead")
+    older = tuple_(other.c.created_at, other.c.ordering_pos, other.c.id) < tuple_(
+        row.c.created_at, row.c.ordering_pos, row.c.id
     )
-).where(tasks.c.id == _CLAIM_ID)
+    return (
+        select(other.c.id)
+        .where(
+            other.c.task == row.c.task,
+            other.c.ordering_key == row.c.ordering_key,
+            other.c.owner == row.c.owner,
+            other.c.status.in_(_LIVE),
+            other.c.id != row.c.id,
+            or_(older, other.c.status == Status.RUNNING.value),
+        )
+        .order_by(other.c.created_at, other.c.ordering_pos, other.c.id)
+        .limit(1)
+        .correlate(row)
+        .scalar_subquery()
+    )
+
+
+def _release(task: Any, owner: Any, key: Any) -> Any:
+    """Release the oldest ``waiting`` task of a line with none of it pending, queued or
+    running (none ahead of it any more), ``pending``, returning it."""
+    waiting, going = tasks.alias("waiting"), tasks.alias("going")
+
+    def line(t: Any) -> Any:
+        return and_(t.c.task == task, t.c.owner == owner, t.c.ordering_key == key)
+
+    first = (
+        select(waiting.c.id)
+        .where(line(waiting), waiting.c.status == Status.WAITING.value)
+        .order_by(waiting.c.created_at, waiting.c.ordering_pos, waiting.c.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    on_its_way = [s.value for s in LIVE_STATUSES - {Status.WAITING}]
+    busy = select(going.c.id).where(line(going), going.c.status.in_(on_its_way)).exists()
+    return (
+        update(tasks)
+        .where(tasks.c.id == first, ~busy)
+        .values(status=Status.PENDING.value, waiting_on=None, updated_at=func.now())
+        .returning(*PUBLIC)
+    )
+
+
+def _key_lock(*parts: Any) -> Any:
+    """The lock a limited claim holds to its commit: one of the task's keys (read from its
+    row), hashed into Postgres' 64-bit lock space."""
+    name = func.concat_ws(literal_column("E'\\x1f'"), *parts)
+    return select(func.pg_advisory_xact_lock(func.hashtextextended(name, 0))).where(
+        tasks.c.id == _CLAIM_ID
+    )
+
+
+#: A concurrency limit's: the task's name and key (:mod:`tasklane.limits`).
+_LIMIT_LOCK = _key_lock(
+    literal_column("'concurrency'"),
+    tasks.c.task,
+    func.coalesce(tasks.c.concurrency_key, literal_column("''")),
+)
+#: An ordering key's: its owner, name and key (the lock its inserts take too).
+_ORDER_LOCK = _key_lock(
+    literal_column("'ordering'"), tasks.c.owner, tasks.c.task, tasks.c.ordering_key
+)
 #: The most runs at once a limited claim allows.
 _CLAIM_LIMIT = bindparam("claim_limit", type_=Integer)
 #: A rate limit's turn this close ahead is now (its clock readings differ by microseconds).
@@ -216,22 +275,25 @@ def _interval(rate: RateLimit) -> Any:
     return literal(timedelta(seconds=rate.interval_s), Interval)
 
 
-def _claim_select(*riders: Any, limited: bool = False) -> Any:
+def _claim_select(*riders: Any, limited: bool = False, ordered: bool = False) -> Any:
     """One statement that claims a delivery's task and says why not when it cannot: the
     claim's attempt and payload, and the row's status, task and ``run_at`` as they were before
     it. ``riders``, labelled scalar subqueries over an outcome's update, come along in the same
     round trip. ``limited``: only while fewer than ``claim_limit`` of its namesakes with its
-    concurrency key are running (and how many are, and its key, come back).
+    concurrency key are running (and how many are, and its key, come back). ``ordered``: only
+    the head of its ordering key's line (and the one ahead of it, and its key, come back).
     """
     again = tasks.c.claimed_by == _CLAIM_TOKEN  # its own claim, made again after a lost reply
     lost = and_(tasks.c.status == Status.RUNNING.value, ~again)
     under_limit = or_(again, _running_like(tasks) < _CLAIM_LIMIT) if limited else true()
+    in_turn = or_(again, _ahead_of(tasks).is_(None)) if ordered else true()
     claimed = (
         update(tasks)
         .where(
             tasks.c.id == _CLAIM_ID,
             tasks.c.task == _CLAIM_TASK,
             under_limit,
+            in_turn,
             or_(
                 and_(tasks.c.status.in_([s.value for s in CLAIMABLE]), _due()),
                 and_(
@@ -284,6 +346,8 @@ def _claim_select(*riders: Any, limited: bool = False) -> Any:
     ]
     if limited:
         columns += [_running_like(before).label("running"), before.c.concurrency_key]
+    if ordered:
+        columns += [_ahead_of(before).label("ahead"), before.c.ordering_key]
     return select(*riders, *columns).select_from(
         asked.outerjoin(claimed, claimed.c.id == asked.c.id).outerjoin(
             before, before.c.id == asked.c.id
@@ -298,10 +362,10 @@ def claim_statement() -> Any:
 
 
 @functools.cache
-def limited_claim_statement() -> Any:
-    """A delivery's claim under a concurrency limit (:func:`claim_params` and ``claim_limit``),
-    made after :data:`_LIMIT_LOCK` in the same transaction."""
-    return _claim_select(limited=True)
+def limited_claim_statement(limited: bool = True, ordered: bool = False) -> Any:
+    """A delivery's claim under a concurrency limit (:func:`claim_params` and ``claim_limit``)
+    and/or in its ordering key's line, made after their locks in the same transaction."""
+    return _claim_select(limited=limited, ordered=ordered)
 
 
 @functools.cache
@@ -425,13 +489,15 @@ class Claims(StoreBase):
         lease_seconds: float,
         concurrency: Concurrency | None = None,
         rate: RateLimit | None = None,
+        ordering: Ordering | None = None,
     ) -> Claimed | NotClaimed:
         """:meth:`claim` under a task's limits, all consumers and workers together: fewer than
         ``concurrency.limit`` of its namesakes with its key running, and its turn under
         ``rate`` come. One transaction:
 
         - a concurrency limit's lock of the task's name and key, so claims of one key are
-          made one at a time (the count is read after every claim committed before it);
+          made one at a time (the count is read after every claim committed before it); and
+          likewise an ordering key's, whose claim finds no task of the key ahead of it;
         - a rate limit's turn: the one written on the task, or the next free moment of its
           key's bucket, which moves on by one interval (the bucket's row lock orders them);
           a turn still to come is written on the task, which waits for it;
@@ -447,13 +513,18 @@ class Claims(StoreBase):
         with unavailable_as_error(), self.engine.begin() as conn:
             if concurrency is not None:
                 conn.execute(_LIMIT_LOCK, params)
+            if ordering is not None:
+                conn.execute(_ORDER_LOCK, params)
             took = None
             if rate is not None:
                 turn = self._rate_turn(conn, claim.id, rate)
                 if isinstance(turn, NotClaimed):
                     return turn
                 took = turn
-            statement = limited_claim_statement() if concurrency else claim_statement()
+            if concurrency is None and ordering is None:
+                statement = claim_statement()
+            else:
+                statement = limited_claim_statement(concurrency is not None, ordering is not None)
             row = conn.execute(statement, params).one()
             taken = _claim_of(claim.id, row)
             if isinstance(taken, Claimed):
@@ -465,15 +536,21 @@ class Claims(StoreBase):
                     .values(next_free=rate_buckets.c.next_free - _interval(rate))
                 )
             waiting = row.status in (Status.PENDING.value, Status.QUEUED.value)
-            if concurrency is None or not waiting or row.running < concurrency.limit:
+            if not waiting:
                 return taken  # not for a limit's sake
-            why = concurrency.waiting(row.running, row.concurrency_key)
+            behind = None
+            if ordering is not None and row.ahead is not None:
+                why, behind = ordering.waiting(row.ahead, row.ordering_key), row.ahead
+            elif concurrency is not None and row.running >= concurrency.limit:
+                why = concurrency.waiting(row.running, row.concurrency_key)
+            else:
+                return taken
             conn.execute(
                 update(tasks)
                 .where(tasks.c.id == claim.id, tasks.c.status == row.status)
                 .values(waiting_on=why, updated_at=func.now())
             )
-        return dataclasses.replace(taken, waiting_on=why)
+        return dataclasses.replace(taken, waiting_on=why, behind=behind)
 
     @staticmethod
     def _rate_turn(
@@ -528,6 +605,67 @@ class Claims(StoreBase):
             waiting_on=why,
             wait_s=(turn - now).total_seconds(),
         )
+
+    def release_next(self, task_id: uuid.UUID) -> TaskRecord | None:
+        """The next task of ``task_id``'s ordering key's line (its owner's), released to run
+        (``pending``, to be sent) now that no task of the line is ahead of it: the oldest
+        ``waiting`` one, if none of the line is pending, queued or running. Under the line's
+        lock, so one end releases one task."""
+        with unavailable_as_error(), self.engine.begin() as conn:
+            conn.execute(_ORDER_LOCK, {"claim_id": task_id})
+            me = conn.execute(
+                select(tasks.c.task, tasks.c.owner, tasks.c.ordering_key).where(
+                    tasks.c.id == task_id
+                )
+            ).first()
+            if me is None or me.ordering_key is None:
+                return None
+            row = conn.execute(_release(me.task, me.owner, me.ordering_key)).first()
+        return TaskRecord.from_row(row) if row is not None else None
+
+    def release_stalled(self, grace_seconds: float, limit: int) -> list[TaskRecord]:
+        """Ordered keys' lines whose first task has waited ``grace_seconds`` though none of
+        the line is on its way (the task ahead ended and its process died before releasing
+        the next, or it was cancelled, or it failed for good): that task, released."""
+        first = tasks.alias("first")
+        going = tasks.alias("going")
+        heads = (
+            select(first.c.id, first.c.updated_at)
+            .where(first.c.ordering_key.is_not(None), first.c.status == Status.WAITING.value)
+            .distinct(first.c.task, first.c.owner, first.c.ordering_key)
+            .order_by(
+                first.c.task,
+                first.c.owner,
+                first.c.ordering_key,
+                first.c.created_at,
+                first.c.ordering_pos,
+                first.c.id,
+            )
+            .subquery("heads")
+        )
+        grace = func.now() - literal(timedelta(seconds=grace_seconds), Interval)
+        stalled = (
+            select(heads.c.id).where(heads.c.updated_at < grace).limit(limit).scalar_subquery()
+        )
+        on_its_way = [s.value for s in LIVE_STATUSES - {Status.WAITING}]
+        busy = (
+            select(going.c.id)
+            .where(
+                going.c.task == tasks.c.task,
+                going.c.owner == tasks.c.owner,
+                going.c.ordering_key == tasks.c.ordering_key,
+                going.c.status.in_(on_its_way),
+            )
+            .exists()
+        )
+        stmt = (
+            update(tasks)
+            .where(tasks.c.id.in_(stalled), tasks.c.status == Status.WAITING.value, ~busy)
+            .values(status=Status.PENDING.value, waiting_on=None, updated_at=func.now())
+            .returning(*PUBLIC)
+        )
+        with unavailable_as_error(), self.engine.begin() as conn:
+            return [TaskRecord.from_row(r) for r in conn.execute(stmt)]
 
     def outcome_of(self, task_id: uuid.UUID, token: str) -> Status | None:
         """The task's status if delivery ``token`` was the last to hold it (else None)."""

@@ -110,6 +110,8 @@ class NewTask:
     #: The keys its concurrency and rate limits count by (:mod:`tasklane.limits`).
     concurrency_key: str | None = None
     rate_key: str | None = None
+    #: The key it runs in order with, one at a time (:mod:`tasklane.limits`).
+    ordering_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +157,8 @@ class NotClaimed:
     waiting_on: str | None = None
     #: How long until its turn, under a rate limit (seconds).
     wait_s: float | None = None
+    #: The task ahead of it in its ordering key's line.
+    behind: uuid.UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)

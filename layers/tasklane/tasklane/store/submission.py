@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from tasklane.errors import InvalidRequest, StoreUnavailable
-from tasklane.lifecycle import Status
+from tasklane.lifecycle import LIVE_STATUSES, Status
 from tasklane.store.base import StoreBase
 from tasklane.store.records import KeyUse, NewTask, TaskRecord
 from tasklane.store.sql import (
@@ -72,14 +72,16 @@ def _insert_statement() -> Any:
     unique_fors = cast(bindparam("unique_fors"), ARRAY(Float))
     concurrency_keys = cast(bindparam("concurrency_keys"), ARRAY(Text))
     rate_keys = cast(bindparam("rate_keys"), ARRAY(Text))
+    ordering_keys = cast(bindparam("ordering_keys"), ARRAY(Text))
+    waiting_ons = cast(bindparam("waiting_ons"), ARRAY(Text))
     columns = (
         func.unnest(
             *(IDS, NAMES, LANES, MAX_ATTEMPTS, RUN_ATS, unique_keys, unique_fors),
-            *(concurrency_keys, rate_keys),
+            *(concurrency_keys, rate_keys, ordering_keys, waiting_ons),
         )
         .table_valued(
             *("id", "task", "lane", "max_attempts", "run_at", "unique_key", "unique_for"),
-            *("concurrency_key", "rate_key"),
+            *("concurrency_key", "rate_key", "ordering_key", "waiting_on"),
             with_ordinality="n",
         )
         .render_derived("t")
@@ -93,7 +95,11 @@ def _insert_statement() -> Any:
         columns.c.id,
         columns.c.task,
         columns.c.lane,
-        _status_for(columns.c.run_at),
+        # a task behind another of its ordering key waits, unsent, for that one's end
+        case(
+            (columns.c.waiting_on.is_not(None), Status.WAITING.value),
+            else_=_status_for(columns.c.run_at),
+        ),
         payloads.c.value,
         columns.c.max_attempts,
         columns.c.run_at,
@@ -102,6 +108,9 @@ def _insert_statement() -> Any:
         _unique_until(columns.c.unique_for),
         columns.c.concurrency_key,
         columns.c.rate_key,
+        columns.c.ordering_key,
+        case((columns.c.ordering_key.is_not(None), columns.c.n), else_=None),
+        columns.c.waiting_on,
     ).select_from(columns.join(payloads, columns.c.n == payloads.c.n))
     inserted = (
         insert(tasks)
@@ -109,6 +118,7 @@ def _insert_statement() -> Any:
             [
                 *("id", "task", "lane", "status", "payload", "max_attempts", "run_at"),
                 *("owner", "unique_key", "unique_until", "concurrency_key", "rate_key"),
+                *("ordering_key", "ordering_pos", "waiting_on"),
             ],
             rows,
         )
@@ -120,9 +130,10 @@ def _insert_statement() -> Any:
 
 _INSERT = _insert_statement()
 
-#: A unique task's lock, held to the end of the transaction that inserts it: its name and key
-#: hashed into Postgres' 64-bit lock space (a collision only makes two keys wait for each other).
-_UNIQUE_LOCK = select(
+#: A unique or ordered task's lock, held to the end of the transaction that inserts it
+#: (:func:`key_locks`), hashed into Postgres' 64-bit lock space (a collision only makes two
+#: keys wait for each other).
+_KEY_LOCK = select(
     func.pg_advisory_xact_lock(func.hashtextextended(bindparam("lock_name", type_=Text), 0))
 )
 #: The newest task a unique submission matches: same name and key, and in a covered status or
@@ -143,8 +154,30 @@ _UNIQUE_MATCH = (
 )
 
 
+#: The newest live task of an ordering key's line (its owner's): what a new one waits for.
+_LINE_LAST = (
+    select(tasks.c.id)
+    .where(
+        tasks.c.task == bindparam("line_task", type_=Text),
+        tasks.c.ordering_key == bindparam("line_key", type_=Text),
+        tasks.c.owner == bindparam("line_owner", type_=Text),
+        tasks.c.status.in_([s.value for s in LIVE_STATUSES]),
+    )
+    .order_by(tasks.c.created_at.desc(), tasks.c.ordering_pos.desc(), tasks.c.id.desc())
+    .limit(1)
+)
+
+
 #: Tries of an idempotent insert whose key's row vanished (pruned) between its statements.
 KEY_TRIES = 3
+
+
+def key_locks(new: Sequence[NewTask], owner: str) -> list[str]:
+    """The transaction locks an insert of ``new`` takes, in one order: each unique key and
+    each ordering key of its tasks, by owner and name."""
+    names = {f"unique\x1f{owner}\x1f{t.task}\x1f{t.unique_key}" for t in new if t.unique_key}
+    names |= {f"ordering\x1f{owner}\x1f{t.task}\x1f{t.ordering_key}" for t in new if t.ordering_key}
+    return sorted(names)
 
 
 class Submissions(StoreBase):
@@ -166,7 +199,7 @@ class Submissions(StoreBase):
         ``VALUES`` list of a hundred rows costs the client more than the database: building and
         scanning its SQL, converting every parameter, parsing every returned timestamp.
         """
-        if any(t.unique_key is not None for t in new):
+        if any(t.unique_key is not None or t.ordering_key is not None for t in new):
             return self._insert_unique(new, near_seconds, connection, owner)
         return self._insert_rows(new, near_seconds, connection, owner)
 
@@ -177,9 +210,12 @@ class Submissions(StoreBase):
         connection: Connection | None,
         owner: str,
         within: bool = False,
+        behind: dict[uuid.UUID, str] | None = None,
     ) -> list[TaskRecord]:
         """The one statement of :meth:`insert` (``within``: in ``connection``'s transaction as
-        it is, which the caller opened: no savepoint of its own)."""
+        it is, which the caller opened: no savepoint of its own). ``behind``: the ordered
+        tasks that wait, unsent, for the task ahead of them, with why."""
+        behind = behind or {}
         if not new:
             return []
         params = {
@@ -192,6 +228,8 @@ class Submissions(StoreBase):
             "unique_fors": [t.unique_for for t in new],
             "concurrency_keys": [t.concurrency_key for t in new],
             "rate_keys": [t.rate_key for t in new],
+            "ordering_keys": [t.ordering_key for t in new],
+            "waiting_ons": [behind.get(t.id) for t in new],
             "near": timedelta(seconds=near_seconds),
             "owner": owner,
             # already-serialized JSON, joined: no payload is parsed or re-encoded in Python
@@ -209,10 +247,13 @@ class Submissions(StoreBase):
                 task=t.task,
                 lane=t.lane,
                 status=(
-                    Status.SCHEDULED
+                    Status.WAITING
+                    if t.id in behind
+                    else Status.SCHEDULED
                     if t.run_at is not None and t.run_at > created_at + near
                     else Status.PENDING
                 ),  # as the statement decided, from the same now()
+                waiting_on=behind.get(t.id),
                 attempts=0,
                 created_at=created_at,
                 updated_at=created_at,  # both default to the transaction's now()
@@ -231,19 +272,41 @@ class Submissions(StoreBase):
         connection: Connection | None,
         owner: str,
     ) -> list[TaskRecord]:
-        """:meth:`insert` of tasks some of which are unique: each of those whose key matches
-        a task (:data:`_UNIQUE_MATCH`), or an earlier one of the same batch, is that task
-        instead. The keys' locks are taken first, in one order, so two producers inserting
-        the same keys at once wait for each other (the second sees the first's commit) and
-        never deadlock; with ``connection``, they are held until the caller commits."""
+        """:meth:`insert` of tasks some of which are unique or ordered: each unique one whose
+        key matches a task (:data:`_UNIQUE_MATCH`), or an earlier one of the same batch, is
+        that task instead. The keys' locks are taken first, in one order, so two producers
+        inserting the same keys at once wait for each other (the second sees the first's
+        commit, and an ordered key's tasks are in the order of their commits) and within a
+        batch never deadlock; with ``connection``, they are held until the caller commits."""
         with unavailable_as_error(), self._transaction(connection) as conn:
             found = self.unique_matches(new, conn, owner)
             fresh = [t for t in new if t.id not in found]
+            behind = self._behind(fresh, conn, owner)
             inserted = {
-                r.id: r for r in self._insert_rows(fresh, near_seconds, conn, owner, within=True)
+                r.id: r for r in self._insert_rows(fresh, near_seconds, conn, owner, True, behind)
             }
         answer = [found.get(t.id, t.id) for t in new]
         return [inserted[a] if isinstance(a, uuid.UUID) else a for a in answer]
+
+    @staticmethod
+    def _behind(new: Sequence[NewTask], conn: Connection, owner: str) -> dict[uuid.UUID, str]:
+        """The ordered tasks of ``new`` that join a line with a live task in it (read under
+        their keys' locks), each with why it waits: the task just ahead of it."""
+        last: dict[tuple[str, str], Any] = {}
+        behind = {}
+        for t in new:
+            if t.ordering_key is None:
+                continue
+            line = (t.task, t.ordering_key)
+            if line not in last:
+                last[line] = conn.execute(
+                    _LINE_LAST,
+                    {"line_task": t.task, "line_key": t.ordering_key, "line_owner": owner},
+                ).scalar()
+            if last[line] is not None:
+                behind[t.id] = f"in order after {last[line]} ({t.ordering_key})"
+            last[line] = t.id
+        return behind
 
     def unique_matches(
         self, new: Sequence[NewTask], conn: Connection, owner: str
@@ -252,9 +315,9 @@ class Submissions(StoreBase):
         it matches (the id of an earlier task of ``new`` itself, not stored yet). Locks their
         keys. (Keys are each owner's, as idempotency keys are: a caller never learns of, nor
         is answered with, another's task.)"""
-        for task, key in sorted({(t.task, t.unique_key) for t in new if t.unique_key}):
+        for name in key_locks(new, owner):
             with data_errors_as_invalid():
-                conn.execute(_UNIQUE_LOCK, {"lock_name": f"{owner}\x1f{task}\x1f{key}"})
+                conn.execute(_KEY_LOCK, {"lock_name": name})
         found: dict[uuid.UUID, TaskRecord | uuid.UUID] = {}
         first: dict[tuple[str, str], uuid.UUID] = {}
         for t in new:
@@ -289,13 +352,15 @@ class Submissions(StoreBase):
     ) -> tuple[TaskRecord, str | None, bool]:
         """Insert unless ``owner`` used ``key`` before (keys are each owner's own). Returns
         (task, its request hash, created)."""
-        stmt = (
-            pg_insert(tasks)
-            .values(
+
+        def statement(waiting_on: str | None) -> Any:
+            status = _status_for(literal(new.run_at, DateTime(timezone=True)))
+            return pg_insert(tasks).values(
                 id=new.id,
                 task=new.task,
                 lane=new.lane,
-                status=_status_for(literal(new.run_at, DateTime(timezone=True))),
+                status=status if waiting_on is None else Status.WAITING.value,
+                waiting_on=waiting_on,
                 payload=jsonb_of(new.payload_json),
                 max_attempts=new.max_attempts,
                 run_at=new.run_at,
@@ -303,21 +368,21 @@ class Submissions(StoreBase):
                 unique_until=_unique_until(literal(new.unique_for, Float())),
                 concurrency_key=new.concurrency_key,
                 rate_key=new.rate_key,
+                ordering_key=new.ordering_key,
+                ordering_pos=None if new.ordering_key is None else 1,
                 idempotency_key=key,
                 request_hash=request_hash,
                 owner=owner,
             )
-            .on_conflict_do_nothing(
-                index_elements=[tasks.c.owner, tasks.c.idempotency_key],
-                index_where=tasks.c.idempotency_key.is_not(None),
-            )
-            .returning(*PUBLIC, tasks.c.request_hash)
-        )
+
         near = {"near": timedelta(seconds=near_seconds)}
         earlier = select(*PUBLIC, tasks.c.request_hash).where(
             tasks.c.owner == owner, tasks.c.idempotency_key == key
         )
         with unavailable_as_error(), self._transaction(connection) as conn:
+            if new.unique_key is None and new.ordering_key is not None:
+                for name in key_locks([new], owner):
+                    conn.execute(_KEY_LOCK, {"lock_name": name})
             if new.unique_key is not None:
                 # the key first: a request replayed, or another under the same key (422)
                 if (row := conn.execute(earlier).first()) is not None:
@@ -325,6 +390,15 @@ class Submissions(StoreBase):
                 if match := self.unique_matches([new], conn, owner):
                     # the same work is live: that task (this request's key is not recorded)
                     return match[new.id], request_hash, False  # type: ignore[return-value]
+            behind = self._behind([new], conn, owner).get(new.id)
+            stmt = (
+                statement(behind)
+                .on_conflict_do_nothing(
+                    index_elements=[tasks.c.owner, tasks.c.idempotency_key],
+                    index_where=tasks.c.idempotency_key.is_not(None),
+                )
+                .returning(*PUBLIC, tasks.c.request_hash)
+            )
             # the row a key names may be pruned between the two statements: then the key is
             # free again, and the insert is tried once more
             for _ in range(KEY_TRIES):

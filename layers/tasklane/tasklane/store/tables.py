@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     func,
     text,
 )
@@ -54,6 +55,10 @@ tasks = Table(
     #: taking another; cleared by its claim).
     Column("rate_key", Text),
     Column("rate_slot", DateTime(timezone=True)),
+    #: The key it runs in order with, one at a time, and its place in its submission (a
+    #: batch's tasks share their ``created_at``): in order of ``created_at``, then this.
+    Column("ordering_key", Text),
+    Column("ordering_pos", Integer),
     #: Why it waits while it could be delivered (a limit: ``concurrency 5/5 for account=42``);
     #: cleared by its claim.
     Column("waiting_on", Text),
@@ -117,6 +122,20 @@ Index(
     tasks.c.idempotency_key,
     unique=True,
     postgresql_where=tasks.c.idempotency_key.is_not(None),
+)
+
+
+# An ordered task's line (tasklane.limits): the live tasks of its name and key, oldest first.
+Index(
+    "ix_tasks_ordering_line",
+    tasks.c.task,
+    tasks.c.ordering_key,
+    tasks.c.created_at,
+    tasks.c.ordering_pos,
+    postgresql_where=and_(
+        tasks.c.ordering_key.is_not(None),
+        tasks.c.status.in_(["waiting", "pending", "scheduled", "queued", "running"]),
+    ),
 )
 
 

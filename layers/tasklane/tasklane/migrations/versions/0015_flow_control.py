@@ -1,4 +1,4 @@
-"""Flow control: unique tasks and concurrency limits.
+"""Flow control: unique tasks, concurrency and rate limits, ordered keys.
 
 - ``unique_key`` (:mod:`tasklane.unique`), ``unique_until`` (until when the key stays taken
   whatever the task's status: its ``unique_for``), and an index of the tasks that have a key,
@@ -6,7 +6,9 @@
 - ``concurrency_key``: the key a concurrency limit counts running tasks by
   (:mod:`tasklane.limits`), and ``waiting_on``: why a task that could be delivered waits;
 - ``rate_key``, ``rate_slot`` (the turn a rate limit gave a task) and the ``rate_buckets``
-  table: each rate-limited name and key, with when its next start is free.
+  table: each rate-limited name and key, with when its next start is free;
+- ``ordering_key``, ``ordering_pos`` (its place in its batch), and the index of each key's
+  line: its live tasks, oldest first.
 
 Online-safe and safe to run again, as 0009: nullable columns without a default are
 catalog-only, and the table is new; the index holds only tasks with a key and is built
@@ -29,6 +31,10 @@ INDEXES = {
     "ix_tasks_task_unique_key": "CREATE INDEX CONCURRENTLY IF NOT EXISTS "
     "ix_tasks_task_unique_key ON tasks (task, unique_key, created_at DESC) "
     "WHERE unique_key IS NOT NULL",
+    "ix_tasks_ordering_line": "CREATE INDEX CONCURRENTLY IF NOT EXISTS "
+    "ix_tasks_ordering_line ON tasks (task, ordering_key, created_at, ordering_pos) "
+    "WHERE ordering_key IS NOT NULL "
+    "AND status IN ('waiting', 'pending', 'scheduled', 'queued', 'running')",
 }
 
 
@@ -39,6 +45,8 @@ def upgrade() -> None:
         "ADD COLUMN IF NOT EXISTS concurrency_key text, "
         "ADD COLUMN IF NOT EXISTS rate_key text, "
         "ADD COLUMN IF NOT EXISTS rate_slot timestamptz, "
+        "ADD COLUMN IF NOT EXISTS ordering_key text, "
+        "ADD COLUMN IF NOT EXISTS ordering_pos integer, "
         "ADD COLUMN IF NOT EXISTS waiting_on text"
     )
     op.execute(
