@@ -30,5 +30,16 @@ def send(payload):
 
 # --8<-- [end:rate]
 
+
+# --8<-- [start:ordering]
+@task(name="ledger.post", ordering_key="account")  # one at a time per account, in order
+def post(payload):
+    return {"posted": payload["entry"]}
+
+
+first = post.delay({"account": 7, "entry": "open"})
+then = post.delay({"account": 7, "entry": "deposit"})  # waits for "open", unsent
+# --8<-- [end:ordering]
+
 synced = sync.delay({"account": 42})
 mailed = send.delay({"to": "ada@example.com", "domain": "example.com"})

@@ -147,8 +147,11 @@ def test_the_limits_example_runs(tasklane_eager):
         assert registry.get("reports.heavy").concurrency.key is None
         assert namespace["mailed"].get(timeout=0) == {"sent": "ada@example.com"}
         assert registry.get("maps.geocode").rate_limit.interval_s == 0.1
+        # eagerly, the first ran as it was submitted; the second was released by its end
+        assert namespace["first"].get(timeout=0) == {"posted": "open"}
+        assert namespace["then"].get(timeout=0) == {"posted": "deposit"}
     finally:
-        for name in ("crm.sync", "reports.heavy", "maps.geocode", "mail.send"):
+        for name in ("crm.sync", "reports.heavy", "maps.geocode", "mail.send", "ledger.post"):
             registry._tasks.pop(name, None)
 
 

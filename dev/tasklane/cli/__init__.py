@@ -360,6 +360,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         request["unique_key"] = args.unique_key
     if args.unique_for is not None:
         request["unique_for"] = args.unique_for
+    if args.ordering_key is not None:
+        request["ordering_key"] = args.ordering_key
     key = {"idempotency-key": args.idempotency_key} if args.idempotency_key else None
     api = _api(args)
     status, body = api.answer("POST", "/tasks", request, headers=key)
@@ -712,6 +714,7 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--unique-for", type=float, help="seconds after creation the unique key stays taken"
     )
+    submit.add_argument("--ordering-key", help="its key's tasks run one at a time, in order")
     submit.add_argument("--wait", action="store_true", help="wait until the task ends")
     submit.add_argument("--timeout", type=float, default=300)
     submit.set_defaults(run=cmd_submit)
