@@ -32,27 +32,31 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class Connections:
-    """Samples pg_stat_activity: the most connections each process held at once."""
+class Sampler:
+    """Runs ``query`` on its own connection every ``every`` seconds while a test drains, and
+    keeps, per first column, the most the second column reached (``most``); ``samples``
+    counts the readings. ``seen(rows)`` may keep more from each reading."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, query: str, every: float = 0.02, **params: object) -> None:
         self.engine = create_engine(url, pool_size=1)
-        self.most: dict[str, int] = {}
+        self.query, self.params, self.every = text(query), params, every
+        self.most: dict = {}
+        self.samples = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)
 
+    def seen(self, rows: list) -> None:
+        for name, count in rows:
+            self.most[name] = max(self.most.get(name, 0), count)
+
     def _sample(self) -> None:
-        query = text(
-            "SELECT application_name, count(*) FROM pg_stat_activity "
-            "WHERE application_name LIKE 'tasklane %' GROUP BY application_name"
-        )
         while not self.stop.is_set():
             with self.engine.connect() as conn:
-                for name, count in conn.execute(query):
-                    self.most[name] = max(self.most.get(name, 0), count)
-            self.stop.wait(0.02)
+                self.seen(conn.execute(self.query, self.params).all())
+            self.samples += 1
+            self.stop.wait(self.every)
 
-    def __enter__(self) -> Connections:
+    def __enter__(self):
         self.thread.start()
         return self
 
@@ -60,6 +64,17 @@ class Connections:
         self.stop.set()
         self.thread.join(5)
         self.engine.dispose()
+
+
+class Connections(Sampler):
+    """Samples pg_stat_activity: the most connections each process held at once."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(
+            url,
+            "SELECT application_name, count(*) FROM pg_stat_activity "
+            "WHERE application_name LIKE 'tasklane %' GROUP BY application_name",
+        )
 
 
 class ListQueue:

@@ -6,9 +6,7 @@ and says why."""
 from __future__ import annotations
 
 import os
-import threading
 import uuid
-from collections import Counter
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -19,45 +17,26 @@ from tasklane.registry import task
 from tasklane.store import Claimed, default_store
 
 from tests.conftest import TASK_MODULES, wait_for
-from tests.drain import spawn
+from tests.drain import Sampler, spawn
 from tests.integration.helpers import call_api, consumer_source
 from tests.processes import PYTHONPATH
 
 
-class Running:
-    """Samples, every 10 ms, how many tasks of a name run at once, by concurrency key."""
+class Running(Sampler):
+    """Samples, every 10 ms, how many tasks of a name run at once, by concurrency key
+    (``most``), and in all (``most_in_all``)."""
 
     def __init__(self, url: str, name: str) -> None:
-        self.engine = create_engine(url, pool_size=1)
-        self.name = name
-        self.most: Counter[str | None] = Counter()
-        self.most_in_all = 0
-        self.samples = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        query = text(
+        query = (
             "SELECT concurrency_key, count(*) FROM tasks WHERE task = :t AND status = 'running' "
             "GROUP BY concurrency_key"
         )
-        while not self.stop.is_set():
-            with self.engine.connect() as conn:
-                now = dict(conn.execute(query, {"t": self.name}).all())
-            for key, count in now.items():
-                self.most[key] = max(self.most[key], count)
-            self.most_in_all = max(self.most_in_all, sum(now.values()))
-            self.samples += 1
-            self.stop.wait(0.01)
+        super().__init__(url, query, every=0.01, t=name)
+        self.most_in_all = 0
 
-    def __enter__(self) -> Running:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(5)
-        self.engine.dispose()
+    def seen(self, rows: list) -> None:
+        super().seen(rows)
+        self.most_in_all = max(self.most_in_all, sum(count for _, count in rows))
 
 
 def statuses(url: str, name: str) -> list:

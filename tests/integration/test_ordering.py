@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 import uuid
 from collections import defaultdict
 
@@ -19,43 +18,26 @@ from tasklane.registry import task
 from tasklane.store import Claimed, NotClaimed, default_store
 
 from tests.conftest import TASK_MODULES
-from tests.drain import spawn
+from tests.drain import Sampler, spawn
 from tests.integration.helpers import call_api
 from tests.processes import PYTHONPATH
 
 
-class Overlaps:
-    """Samples, every 10 ms, whether two tasks of one ordering key ever run at once."""
+class Overlaps(Sampler):
+    """Samples, every 10 ms, the most tasks of one ordering key running at once (``most``)
+    and the most keys running at once (``keys_at_once``)."""
 
     def __init__(self, url: str, name: str) -> None:
-        self.engine = create_engine(url, pool_size=1)
-        self.name = name
-        self.most = 0  # the most of one key running at once
-        self.keys_at_once = 0  # the most keys running at once
-        self.samples = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        query = text(
+        query = (
             "SELECT coalesce(max(n), 0), count(*) FROM (SELECT count(*) AS n FROM tasks "
             "WHERE task = :t AND status = 'running' GROUP BY ordering_key) running"
         )
-        while not self.stop.is_set():
-            with self.engine.connect() as conn:
-                most, keys = conn.execute(query, {"t": self.name}).one()
-            self.most, self.keys_at_once = max(self.most, most), max(self.keys_at_once, keys)
-            self.samples += 1
-            self.stop.wait(0.01)
+        super().__init__(url, query, every=0.01, t=name)
+        self.most = self.keys_at_once = 0
 
-    def __enter__(self) -> Overlaps:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(5)
-        self.engine.dispose()
+    def seen(self, rows: list) -> None:
+        ((most, keys),) = rows
+        self.most, self.keys_at_once = max(self.most, most), max(self.keys_at_once, keys)
 
 
 def runs(url: str, name: str) -> list:

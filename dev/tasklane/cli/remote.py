@@ -55,16 +55,9 @@ class Api:
             return cls(url, sign=True, region=match.group(1))
         return cls(url)
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        query: dict | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Any:
-        """The JSON answer; :class:`ApiError` for an error status."""
-        return self.answer(method, path, body, query, headers)[1]
+    def request(self, method: str, path: str, *args: Any, **kwargs: Any) -> Any:
+        """The JSON answer (:meth:`answer`'s, without its status)."""
+        return self.answer(method, path, *args, **kwargs)[1]
 
     def answer(
         self,

@@ -35,7 +35,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID, distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from tasklane.lifecycle import CLAIMABLE, IN_FLIGHT, LIVE_STATUSES, Status, retry_delay_seconds
@@ -632,7 +632,7 @@ class Claims(StoreBase):
         heads = (
             select(first.c.id, first.c.updated_at)
             .where(first.c.ordering_key.is_not(None), first.c.status == Status.WAITING.value)
-            .distinct(first.c.task, first.c.owner, first.c.ordering_key)
+            .ext(distinct_on(first.c.task, first.c.owner, first.c.ordering_key))
             .order_by(
                 first.c.task,
                 first.c.owner,
