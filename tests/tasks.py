@@ -366,3 +366,8 @@ def ordered(payload):
 def ordered_celery(payload):
     time.sleep(0.1)
     return payload.get("n")
+
+
+@task(name="test.limited_rated", lane="lambda", concurrency=1, rate_limit="60/m")
+def limited_rated(payload):
+    return payload.get("n")

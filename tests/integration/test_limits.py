@@ -10,11 +10,11 @@ import uuid
 
 import pytest
 from sqlalchemy import create_engine, text
-from tasklane import codec, registry, submit, submit_many
+from tasklane import codec, database, registry, submit, submit_many
 from tasklane.errors import ConfigurationError
 from tasklane.executor import Delivery, delivery_token
 from tasklane.registry import task
-from tasklane.store import Claimed, default_store
+from tasklane.store import Claimed, NotClaimed, default_store
 
 from tests.conftest import TASK_MODULES, wait_for
 from tests.drain import Sampler, spawn
@@ -214,3 +214,63 @@ def test_bad_rates_are_refused_at_definition(stack):
             task("test.bad_rate", **options)(fn)
     status, _, answer = call_api("POST", "/tasks", {"task": "test.rated_fast", "payload": {}})
     assert status == 400 and "'account', missing from the payload" in answer["error"]["message"]
+
+
+def claim_of(handle, name: str):
+    spec = registry.get(name)
+    delivery = Delivery(name, handle.id, delivery_token(str(uuid.uuid4())))
+    return default_store().claim_limited(
+        delivery.claim(), 60, spec.concurrency, spec.rate_limit, spec.ordering
+    )
+
+
+def next_free(name: str):
+    with database.engine().connect() as conn:
+        sql = "SELECT next_free - clock_timestamp() FROM rate_buckets WHERE name LIKE :n"
+        return conn.execute(text(sql), {"n": f"{name}%"}).scalar_one().total_seconds()
+
+
+def test_turns_are_given_a_minute_ahead_at_most(stack):
+    """A turn given to a task that never runs (cancelled) delays the others by a minute at
+    most: past the horizon, a task asks again later instead of taking one."""
+    handles = submit_many([("test.rated", {"n": n}) for n in range(70)])
+    claims = [claim_of(h, "test.rated") for h in handles]
+    given = [c for c in claims if isinstance(c, NotClaimed) and c.wait_s < 62]
+    asked_later = [c for c in claims if isinstance(c, NotClaimed) and c.wait_s >= 62] or [
+        c for c in claims[62:] if isinstance(c, NotClaimed)
+    ]
+    assert isinstance(claims[0], Claimed) and len(given) >= 58
+    assert asked_later and all(c.waiting_on.startswith("rate 60/m") for c in asked_later)
+    assert next_free("test.rated") <= 62  # the bucket is never further ahead than that
+    for h in handles[1:]:
+        h.cancel()
+    fresh = submit("test.rated", {"n": 99})
+    assert claim_of(fresh, "test.rated").wait_s <= 62
+
+
+def test_a_task_held_by_its_concurrency_takes_no_turn(stack):
+    first = submit("test.limited_rated", {"n": 1})
+    second = submit("test.limited_rated", {"n": 2})
+    assert isinstance(claim_of(first, "test.limited_rated"), Claimed)
+    ahead = next_free("test.limited_rated")
+    held = claim_of(second, "test.limited_rated")
+    assert isinstance(held, NotClaimed) and held.waiting_on == "concurrency 1/1"
+    assert abs(next_free("test.limited_rated") - ahead) < 0.2  # no turn taken by the held
+
+
+def test_eager_mode_runs_limited_tasks_in_turn(tasklane_eager):
+    handles = [submit("test.rated", {"n": n}) for n in range(3)]
+    assert [h.get(timeout=0) for h in handles] == [0, 1, 2]
+
+
+def test_prune_forgets_buckets_long_past(stack):
+    from datetime import UTC, datetime, timedelta
+
+    handle = submit("test.rated", {"n": 1})
+    assert isinstance(claim_of(handle, "test.rated"), Claimed)
+    with database.engine().begin() as conn:
+        conn.execute(text("UPDATE rate_buckets SET next_free = now() - interval '40 days'"))
+    now = datetime.now(UTC)
+    default_store().prune(now - timedelta(days=30), now - timedelta(days=7))
+    with database.engine().connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM rate_buckets")).scalar_one() == 0

@@ -115,3 +115,14 @@ def test_bad_ordering_input(stack):
         task("test.bad_ordering", ordering_key=[])(fn)
     status, _, answer = call_api("POST", "/tasks", {"task": "test.ordered", "payload": {"n": 1}})
     assert status == 400 and "'key', missing from the payload" in answer["error"]["message"]
+
+
+def test_the_reconciler_releases_stalled_lines_past_busy_ones(stack):
+    """Busy lines sorting first do not use up a pass's limit: a line whose task ahead was
+    cancelled while queued is released."""
+    busy = [submit("test.ordered", {"key": k, "n": n}) for k in ("a", "b") for n in range(2)]
+    stalled = [submit("test.ordered", {"key": "z", "n": n}) for n in range(2)]
+    stalled[0].cancel()  # ahead, cancelled while queued: nothing releases the next
+    released = default_store().release_stalled(0, 1)
+    assert [r.id for r in released] == [stalled[1].id] and released[0].status == "pending"
+    assert busy[1].status() == "waiting" and busy[3].status() == "waiting"

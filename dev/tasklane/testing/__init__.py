@@ -357,7 +357,10 @@ def _empty_tables() -> None:
 
     with database.engine().begin() as conn:
         conn.execute(
-            text("TRUNCATE tasks, workflows, idempotency_keys, celery_groups, celery_chord_parts")
+            text(
+                "TRUNCATE tasks, workflows, idempotency_keys, celery_groups, "
+                "celery_chord_parts, rate_buckets"
+            )
         )
 
 

@@ -270,7 +270,7 @@ class Executor:
             return self.unknown_here(delivery, exc)
         if delivery.timed and (verdict := self._on_time(delivery)) is not None:
             return verdict
-        if not spec.limited:
+        if not spec.limited or sending.INLINE.get() is not None:  # eager: run in turn, here
             claim = self._persist(
                 lambda: self.store.claim(delivery.claim(), lease_seconds), deadline, {}
             )

@@ -100,6 +100,12 @@ class RateLimit:
         """The time between two starts."""
         return 1 / self.per_s
 
+    @property
+    def horizon_s(self) -> float:
+        """How far ahead turns are given (a minute, or two intervals if longer): a task
+        beyond it asks again later instead of holding a turn it may never use."""
+        return max(60.0, 2 * self.interval_s)
+
     def key_of(self, payload: Any) -> str | None:
         return None if self.key is None else key_of(self.key, payload, "rate_limit_key")
 

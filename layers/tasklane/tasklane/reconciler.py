@@ -123,8 +123,13 @@ def reconcile(
             config,
         )
     with phase("ordered lines"):
-        released = store.release_stalled(config.pending_grace_seconds, limit)
-        released = send(released, store, config) if released else []
+        released = _in_batches(
+            lambda: store.release_stalled(config.pending_grace_seconds, limit),
+            limit,
+            deadline,
+            store,
+            config,
+        )
     if not due and not stale and not released:
         return []
     records = due + stale + released

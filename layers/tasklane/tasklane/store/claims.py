@@ -516,6 +516,12 @@ class Claims(StoreBase):
             if ordering is not None:
                 conn.execute(_ORDER_LOCK, params)
             took = None
+            if rate is not None and (concurrency is not None or ordering is not None):
+                # held by the other limit: no turn taken (a turn kept while it waits would let
+                # the held start together later, past the rate)
+                held = self._held(conn, claim, concurrency, ordering)
+                if held is not None:
+                    return held
             if rate is not None:
                 turn = self._rate_turn(conn, claim.id, rate)
                 if isinstance(turn, NotClaimed):
@@ -553,6 +559,41 @@ class Claims(StoreBase):
         return dataclasses.replace(taken, waiting_on=why, behind=behind)
 
     @staticmethod
+    def _held(
+        conn: Connection,
+        claim: Claim,
+        concurrency: Concurrency | None,
+        ordering: Ordering | None,
+    ) -> NotClaimed | None:
+        """Whether the task, waiting to run, is held by its concurrency limit or the task
+        ahead of it (read under their locks): why, recorded on it (its turn under a rate
+        limit, if it had one, is dropped: it takes a new one when it may run)."""
+        row = conn.execute(
+            select(
+                tasks.c.task,
+                tasks.c.status,
+                _running_like(tasks).label("running"),
+                tasks.c.concurrency_key,
+                _ahead_of(tasks).label("ahead"),
+                tasks.c.ordering_key,
+            ).where(tasks.c.id == claim.id)
+        ).first()
+        if row is None or row.status not in (Status.PENDING.value, Status.QUEUED.value):
+            return None
+        if ordering is not None and row.ahead is not None:
+            why, behind = ordering.waiting(row.ahead, row.ordering_key), row.ahead
+        elif concurrency is not None and row.running >= concurrency.limit:
+            why, behind = concurrency.waiting(row.running, row.concurrency_key), None
+        else:
+            return None
+        conn.execute(
+            update(tasks)
+            .where(tasks.c.id == claim.id, tasks.c.status == row.status)
+            .values(waiting_on=why, rate_slot=None, updated_at=func.now())
+        )
+        return NotClaimed(claim.id, Status(row.status), row.task, waiting_on=why, behind=behind)
+
+    @staticmethod
     def _rate_turn(
         conn: Connection, task_id: uuid.UUID, rate: RateLimit
     ) -> str | NotClaimed | None:
@@ -578,7 +619,8 @@ class Claims(StoreBase):
             return NotClaimed(task_id, Status(row.status), row.task, waiting_on=why, wait_s=wait)
         bucket = f"{row.task}\x1f{row.rate_key or ''}"
         interval = _interval(rate)
-        turn, now = conn.execute(
+        horizon = literal(timedelta(seconds=rate.horizon_s), Interval)
+        taken = conn.execute(
             pg_insert(rate_buckets)
             .values(name=bucket, next_free=func.clock_timestamp() + interval)
             .on_conflict_do_update(
@@ -587,15 +629,35 @@ class Claims(StoreBase):
                     "next_free": func.greatest(rate_buckets.c.next_free, func.clock_timestamp())
                     + interval
                 },
+                # turns are given at most a horizon ahead: one given to a task that never
+                # runs (cancelled, expired) delays the others by that much at most
+                where=rate_buckets.c.next_free <= func.clock_timestamp() + horizon,
             )
             .returning(rate_buckets.c.next_free - interval, func.clock_timestamp())
-        ).one()
+        ).first()
+        if taken is None:  # the turns within the horizon are all given: ask again later
+            next_free, now = conn.execute(
+                select(rate_buckets.c.next_free, func.clock_timestamp()).where(
+                    rate_buckets.c.name == bucket
+                )
+            ).one()
+            wait = (next_free - now).total_seconds() - rate.horizon_s / 2
+            why = rate.waiting(row.rate_key, next_free)
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.id == task_id, tasks.c.status == row.status)
+                .values(waiting_on=why, updated_at=func.now())
+            )
+            return NotClaimed(
+                task_id, Status(row.status), row.task, waiting_on=why, wait_s=max(wait, 2.0)
+            )
+        turn, now = taken
         if turn <= now + RATE_TOLERANCE:
             return bucket
         why = rate.waiting(row.rate_key, turn)
         conn.execute(
             update(tasks)
-            .where(tasks.c.id == task_id)
+            .where(tasks.c.id == task_id, tasks.c.status == row.status)
             .values(rate_slot=turn, waiting_on=why, updated_at=func.now())
         )
         return NotClaimed(
@@ -629,9 +691,24 @@ class Claims(StoreBase):
         the next, or it was cancelled, or it failed for good): that task, released."""
         first = tasks.alias("first")
         going = tasks.alias("going")
+        on_its_way = [s.value for s in LIVE_STATUSES - {Status.WAITING}]
+        busy = (
+            select(going.c.id)
+            .where(
+                going.c.task == first.c.task,
+                going.c.owner == first.c.owner,
+                going.c.ordering_key == first.c.ordering_key,
+                going.c.status.in_(on_its_way),
+            )
+            .exists()
+        )
         heads = (
             select(first.c.id, first.c.updated_at)
-            .where(first.c.ordering_key.is_not(None), first.c.status == Status.WAITING.value)
+            .where(
+                first.c.ordering_key.is_not(None),
+                first.c.status == Status.WAITING.value,
+                ~busy,  # before the limit: a busy line is not stalled
+            )
             .ext(distinct_on(first.c.task, first.c.owner, first.c.ordering_key))
             .order_by(
                 first.c.task,
@@ -647,20 +724,20 @@ class Claims(StoreBase):
         stalled = (
             select(heads.c.id).where(heads.c.updated_at < grace).limit(limit).scalar_subquery()
         )
-        on_its_way = [s.value for s in LIVE_STATUSES - {Status.WAITING}]
-        busy = (
-            select(going.c.id)
+        again = tasks.alias("again")  # still none on its way when the row is written
+        still_busy = (
+            select(again.c.id)
             .where(
-                going.c.task == tasks.c.task,
-                going.c.owner == tasks.c.owner,
-                going.c.ordering_key == tasks.c.ordering_key,
-                going.c.status.in_(on_its_way),
+                again.c.task == tasks.c.task,
+                again.c.owner == tasks.c.owner,
+                again.c.ordering_key == tasks.c.ordering_key,
+                again.c.status.in_(on_its_way),
             )
             .exists()
         )
         stmt = (
             update(tasks)
-            .where(tasks.c.id.in_(stalled), tasks.c.status == Status.WAITING.value, ~busy)
+            .where(tasks.c.id.in_(stalled), tasks.c.status == Status.WAITING.value, ~still_busy)
             .values(status=Status.PENDING.value, waiting_on=None, updated_at=func.now())
             .returning(*PUBLIC)
         )

@@ -39,7 +39,7 @@ from tasklane.store.sql import (
     taken,
     unavailable_as_error,
 )
-from tasklane.store.tables import idempotency_keys, tasks, workflows
+from tasklane.store.tables import idempotency_keys, rate_buckets, tasks, workflows
 
 
 class Maintenance(StoreBase):
@@ -180,6 +180,9 @@ class Maintenance(StoreBase):
                 conn.execute(
                     delete(idempotency_keys).where(idempotency_keys.c.created_at < finished_before)
                 )
+                # a rate limit's bucket whose next moment is long past holds nothing: a new
+                # claim starts it again as it was
+                conn.execute(delete(rate_buckets).where(rate_buckets.c.next_free < finished_before))
             chosen = taken(
                 select(tasks.c.id).where(heavy).limit(batch).with_for_update(skip_locked=True)
             )
