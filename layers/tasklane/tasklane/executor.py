@@ -408,8 +408,8 @@ class Executor:
                 wait = max(1, math.floor(claim.wait_s))
             elif claim.behind is not None:  # the end of the one ahead sends it: a backstop
                 wait = random.randint(ORDER_BACKSTOP_S, 2 * ORDER_BACKSTOP_S)  # nosec B311
-            else:  # a concurrency limit: soon, spread out
-                wait = random.randint(1, DEFER_MAX_S)  # nosec B311: spreading, not a secret
+            else:  # a concurrency limit: soon, spread out (random for spreading, no secret)
+                wait = random.randint(1, DEFER_MAX_S)  # nosec B311
             return self._later(delivery, wait, claim.waiting_on)
         if claim.status is Status.RUNNING:
             return Verdict(Outcome.BUSY, "another delivery holds the task")
