@@ -220,29 +220,76 @@ def _ahead_of(row: Any) -> Any:
     )
 
 
+#: The statuses of a line's tasks on their way to run, or running (not waiting their turn).
+_ON_ITS_WAY = sorted(s.value for s in LIVE_STATUSES - {Status.WAITING})
+
+
+def _line_busy(task: Any, owner: Any, key: Any) -> Any:
+    """Whether an ordering key's line (its name, owner and key: columns of a row, or values)
+    has a task on its way or running: then none of it is released."""
+    going = tasks.alias()
+    return (
+        select(going.c.id)
+        .where(
+            going.c.task == task,
+            going.c.owner == owner,
+            going.c.ordering_key == key,
+            going.c.status.in_(_ON_ITS_WAY),
+        )
+        .exists()
+    )
+
+
 def _release(task: Any, owner: Any, key: Any) -> Any:
     """Release the oldest ``waiting`` task of a line with none of it pending, queued or
     running (none ahead of it any more), ``pending``, returning it."""
-    waiting, going = tasks.alias("waiting"), tasks.alias("going")
-
-    def line(t: Any) -> Any:
-        return and_(t.c.task == task, t.c.owner == owner, t.c.ordering_key == key)
-
+    waiting = tasks.alias("waiting")
     first = (
         select(waiting.c.id)
-        .where(line(waiting), waiting.c.status == Status.WAITING.value)
+        .where(
+            waiting.c.task == task,
+            waiting.c.owner == owner,
+            waiting.c.ordering_key == key,
+            waiting.c.status == Status.WAITING.value,
+        )
         .order_by(waiting.c.created_at, waiting.c.ordering_pos, waiting.c.id)
         .limit(1)
         .scalar_subquery()
     )
-    on_its_way = [s.value for s in LIVE_STATUSES - {Status.WAITING}]
-    busy = select(going.c.id).where(line(going), going.c.status.in_(on_its_way)).exists()
     return (
         update(tasks)
-        .where(tasks.c.id == first, ~busy)
+        .where(tasks.c.id == first, ~_line_busy(task, owner, key))
         .values(status=Status.PENDING.value, waiting_on=None, updated_at=func.now())
         .returning(*PUBLIC)
     )
+
+
+def _hold(
+    conn: Connection,
+    task_id: uuid.UUID,
+    row: Any,
+    concurrency: Concurrency | None,
+    ordering: Ordering | None,
+) -> tuple[str, uuid.UUID | None] | None:
+    """What holds a task waiting to run, from its ``row`` as a limited claim read it (its
+    ``status``, and under each limit given: the one ``ahead`` and its ``ordering_key``, how
+    many are ``running`` and its ``concurrency_key``): why, recorded on the task, and the task
+    ahead of it. Its turn under a rate limit, if it had one, is dropped: it takes a new one
+    when it may run. None: not held."""
+    if row.status not in (Status.PENDING.value, Status.QUEUED.value):
+        return None
+    if ordering is not None and row.ahead is not None:
+        why, behind = ordering.waiting(row.ahead, row.ordering_key), row.ahead
+    elif concurrency is not None and row.running >= concurrency.limit:
+        why, behind = concurrency.waiting(row.running, row.concurrency_key), None
+    else:
+        return None
+    conn.execute(
+        update(tasks)
+        .where(tasks.c.id == task_id, tasks.c.status == row.status)
+        .values(waiting_on=why, rate_slot=None, updated_at=func.now())
+    )
+    return why, behind
 
 
 def _key_lock(*parts: Any) -> Any:
@@ -541,21 +588,10 @@ class Claims(StoreBase):
                     .where(rate_buckets.c.name == took)
                     .values(next_free=rate_buckets.c.next_free - _interval(rate))
                 )
-            waiting = row.status in (Status.PENDING.value, Status.QUEUED.value)
-            if not waiting:
-                return taken  # not for a limit's sake
-            behind = None
-            if ordering is not None and row.ahead is not None:
-                why, behind = ordering.waiting(row.ahead, row.ordering_key), row.ahead
-            elif concurrency is not None and row.running >= concurrency.limit:
-                why = concurrency.waiting(row.running, row.concurrency_key)
-            else:
-                return taken
-            conn.execute(
-                update(tasks)
-                .where(tasks.c.id == claim.id, tasks.c.status == row.status)
-                .values(waiting_on=why, updated_at=func.now())
-            )
+            held = _hold(conn, claim.id, row, concurrency, ordering)
+        if held is None:
+            return taken  # not for a limit's sake
+        why, behind = held
         return dataclasses.replace(taken, waiting_on=why, behind=behind)
 
     @staticmethod
@@ -578,19 +614,10 @@ class Claims(StoreBase):
                 tasks.c.ordering_key,
             ).where(tasks.c.id == claim.id)
         ).first()
-        if row is None or row.status not in (Status.PENDING.value, Status.QUEUED.value):
+        held = None if row is None else _hold(conn, claim.id, row, concurrency, ordering)
+        if held is None:
             return None
-        if ordering is not None and row.ahead is not None:
-            why, behind = ordering.waiting(row.ahead, row.ordering_key), row.ahead
-        elif concurrency is not None and row.running >= concurrency.limit:
-            why, behind = concurrency.waiting(row.running, row.concurrency_key), None
-        else:
-            return None
-        conn.execute(
-            update(tasks)
-            .where(tasks.c.id == claim.id, tasks.c.status == row.status)
-            .values(waiting_on=why, rate_slot=None, updated_at=func.now())
-        )
+        why, behind = held
         return NotClaimed(claim.id, Status(row.status), row.task, waiting_on=why, behind=behind)
 
     @staticmethod
@@ -690,18 +717,7 @@ class Claims(StoreBase):
         the line is on its way (the task ahead ended and its process died before releasing
         the next, or it was cancelled, or it failed for good): that task, released."""
         first = tasks.alias("first")
-        going = tasks.alias("going")
-        on_its_way = [s.value for s in LIVE_STATUSES - {Status.WAITING}]
-        busy = (
-            select(going.c.id)
-            .where(
-                going.c.task == first.c.task,
-                going.c.owner == first.c.owner,
-                going.c.ordering_key == first.c.ordering_key,
-                going.c.status.in_(on_its_way),
-            )
-            .exists()
-        )
+        busy = _line_busy(first.c.task, first.c.owner, first.c.ordering_key)
         heads = (
             select(first.c.id, first.c.updated_at)
             .where(
@@ -724,17 +740,8 @@ class Claims(StoreBase):
         stalled = (
             select(heads.c.id).where(heads.c.updated_at < grace).limit(limit).scalar_subquery()
         )
-        again = tasks.alias("again")  # still none on its way when the row is written
-        still_busy = (
-            select(again.c.id)
-            .where(
-                again.c.task == tasks.c.task,
-                again.c.owner == tasks.c.owner,
-                again.c.ordering_key == tasks.c.ordering_key,
-                again.c.status.in_(on_its_way),
-            )
-            .exists()
-        )
+        # still none on its way when the row is written
+        still_busy = _line_busy(tasks.c.task, tasks.c.owner, tasks.c.ordering_key)
         stmt = (
             update(tasks)
             .where(tasks.c.id.in_(stalled), tasks.c.status == Status.WAITING.value, ~still_busy)
