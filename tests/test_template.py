@@ -398,3 +398,15 @@ def test_code_updates_after_its_schema(template):
                 continue
             depends = resource.get("DependsOn")
             assert "SchemaMigration" in ([depends] if isinstance(depends, str) else depends or [])
+
+
+def test_the_api_does_not_pin_proxy_connections_with_prepared_statements(template, jwt_template):
+    """A prepared statement pins an RDS Proxy connection to one of the database's: the API's
+    connections mostly sit idle and do not prepare; the busy consumers and workers do."""
+    globals_env = template.body["Globals"]["Function"]["Environment"]["Variables"]
+    assert globals_env["DATABASE_PREPARED_STATEMENTS"] == "true"
+    for t, fn in ((template, "ProducerFunction"), (jwt_template, "ProducerJwtFunction")):
+        assert t.function(fn).environment["DATABASE_PREPARED_STATEMENTS"] == "false"
+    container = template.resources["WorkerTaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+    worker_env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert worker_env["DATABASE_PREPARED_STATEMENTS"] == "true"

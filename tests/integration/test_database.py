@@ -191,3 +191,102 @@ def test_a_connection_lost_after_a_transactional_enqueue_is_unavailable(stack, m
     with pytest.raises(StoreUnavailable):
         store.get(record.id)
     assert store.get(record.id).id == record.id  # and the next statement gets through
+
+
+# -- prepared statements: each statement parsed and planned once per connection ---------------
+def _prepared(conn) -> dict[str, int]:
+    """This session's prepared statements: their text and how many times each was executed."""
+    rows = conn.exec_driver_sql(
+        "SELECT statement, generic_plans + custom_plans FROM pg_prepared_statements"
+    )
+    return dict(rows.all())
+
+
+def test_a_statement_is_prepared_once_per_connection_and_reused(stack):
+    engine = database.make_engine(settings())
+    try:
+        with engine.connect() as conn:
+            for i in range(12):
+                assert conn.execute(text("SELECT :n + 1"), {"n": i}).scalar_one() == i + 1
+            ours = {sql: n for sql, n in _prepared(conn).items() if "+ 1" in sql}
+        assert list(ours.values()) == [12], ours  # one statement, executed twelve times
+    finally:
+        engine.dispose()
+
+
+def test_without_prepared_statements_nothing_is_prepared(stack):
+    import dataclasses
+
+    engine = database.make_engine(
+        dataclasses.replace(settings(), database_prepared_statements=False)
+    )
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT :n + 1"), {"n": 1}).scalar_one() == 2
+            assert _prepared(conn) == {}
+    finally:
+        engine.dispose()
+
+
+def test_each_connection_keeps_a_bounded_number_of_statements(stack):
+    engine = database.make_engine(settings())
+    try:
+        with engine.connect() as conn:
+            for i in range(database.PREPARED_PER_CONNECTION + 10):
+                assert conn.execute(text(f"SELECT :n + {i}"), {"n": 0}).scalar_one() == i
+            kept = _prepared(conn)
+            assert len(kept) == database.PREPARED_PER_CONNECTION
+            assert any(f"+ {database.PREPARED_PER_CONNECTION + 9}" in sql for sql in kept)
+            assert not any(sql.endswith("+ 0") for sql in kept)  # the oldest went first
+    finally:
+        engine.dispose()
+
+
+def test_a_prepared_statement_outlives_a_change_of_its_tables_type(stack):
+    """A migration that changes a column's type while processes run: Postgres refuses a
+    prepared statement whose result type changed. Outside a transaction it is prepared again
+    at once; inside one the transaction fails, and the next one prepares it again."""
+    engine = database.make_engine(settings())
+    read = text("SELECT v FROM retyped WHERE k = :k")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("DROP TABLE IF EXISTS retyped")
+            conn.exec_driver_sql("CREATE TABLE retyped (k int, v int)")
+            conn.exec_driver_sql("INSERT INTO retyped VALUES (1, 7)")
+            conn.commit()
+            with database.autocommit(conn.connection.dbapi_connection):
+                assert conn.execute(read, {"k": 1}).scalar_one() == 7
+                conn.exec_driver_sql("ALTER TABLE retyped ALTER v TYPE text")
+                assert conn.execute(read, {"k": 1}).scalar_one() == "7"
+            conn.exec_driver_sql("ALTER TABLE retyped ALTER v TYPE int USING v::int")
+            conn.commit()
+            with pytest.raises(Exception, match="cached plan"):
+                conn.execute(read, {"k": 1})
+            conn.rollback()
+            assert conn.execute(read, {"k": 1}).scalar_one() == 7
+            conn.rollback()
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE IF EXISTS retyped")
+        engine.dispose()
+
+
+def test_a_prepared_statements_errors_are_the_drivers_own(stack):
+    """A unique violation is an IntegrityError (the store's duplicate-id and key paths read it
+    so); another error is a ProgrammingError with the server's message; the connection stays."""
+    from sqlalchemy import exc as sa_exc
+
+    engine = database.make_engine(settings())
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("CREATE TEMP TABLE once (k int PRIMARY KEY)")
+            conn.execute(text("INSERT INTO once VALUES (:k)"), {"k": 1})
+            with pytest.raises(sa_exc.IntegrityError):
+                conn.execute(text("INSERT INTO once VALUES (:k)"), {"k": 1})
+            conn.rollback()
+            with pytest.raises(sa_exc.ProgrammingError, match="division by zero"):
+                conn.execute(text("SELECT 1 / :z"), {"z": 0})
+            conn.rollback()
+            assert conn.execute(text("SELECT 2 / :z"), {"z": 1}).scalar_one() == 2
+    finally:
+        engine.dispose()

@@ -31,3 +31,11 @@ def test_values_are_read_and_trimmed():
 def test_bad_numbers_say_which_variable(value):
     with pytest.raises(ConfigurationError, match="MAX_PAYLOAD_BYTES"):
         Settings.from_env({"MAX_PAYLOAD_BYTES": value})
+
+
+def test_prepared_statements_are_on_unless_turned_off():
+    assert Settings.from_env({}).database_prepared_statements is True
+    off = Settings.from_env({"DATABASE_PREPARED_STATEMENTS": " False "})
+    assert off.database_prepared_statements is False
+    with pytest.raises(ConfigurationError, match="DATABASE_PREPARED_STATEMENTS must be true or"):
+        Settings.from_env({"DATABASE_PREPARED_STATEMENTS": "yes"})

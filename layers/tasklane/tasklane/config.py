@@ -30,6 +30,7 @@ ENV_VARS = (
     "DATABASE_SECRET_ARN",
     "DATABASE_HOST",
     "DATABASE_NAME",
+    "DATABASE_PREPARED_STATEMENTS",
     "LAMBDA_QUEUE_URL",
     "CELERY_QUEUE_URL",
     "LAMBDA_DLQ_URL",
@@ -59,6 +60,10 @@ class Settings:
     #: only the user name and password).
     database_host: str | None = None
     database_name: str | None = None
+    #: Prepare each statement once per connection (tasklane.database.execute_prepared). Off
+    #: behind RDS Proxy for functions whose connections mostly sit idle: a prepared statement
+    #: pins the client's connection to one of the database's.
+    database_prepared_statements: bool = True
     lambda_queue_url: str | None = None
     celery_queue_url: str | None = None
     lambda_dlq_url: str | None = None
@@ -103,6 +108,14 @@ class Settings:
                 raise ConfigurationError(f"{name} must be positive, got {value}")
             return value
 
+        def flag(name: str, default: bool) -> bool:
+            raw = (text(name) or "").lower()
+            if not raw:
+                return default
+            if raw not in ("true", "false"):
+                raise ConfigurationError(f"{name} must be true or false, got {raw!r}")
+            return raw == "true"
+
         modules = text("TASK_MODULES")
         authorization = (text("API_AUTHORIZATION") or "AWS_IAM").upper()
         if authorization not in API_AUTHORIZATIONS:
@@ -115,6 +128,7 @@ class Settings:
             database_secret_arn=text("DATABASE_SECRET_ARN"),
             database_host=text("DATABASE_HOST"),
             database_name=text("DATABASE_NAME"),
+            database_prepared_statements=flag("DATABASE_PREPARED_STATEMENTS", True),
             lambda_queue_url=text("LAMBDA_QUEUE_URL"),
             celery_queue_url=text("CELERY_QUEUE_URL"),
             lambda_dlq_url=text("LAMBDA_DLQ_URL"),

@@ -8,6 +8,7 @@ container serves one request at a time, and RDS Proxy multiplexes the connection
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 import functools
 import json
 import os
@@ -86,6 +87,10 @@ def make_engine(config: Settings, socket_timeout: float = 10) -> Engine:
     event.listen(created, "checkin", _checked_in)
     event.listen(created, "checkout", ping_if_idle)
     event.listen(created, "handle_error", discard_after_foreign_error)
+    if config.database_prepared_statements:
+        # the dialect's own method, not a do_execute event: what wraps the dialect's
+        # execute (the fault suite's lost replies) wraps this one
+        created.dialect.do_execute = execute_prepared  # type: ignore[method-assign]
     _cache_placeholder_rewrites()
     return created
 
@@ -121,6 +126,104 @@ def _cache_placeholder_rewrites() -> None:
 
     convert_paramstyle.cached = True  # type: ignore[attr-defined]
     pg8000.legacy.convert_paramstyle = convert_paramstyle
+
+
+#: How many statements each connection keeps prepared (the store's are a few dozen).
+PREPARED_PER_CONNECTION = 64
+_PREPARED = "_tasklane_prepared"
+
+
+def execute_prepared(cursor: Any, statement: str, parameters: Any, _context: Any = None) -> None:
+    """Execute a statement as a prepared statement of its connection (the engine's dialect's
+    ``do_execute``).
+
+    pg8000 sends each statement unnamed: the server parses, analyses and plans it again on
+    every execute (two thirds of the server's time on the consumer's outcome statement), and
+    pg8000 waits for three replies (parse; describe and bind; execute). A statement prepared
+    once per connection is only bound and executed, in one round trip, and after its fifth
+    execute Postgres keeps a generic plan when it costs no more than the custom ones
+    (``plan_cache_mode``). SQLAlchemy's statement cache keeps a statement's text the same from
+    call to call; each connection keeps its ``PREPARED_PER_CONNECTION`` most recently used.
+
+    Statements without parameters (``BEGIN``, ``COMMIT``, DDL) and long ones (an ``IN`` list
+    of a thousand ids, whose text changes with its length) take pg8000's own path. A statement
+    whose prepared plan no longer fits its table (a migration changed a column's type while
+    the process ran) is prepared again: at once outside a transaction, by the caller's retry
+    inside one (the transaction is aborted).
+    """
+    import pg8000
+    import pg8000.legacy
+    from pg8000.core import make_params
+
+    if not parameters or len(statement) > PLACEHOLDER_CACHE_CHARS:
+        cursor.execute(statement, parameters)
+        return
+    conn = cursor._c  # noqa: SLF001  pg8000's connection: its protocol methods
+    query, values = pg8000.legacy.convert_paramstyle(cursor.paramstyle, statement, parameters)
+    params = make_params(conn.py_types, values)
+    try:
+        if not conn._in_transaction and not conn.autocommit:  # noqa: SLF001
+            conn.execute_simple("begin transaction")
+        try:
+            result = _run_prepared(conn, query, params)
+        except pg8000.DatabaseError as error:
+            if not _stale_plan(error):
+                raise
+            name = getattr(conn, _PREPARED).pop(query)[0]
+            if conn._in_transaction:  # noqa: SLF001
+                raise
+            conn.close_prepared_statement(name)
+            result = _run_prepared(conn, query, params)
+    except AttributeError:  # pg8000 after its socket was closed
+        raise pg8000.InterfaceError("connection is closed") from None
+    except pg8000.DatabaseError as error:
+        raise _as_dbapi_error(error) from None
+    cursor._context = result  # noqa: SLF001  what pg8000's own execute leaves on the cursor
+    cursor._row_iter = iter(result.rows or ())  # noqa: SLF001
+    cursor._input_oids = ()  # noqa: SLF001
+    cursor.input_types = []
+
+
+def _run_prepared(conn: Any, query: str, params: Any) -> Any:
+    prepared: OrderedDict | None = getattr(conn, _PREPARED, None)
+    if prepared is None:
+        prepared = OrderedDict()
+        setattr(conn, _PREPARED, prepared)
+    entry = prepared.get(query)
+    if entry is None:
+        if len(prepared) >= PREPARED_PER_CONNECTION:
+            _, (oldest, *_rest) = prepared.popitem(last=False)
+            conn.close_prepared_statement(oldest)
+        entry = prepared[query] = conn.prepare_statement(query, ())
+    else:
+        prepared.move_to_end(query)
+    name, columns, input_funcs = entry
+    return conn.execute_named(name, params, columns, input_funcs, query)
+
+
+def _stale_plan(error: Exception) -> bool:
+    """Postgres' refusal of a prepared statement whose result's type changed under it."""
+    detail = error.args[0] if error.args else None
+    return (
+        isinstance(detail, dict)
+        and detail.get("C") == "0A000"
+        and "cached plan" in detail.get("M", "")
+    )
+
+
+def _as_dbapi_error(error: Exception) -> Exception:
+    """The DB-API error pg8000's own ``execute`` raises for a server's error."""
+    import pg8000
+
+    detail = error.args[0] if error.args else None
+    if not isinstance(detail, dict):
+        return pg8000.ProgrammingError(detail)
+    code = detail.get("C")
+    if code == "28000":
+        return pg8000.InterfaceError(detail)
+    if code == "23505":
+        return pg8000.IntegrityError(detail)
+    return pg8000.ProgrammingError(detail)
 
 
 #: A connection idle for longer is pinged before use: a frozen Lambda container's, or one a
