@@ -8,12 +8,12 @@ container serves one request at a time, and RDS Proxy multiplexes the connection
 from __future__ import annotations
 
 import contextlib
-from collections import OrderedDict
 import functools
 import json
 import os
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -158,11 +158,11 @@ def execute_prepared(cursor: Any, statement: str, parameters: Any, _context: Any
     if not parameters or len(statement) > PLACEHOLDER_CACHE_CHARS:
         cursor.execute(statement, parameters)
         return
-    conn = cursor._c  # noqa: SLF001  pg8000's connection: its protocol methods
+    conn = cursor._c  # pg8000's connection: its protocol methods
     query, values = pg8000.legacy.convert_paramstyle(cursor.paramstyle, statement, parameters)
     params = make_params(conn.py_types, values)
     try:
-        if not conn._in_transaction and not conn.autocommit:  # noqa: SLF001
+        if not conn._in_transaction and not conn.autocommit:
             conn.execute_simple("begin transaction")
         try:
             result = _run_prepared(conn, query, params)
@@ -170,7 +170,7 @@ def execute_prepared(cursor: Any, statement: str, parameters: Any, _context: Any
             if not _stale_plan(error):
                 raise
             name = getattr(conn, _PREPARED).pop(query)[0]
-            if conn._in_transaction:  # noqa: SLF001
+            if conn._in_transaction:
                 raise
             conn.close_prepared_statement(name)
             result = _run_prepared(conn, query, params)
@@ -178,9 +178,9 @@ def execute_prepared(cursor: Any, statement: str, parameters: Any, _context: Any
         raise pg8000.InterfaceError("connection is closed") from None
     except pg8000.DatabaseError as error:
         raise _as_dbapi_error(error) from None
-    cursor._context = result  # noqa: SLF001  what pg8000's own execute leaves on the cursor
-    cursor._row_iter = iter(result.rows or ())  # noqa: SLF001
-    cursor._input_oids = ()  # noqa: SLF001
+    cursor._context = result  # what pg8000's own execute leaves on the cursor
+    cursor._row_iter = iter(result.rows or ())
+    cursor._input_oids = ()
     cursor.input_types = []
 
 
