@@ -104,6 +104,12 @@ def sleep_celery(payload):
     return {"slept": payload["seconds"]}
 
 
+@task(name="test.urgent", lane="lambda", priority=7)
+def urgent(payload):
+    """Declared high priority: its submissions go by the lambda lane's high queue."""
+    return payload
+
+
 # -- the fault-injection suite's tasks: every execution and every effect goes to a ledger --------
 _ledger_engine = None
 

@@ -125,7 +125,8 @@ def test_every_work_queue_has_a_dlq_and_every_dlq_keeps_14_days(template):
         if "RedrivePolicy" in q["Properties"]
     }
     work = set(queues) - dlqs
-    assert work == {"LambdaQueue", "CeleryQueue"} and dlqs == {
+    assert work == {"LambdaQueue", "CeleryQueue", "LambdaHighQueue", "CeleryHighQueue"}
+    assert dlqs == {
         "LambdaDeadLetterQueue",
         "CeleryDeadLetterQueue",
     }
@@ -410,3 +411,19 @@ def test_the_api_does_not_pin_proxy_connections_with_prepared_statements(templat
     container = template.resources["WorkerTaskDefinition"]["Properties"]["ContainerDefinitions"][0]
     worker_env = {e["Name"]: e["Value"] for e in container["Environment"]}
     assert worker_env["DATABASE_PREPARED_STATEMENTS"] == "true"
+
+
+def test_each_lane_has_a_high_priority_queue_consumed_beside_its_own(template):
+    """Priority 5 to 9 (tasklane.lanes): the lambda lane's high queue has an event source of
+    its own on the consumer, with its own maximum concurrency; workers consume both queues."""
+    queues = _queues(template)
+    for lane in ("Lambda", "Celery"):
+        high, own = queues[f"{lane}HighQueue"]["Properties"], queues[f"{lane}Queue"]["Properties"]
+        assert high["VisibilityTimeout"] == own["VisibilityTimeout"]
+        assert high["RedrivePolicy"] == own["RedrivePolicy"]
+    events = template.resources["ConsumerFunction"]["Properties"]["Events"]
+    sources = {e["Properties"]["Queue"]["Fn::GetAtt"][0] for e in events.values()}
+    assert sources == {"LambdaQueue", "LambdaHighQueue"}
+    container = template.resources["WorkerTaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+    queues_arg = container["Command"][container["Command"].index("-Q") + 1]
+    assert queues_arg == {"Fn::Sub": "${CeleryHighQueue.QueueName},${CeleryQueue.QueueName}"}

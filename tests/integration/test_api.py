@@ -60,6 +60,7 @@ def test_get_shows_the_task(stack):
         "retry_at",
         "unique_key",
         "waiting_on",
+        "priority",
         "history",
     }
     assert body["status"] == "queued" and body["attempts"] == 0 and body["result"] is None

@@ -362,6 +362,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         request["unique_for"] = args.unique_for
     if args.ordering_key is not None:
         request["ordering_key"] = args.ordering_key
+    if args.priority is not None:
+        request["priority"] = args.priority
     key = {"idempotency-key": args.idempotency_key} if args.idempotency_key else None
     api = _api(args)
     status, body = api.answer("POST", "/tasks", request, headers=key)
@@ -715,6 +717,13 @@ def parser() -> argparse.ArgumentParser:
         "--unique-for", type=float, help="seconds after creation the unique key stays taken"
     )
     submit.add_argument("--ordering-key", help="its key's tasks run one at a time, in order")
+    submit.add_argument(
+        "--priority",
+        type=int,
+        choices=range(10),
+        metavar="0-9",
+        help="0 to 9, the higher the sooner (5 and up: the lane's high-priority queue)",
+    )
     submit.add_argument("--wait", action="store_true", help="wait until the task ends")
     submit.add_argument("--timeout", type=float, default=300)
     submit.set_defaults(run=cmd_submit)

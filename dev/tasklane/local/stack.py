@@ -290,7 +290,10 @@ class LocalStack:
             "tasklane.worker",
             "worker",
             "-Q",
-            queue_name(self.celery_queue),
+            # the high-priority queue first, as the template's workers
+            ",".join(
+                queue_name(u) for u in (env.get("CELERY_HIGH_QUEUE_URL"), self.celery_queue) if u
+            ),
             "--loglevel",
             "INFO",
             "--concurrency",

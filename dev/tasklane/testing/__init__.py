@@ -71,7 +71,8 @@ def wait_for(
 
 
 def queue_specs(prefix: str = "tl", max_receives: int = MAX_RECEIVES) -> list:
-    """The template's four queues, with short timeouts: each lane's queue and its DLQ."""
+    """The template's queues, with short timeouts: each lane's queue, its high-priority queue
+    and its DLQ."""
     from tasklane.local.sqs import QueueSpec
 
     visibility = {"VisibilityTimeout": str(VISIBILITY)}
@@ -83,6 +84,20 @@ def queue_specs(prefix: str = "tl", max_receives: int = MAX_RECEIVES) -> list:
         ),
         QueueSpec(
             "CeleryQueue", f"{prefix}-celery", visibility, "CeleryDeadLetterQueue", max_receives
+        ),
+        QueueSpec(
+            "LambdaHighQueue",
+            f"{prefix}-lambda-high",
+            visibility,
+            "LambdaDeadLetterQueue",
+            max_receives,
+        ),
+        QueueSpec(
+            "CeleryHighQueue",
+            f"{prefix}-celery-high",
+            visibility,
+            "CeleryDeadLetterQueue",
+            max_receives,
         ),
     ]
 
@@ -183,6 +198,14 @@ class Stack:
         return self.urls["CeleryQueue"]
 
     @property
+    def lambda_high_queue(self) -> str:
+        return self.urls["LambdaHighQueue"]
+
+    @property
+    def celery_high_queue(self) -> str:
+        return self.urls["CeleryHighQueue"]
+
+    @property
     def lambda_dlq(self) -> str:
         return self.urls["LambdaDeadLetterQueue"]
 
@@ -212,13 +235,16 @@ class Stack:
         with database.engine().connect() as conn:
             return list(conn.execute(text(sql), params))
 
-    def lambda_lane(self, function: str = "consumer", timeout: float = 30) -> Any:
-        """The lambda lane's event source, calling tasklane's consumer in this process."""
+    def lambda_lane(
+        self, function: str = "consumer", timeout: float = 30, *, high: bool = False
+    ) -> Any:
+        """The lambda lane's event source, calling tasklane's consumer in this process (of its
+        high-priority queue with ``high``)."""
         from tasklane import consumer
         from tasklane.local.events import queue_arn
         from tasklane.local.eventsource import SqsEventSource
 
-        url = self.lambda_queue
+        url = self.lambda_high_queue if high else self.lambda_queue
         return SqsEventSource(
             self.sqs,
             url,
@@ -230,18 +256,20 @@ class Stack:
         )
 
     def run_lambda_lane(self, polls: int = 10) -> int:
-        """Poll the lambda lane until its queue has nothing to offer; the records deleted."""
-        source, deleted = self.lambda_lane(), 0
-        for _ in range(polls):
-            result = source.poll_once()
-            if not result:
-                break
-            deleted += result.deleted
+        """Poll the lambda lane until its queues have nothing to offer (its high-priority
+        queue first); the records deleted."""
+        deleted = 0
+        for source in (self.lambda_lane(high=True), self.lambda_lane()):
+            for _ in range(polls):
+                result = source.poll_once()
+                if not result:
+                    break
+                deleted += result.deleted
         return deleted
 
     def celery_worker(self, *extra: str, app: str = "tasklane.worker") -> Worker:
-        """A real Celery worker on the celery lane's queue (stopped after the test)."""
-        queue = self.celery_queue.rsplit("/", 1)[-1]
+        """A real Celery worker on the celery lane's queues (stopped after the test)."""
+        queue = ",".join(u.rsplit("/", 1)[-1] for u in (self.celery_high_queue, self.celery_queue))
         worker = Worker(self.env, queue, *(extra or ("--concurrency", "2")), app=app)
         self.workers.append(worker)
         return worker.wait_ready()
@@ -379,6 +407,8 @@ def tasklane_stack(
     env = dict(tasklane_env) | {
         "LAMBDA_QUEUE_URL": urls["LambdaQueue"],
         "CELERY_QUEUE_URL": urls["CeleryQueue"],
+        "LAMBDA_HIGH_QUEUE_URL": urls["LambdaHighQueue"],
+        "CELERY_HIGH_QUEUE_URL": urls["CeleryHighQueue"],
         "LAMBDA_DLQ_URL": urls["LambdaDeadLetterQueue"],
         "CELERY_DLQ_URL": urls["CeleryDeadLetterQueue"],
     }

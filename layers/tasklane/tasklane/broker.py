@@ -49,6 +49,8 @@ class Outgoing:
     lane: Lane
     #: Seconds before SQS lets a consumer see the message (at most :data:`MAX_DELAY_S`).
     delay: int = 0
+    #: Its priority: from :data:`tasklane.lanes.HIGH_PRIORITY` on, the lane's high queue.
+    priority: int = 0
 
 
 def _origin() -> str:
@@ -81,11 +83,12 @@ def publish(outgoing: Sequence[Outgoing], config: Settings) -> set[uuid.UUID]:
     reconciler sends it later, so nothing is lost between the commit and the send.
     """
     chunks: list[tuple[Lane, str, Sequence[Outgoing]]] = []
-    by_lane: dict[Lane, list[Outgoing]] = {}
+    by_queue: dict[tuple[Lane, str], list[Outgoing]] = {}
     for item in outgoing:
-        by_lane.setdefault(item.lane, []).append(item)
-    for lane, items in by_lane.items():
-        url = queue_url(lane, config)
+        by_queue.setdefault((item.lane, queue_url(item.lane, config, item.priority)), []).append(
+            item
+        )
+    for (lane, url), items in by_queue.items():
         chunks += [(lane, url, chunk) for chunk in _chunks(items, SEND_BATCH_MAX)]
     if len(chunks) == 1:
         return _send_chunk(*chunks[0])

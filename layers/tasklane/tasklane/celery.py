@@ -437,8 +437,24 @@ def _queues() -> dict[str, dict]:
     backoff = {n: retry_delay_seconds(n) for n in range(1, BACKOFF_STEPS + 1)}
     return {
         queue_name(url): {"url": url, "backoff_policy": backoff, "backoff_tasks": []}
-        for url in filter(None, (config.celery_queue_url, config.lambda_queue_url))
+        for url in filter(
+            None,
+            (
+                config.celery_high_queue_url,
+                config.celery_queue_url,
+                config.lambda_high_queue_url,
+                config.lambda_queue_url,
+            ),
+        )
     }
+
+
+def _celery_lane_queues() -> list[Queue]:
+    """The queues a worker consumes without ``-Q``: the celery lane's high-priority queue and
+    its own (kombu's SQS transport polls them in turn)."""
+    config = settings()
+    urls = [config.celery_high_queue_url, config.celery_queue_url]
+    return [Queue(queue_name(u), routing_key=queue_name(u)) for u in urls if u]
 
 
 def _sqs() -> dict:
@@ -466,7 +482,12 @@ def configure(app: Celery) -> Celery:
     class (see :mod:`tasklane.celery_settings`)."""
     app.task_cls = f"{__name__}:ClaimCheckTask"
     app.conf.update(
-        {**_sqs(), **SQS_WORKER_SETTINGS, "result_backend": "tasklane.results.TaskTableReader"}
+        {
+            **_sqs(),
+            **SQS_WORKER_SETTINGS,
+            "result_backend": "tasklane.results.TaskTableReader",
+            "task_queues": _celery_lane_queues(),
+        }
     )
     app.on_after_finalize.connect(lambda sender, **_: register_tasks(sender), weak=False)
     return app

@@ -103,6 +103,7 @@ def submit(
     unique_key: str | None = None,
     unique_for: float | None = None,
     ordering_key: str | None = None,
+    priority: int | None = None,
 ) -> TaskHandle:
     """Submit task ``name`` with ``payload`` (any JSON value).
 
@@ -115,6 +116,7 @@ def submit(
     (operators see it). ``unique_key``/``unique_for``: this submission's key and window
     (:mod:`tasklane.unique`), over the task's own; a duplicate's handle is the live task's.
     ``ordering_key``: the key it runs in order with, over the one the task makes.
+    ``priority``: 0 to 9, over the task's own (:mod:`tasklane.lanes`).
     """
     body = {
         "task": name,
@@ -122,6 +124,7 @@ def submit(
         "unique_key": unique_key,
         "unique_for": unique_for,
         "ordering_key": ordering_key,
+        "priority": priority,
     }
     submission = service.parse_submission(body, settings(), service.due_at(countdown, eta))
     record, _ = service.submit(

@@ -33,6 +33,8 @@ ENV_VARS = (
     "DATABASE_PREPARED_STATEMENTS",
     "LAMBDA_QUEUE_URL",
     "CELERY_QUEUE_URL",
+    "LAMBDA_HIGH_QUEUE_URL",
+    "CELERY_HIGH_QUEUE_URL",
     "LAMBDA_DLQ_URL",
     "CELERY_DLQ_URL",
     "TASK_MODULES",
@@ -66,6 +68,9 @@ class Settings:
     database_prepared_statements: bool = True
     lambda_queue_url: str | None = None
     celery_queue_url: str | None = None
+    #: Each lane's queue for high-priority tasks (:mod:`tasklane.lanes`); unset: one queue.
+    lambda_high_queue_url: str | None = None
+    celery_high_queue_url: str | None = None
     lambda_dlq_url: str | None = None
     celery_dlq_url: str | None = None
     task_modules: tuple[str, ...] = DEFAULT_TASK_MODULES
@@ -131,6 +136,8 @@ class Settings:
             database_prepared_statements=flag("DATABASE_PREPARED_STATEMENTS", True),
             lambda_queue_url=text("LAMBDA_QUEUE_URL"),
             celery_queue_url=text("CELERY_QUEUE_URL"),
+            lambda_high_queue_url=text("LAMBDA_HIGH_QUEUE_URL"),
+            celery_high_queue_url=text("CELERY_HIGH_QUEUE_URL"),
             lambda_dlq_url=text("LAMBDA_DLQ_URL"),
             celery_dlq_url=text("CELERY_DLQ_URL"),
             task_modules=(

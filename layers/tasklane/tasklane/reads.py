@@ -20,7 +20,7 @@ from tasklane import broker, workflows
 from tasklane.callers import Caller
 from tasklane.config import Settings, settings
 from tasklane.errors import InvalidRequest, TaskNotFound
-from tasklane.lanes import Lane, dead_letter_url
+from tasklane.lanes import Lane, dead_letter_url, high_queue_url
 from tasklane.lifecycle import Status
 from tasklane.logs import logger
 from tasklane.moments import in_range
@@ -192,6 +192,7 @@ def stats(
         urls[lane.value] = (
             config.lambda_queue_url if lane is Lane.LAMBDA else config.celery_queue_url
         )
+        urls[f"{lane.value}_high"] = high_queue_url(lane, config)
         urls[f"{lane.value}_dlq"] = dead_letter_url(lane, config)
     depths: dict[str, int | None] = {}
     for name, url in urls.items():

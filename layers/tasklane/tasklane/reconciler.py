@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from tasklane import broker, metrics, payloads, periodic, registry
 from tasklane.config import Settings, settings
-from tasklane.lanes import Lane, queue_url
+from tasklane.lanes import Lane, queue_urls
 from tasklane.lifecycle import Status
 from tasklane.logs import logger
 from tasklane.sending import send
@@ -191,7 +191,7 @@ def quiet_lanes(config: Settings) -> list[str]:
     quiet = []
     for lane in Lane:
         try:
-            if broker.waiting_messages(queue_url(lane, config)) == 0:
+            if all(broker.waiting_messages(url) == 0 for url in queue_urls(lane, config)):
                 quiet.append(lane.value)
         except Exception as exc:  # unknown depth: assume busy, resend nothing queued there
             logger.warning("queue depth unknown", extra={"lane": lane, "error": str(exc)})

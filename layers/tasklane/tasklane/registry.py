@@ -16,7 +16,7 @@ from typing import Any
 
 from tasklane.errors import ConfigurationError, UnknownTask
 from tasklane.keys import KeyFunction
-from tasklane.lanes import Lane
+from tasklane.lanes import Lane, checked_priority
 from tasklane.limits import (
     Concurrency,
     Ordering,
@@ -64,6 +64,8 @@ class Task:
     rate_limit: RateLimit | None = None
     #: One at a time per key, in submission order.
     ordering: Ordering | None = None
+    #: Its submissions' priority unless a call gives one: 0 to 9 (:mod:`tasklane.lanes`).
+    priority: int = 0
 
     @property
     def limited(self) -> bool:
@@ -116,6 +118,7 @@ def task(
     rate_limit: str | float | None = None,
     rate_limit_key: str | Iterable[str] | KeyFunction | None = None,
     ordering_key: str | Iterable[str] | KeyFunction | None = None,
+    priority: int = 0,
 ) -> Callable[[TaskFunction], Task]:
     """Register ``fn`` as the task ``name`` running in ``lane`` ("lambda" or "celery").
 
@@ -133,7 +136,8 @@ def task(
     it waits, spending no attempt (:mod:`tasklane.limits`). ``rate_limit`` (``"100/m"``,
     ``"10/s"``, ``"1000/h"``): at most so many starts, all consumers and workers together, per
     ``rate_limit_key`` if given. ``ordering_key``: tasks of one key run one at a time, in the
-    order they were submitted.
+    order they were submitted. ``priority``: 0 (the default) to 9; from 5 on, its tasks go by
+    the lane's high-priority queue, taken ahead of the lane's backlog (:mod:`tasklane.lanes`).
     """
     if isinstance(schedule, str):
         schedule = Schedule(schedule)
@@ -147,6 +151,10 @@ def task(
     limited = declared_concurrency(name, concurrency, concurrency_key)
     rate = declared_rate(name, rate_limit, rate_limit_key)
     ordering = declared_ordering(name, ordering_key)
+    try:
+        checked_priority(priority)
+    except ValueError as exc:
+        raise ConfigurationError(f"task {name!r}: {exc}") from None
     if not 1 <= time_limit <= MAX_TIME_LIMIT_S:
         raise ConfigurationError(
             f"task {name!r}: time_limit must be 1 to {MAX_TIME_LIMIT_S} seconds: SQS keeps a "
@@ -176,6 +184,7 @@ def task(
             concurrency=limited,
             rate_limit=rate,
             ordering=ordering,
+            priority=priority,
         )
         _tasks[name] = registered
         return registered

@@ -96,6 +96,13 @@ class SubmitRequest(_Strict):
         description="Seconds after a task's creation during which its key stays taken, "
         "whatever its status",
     )
+    priority: StrictInt | None = Field(
+        None,
+        ge=0,
+        le=9,
+        description="0 to 9, the higher the sooner (default: the task's own, else 0). From 5 "
+        "on, the task goes by its lane's high-priority queue, taken ahead of the lane's backlog",
+    )
 
     @model_validator(mode="after")
     def one_timing(self) -> SubmitRequest:
@@ -250,6 +257,7 @@ class ListedTask(TaskSummary):
         description="Why a pending or queued task that could be delivered waits: the limit it "
         "is over, as 'concurrency 5/5 for account=42'",
     )
+    priority: int = Field(0, description="0 to 9, the higher the sooner")
 
 
 class Attempt(BaseModel):

@@ -48,7 +48,7 @@ def send(records: Sequence[TaskRecord], store: TaskStore, config: Settings) -> l
     if inline is not None:
         return inline(records, store)
     outgoing = [
-        broker.Outgoing(r.id, r.task, Lane(r.lane), delay_of(r))
+        broker.Outgoing(r.id, r.task, Lane(r.lane), delay_of(r), r.priority or 0)
         for r in records
         if r.status not in (Status.SCHEDULED, Status.WAITING)  # sent when due, or released
     ]
@@ -118,6 +118,10 @@ def resend(
     if record.status not in (Status.PENDING, Status.QUEUED):
         return False
     outgoing = broker.Outgoing(
-        record.id, record.task, Lane(record.lane), min(max(delay, 0), broker.MAX_DELAY_S)
+        record.id,
+        record.task,
+        Lane(record.lane),
+        min(max(delay, 0), broker.MAX_DELAY_S),
+        record.priority or 0,
     )
     return record.id in broker.publish([outgoing], config or settings())

@@ -25,6 +25,7 @@ from tasklane.errors import (
 )
 from tasklane.ids import new_id
 from tasklane.keys import checked_key
+from tasklane.lanes import checked_priority
 from tasklane.lifecycle import Status
 from tasklane.logs import logger, task_fields
 from tasklane.moments import in_range
@@ -58,6 +59,8 @@ class Submission:
     rate_key: str | None = None
     #: The key it runs in order with (:mod:`tasklane.limits`).
     ordering_key: str | None = None
+    #: 0 to 9, the higher the sooner (:mod:`tasklane.lanes`).
+    priority: int = 0
 
     @property
     def request_hash(self) -> str:
@@ -68,6 +71,8 @@ class Submission:
             digest.update(b"\0" + self.timing.encode())
         if self.unique_key is not None:
             digest.update(b"\0unique:" + f"{self.unique_key}\0{self.unique_for}".encode())
+        if self.priority:
+            digest.update(f"\0priority:{self.priority}".encode())
         return digest.hexdigest()
 
 
@@ -115,7 +120,7 @@ def parse_submission(
         raise InvalidRequest("'payload' is required (any JSON value)")
     extra = set(body) - {
         *("task", "payload", "delay_seconds", "run_at", "unique_key", "unique_for"),
-        "ordering_key",
+        *("ordering_key", "priority"),
     }
     if extra:
         raise InvalidRequest(f"unexpected fields: {', '.join(sorted(extra))}")
@@ -142,7 +147,19 @@ def parse_submission(
         spec.concurrency.key_of(body["payload"]) if limited else None,
         spec.rate_limit.key_of(body["payload"]) if rated else None,
         None if step else _ordering_key(spec, body),
+        _priority(spec, body),
     )
+
+
+def _priority(spec: registry.Task, body: dict) -> int:
+    """The call's priority, or the task's: a whole number from 0 to 9 (400 otherwise)."""
+    given = body.get("priority")
+    if given is None:
+        return spec.priority
+    try:
+        return checked_priority(given)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 def _ordering_key(spec: registry.Task, body: dict) -> str | None:
@@ -224,6 +241,7 @@ def new_task(sub: Submission) -> NewTask:
         sub.concurrency_key,
         sub.rate_key,
         sub.ordering_key,
+        sub.priority,
     )
 
 

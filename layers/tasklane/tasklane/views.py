@@ -40,6 +40,7 @@ def detail(record: TaskRecord) -> dict[str, Any]:
         "payload_bytes": record.payload_bytes,
         "retry_at": record.retry_at,
         "unique_key": record.unique_key,
+        "priority": record.priority or 0,
         # why a task that could run waits (a limit); its claim clears it
         "waiting_on": record.waiting_on
         if record.status in (Status.PENDING, Status.QUEUED, Status.WAITING)

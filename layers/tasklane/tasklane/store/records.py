@@ -51,6 +51,8 @@ class TaskRecord:
     concurrency_key: str | None = None
     #: Why a task that could be delivered waits (``concurrency 5/5 for account=42``).
     waiting_on: str | None = None
+    #: 0 to 9, the higher the sooner (:mod:`tasklane.lanes`); None: 0.
+    priority: int | None = None
     #: Its attempts, oldest first (see ``tasks.history``); read with a task alone (else None).
     history: list[dict] | None = None
 
@@ -112,6 +114,8 @@ class NewTask:
     rate_key: str | None = None
     #: The key it runs in order with, one at a time (:mod:`tasklane.limits`).
     ordering_key: str | None = None
+    #: 0 to 9, the higher the sooner (:mod:`tasklane.lanes`).
+    priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)

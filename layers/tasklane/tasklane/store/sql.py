@@ -50,6 +50,7 @@ PUBLIC = (
     tasks.c.unique_key,
     tasks.c.concurrency_key,
     tasks.c.waiting_on,
+    tasks.c.priority,
     # the stored (compressed) size: read from the value's header, never the payload itself
     func.pg_column_size(tasks.c.payload).label("payload_bytes"),
 )

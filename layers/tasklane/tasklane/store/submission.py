@@ -15,6 +15,7 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Float,
+    SmallInteger,
     Text,
     any_,
     bindparam,
@@ -74,14 +75,15 @@ def _insert_statement() -> Any:
     rate_keys = cast(bindparam("rate_keys"), ARRAY(Text))
     ordering_keys = cast(bindparam("ordering_keys"), ARRAY(Text))
     waiting_ons = cast(bindparam("waiting_ons"), ARRAY(Text))
+    priorities = cast(bindparam("priorities"), ARRAY(SmallInteger))
     columns = (
         func.unnest(
             *(IDS, NAMES, LANES, MAX_ATTEMPTS, RUN_ATS, unique_keys, unique_fors),
-            *(concurrency_keys, rate_keys, ordering_keys, waiting_ons),
+            *(concurrency_keys, rate_keys, ordering_keys, waiting_ons, priorities),
         )
         .table_valued(
             *("id", "task", "lane", "max_attempts", "run_at", "unique_key", "unique_for"),
-            *("concurrency_key", "rate_key", "ordering_key", "waiting_on"),
+            *("concurrency_key", "rate_key", "ordering_key", "waiting_on", "priority"),
             with_ordinality="n",
         )
         .render_derived("t")
@@ -111,6 +113,7 @@ def _insert_statement() -> Any:
         columns.c.ordering_key,
         case((columns.c.ordering_key.is_not(None), columns.c.n), else_=None),
         columns.c.waiting_on,
+        columns.c.priority,
     ).select_from(columns.join(payloads, columns.c.n == payloads.c.n))
     inserted = (
         insert(tasks)
@@ -118,7 +121,7 @@ def _insert_statement() -> Any:
             [
                 *("id", "task", "lane", "status", "payload", "max_attempts", "run_at"),
                 *("owner", "unique_key", "unique_until", "concurrency_key", "rate_key"),
-                *("ordering_key", "ordering_pos", "waiting_on"),
+                *("ordering_key", "ordering_pos", "waiting_on", "priority"),
             ],
             rows,
         )
@@ -230,6 +233,7 @@ class Submissions(StoreBase):
             "rate_keys": [t.rate_key for t in new],
             "ordering_keys": [t.ordering_key for t in new],
             "waiting_ons": [behind.get(t.id) for t in new],
+            "priorities": [t.priority or None for t in new],
             "near": timedelta(seconds=near_seconds),
             "owner": owner,
             # already-serialized JSON, joined: no payload is parsed or re-encoded in Python
@@ -261,6 +265,7 @@ class Submissions(StoreBase):
                 owner=owner,
                 unique_key=t.unique_key,
                 concurrency_key=t.concurrency_key,
+                priority=t.priority or None,
             )
             for t in new
         ]
@@ -370,6 +375,7 @@ class Submissions(StoreBase):
                 rate_key=new.rate_key,
                 ordering_key=new.ordering_key,
                 ordering_pos=None if new.ordering_key is None else 1,
+                priority=new.priority or None,
                 idempotency_key=key,
                 request_hash=request_hash,
                 owner=owner,

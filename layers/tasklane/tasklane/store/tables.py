@@ -13,6 +13,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -62,6 +63,8 @@ tasks = Table(
     #: Why it waits while it could be delivered (a limit: ``concurrency 5/5 for account=42``);
     #: cleared by its claim.
     Column("waiting_on", Text),
+    #: 0 to 9 (null: 0); from 5 on its messages go by the lane's high queue (tasklane.lanes).
+    Column("priority", SmallInteger),
     Column("request_hash", String(64)),
     Column("lease_until", DateTime(timezone=True)),
     Column(
