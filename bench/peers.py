@@ -164,7 +164,7 @@ def _run(system: str, action: str, n: int, url: str, parts: int = 1) -> list[dic
     for proc in procs:
         out, err = proc.communicate(timeout=1800)
         if proc.returncode != 0:
-            raise RuntimeError(f"{system} {action} failed: {err[-2000:]}")
+            raise RuntimeError(f"{system} {action} failed: {err[:2500]} ... {err[-500:]}")
         line = next(x for x in reversed(out.splitlines()) if x.startswith('{"started"'))
         reports.append(json.loads(line))
     if any(r.get("failed") for r in reports):

@@ -41,5 +41,16 @@ first = post.delay({"account": 7, "entry": "open"})
 then = post.delay({"account": 7, "entry": "deposit"})  # waits for "open", unsent
 # --8<-- [end:ordering]
 
+
+# --8<-- [start:priority]
+@task(name="alerts.page", priority=9)  # 0 to 9; from 5 on, the lane's high-priority queue
+def page(payload):
+    return {"paged": payload["who"]}
+
+
+paged = page.delay({"who": "on-call"})
+resized = sync.apply_async({"account": 1}, priority=7)  # a call's own priority
+# --8<-- [end:priority]
+
 synced = sync.delay({"account": 42})
 mailed = send.delay({"to": "ada@example.com", "domain": "example.com"})

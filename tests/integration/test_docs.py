@@ -150,9 +150,16 @@ def test_the_limits_example_runs(tasklane_eager):
         # eagerly, the first ran as it was submitted; the second was released by its end
         assert namespace["first"].get(timeout=0) == {"posted": "open"}
         assert namespace["then"].get(timeout=0) == {"posted": "deposit"}
+        assert registry.get("alerts.page").priority == 9
+        assert namespace["paged"].get(timeout=0) == {"paged": "on-call"}
+        assert namespace["resized"].get(timeout=0) == {"synced": 1}
+        from tasklane.store import default_store
+
+        assert default_store().get(namespace["resized"].id).priority == 7
     finally:
         for name in ("crm.sync", "reports.heavy", "maps.geocode", "mail.send", "ledger.post"):
             registry._tasks.pop(name, None)
+        registry._tasks.pop("alerts.page", None)
 
 
 def test_the_workflows_example_runs(tasklane_eager):
