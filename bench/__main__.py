@@ -35,6 +35,7 @@ MEASUREMENTS = [
     "due_burst",
     "peers",
     "flow_control",
+    "priority",
 ]
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -40,6 +40,20 @@ def queue_specs() -> list[QueueSpec]:
         QueueSpec(
             "CeleryQueue", "bench-celery", {"VisibilityTimeout": "30"}, "CeleryDeadLetterQueue", 5
         ),
+        QueueSpec(
+            "LambdaHighQueue",
+            "bench-lambda-high",
+            {"VisibilityTimeout": "30"},
+            "LambdaDeadLetterQueue",
+            5,
+        ),
+        QueueSpec(
+            "CeleryHighQueue",
+            "bench-celery-high",
+            {"VisibilityTimeout": "30"},
+            "CeleryDeadLetterQueue",
+            5,
+        ),
     ]
 
 
@@ -67,6 +81,8 @@ class BenchEnv:
         self.env |= {
             "LAMBDA_QUEUE_URL": self.urls["LambdaQueue"],
             "CELERY_QUEUE_URL": self.urls["CeleryQueue"],
+            "LAMBDA_HIGH_QUEUE_URL": self.urls["LambdaHighQueue"],
+            "CELERY_HIGH_QUEUE_URL": self.urls["CeleryHighQueue"],
             "LAMBDA_DLQ_URL": self.urls["LambdaDeadLetterQueue"],
             "CELERY_DLQ_URL": self.urls["CeleryDeadLetterQueue"],
         }

@@ -172,6 +172,31 @@ def test_tasklanes_own_options_and_bad_input_at_the_call_site(stack, project):
     assert row.celery == {"priority": 7}
 
 
+def test_a_celery_priority_of_5_or_more_goes_by_the_lanes_high_priority_queue(
+    stack, project, monkeypatch
+):
+    """Celery has no priorities on SQS; adopted, ``priority=`` 5 to 9 sends the message to its
+    lane's high-priority queue (tasklane.lanes) and keeps the priority on the row, so the
+    reconciler sends it again there. Below 5, or Celery's range beyond 9, the lane's queue."""
+    high = project.add.apply_async((1, 1), priority=8)
+    low = project.add.apply_async((1, 1), priority=4)
+    beyond = project.add.apply_async((1, 1), priority=200)  # RabbitMQ's range: not ours
+    assert stack.depth(stack.celery_high_queue) == 1 and stack.depth(stack.celery_queue) == 2
+    priorities = dict(stack.query("SELECT id, priority FROM tasks"))
+    assert priorities[uuid.UUID(high.id)] == 8 and priorities[uuid.UUID(low.id)] == 4
+    assert priorities[uuid.UUID(beyond.id)] is None
+    monkeypatch.setitem(
+        project.app.conf, "tasklane_lanes", {"tests.celery_app.tasks.mu*": "lambda"}
+    )
+    project.app.amqp.flush_routes()
+    try:
+        project.mul.apply_async((6, 7), priority=9)
+        assert stack.depth(stack.lambda_high_queue) == 1 and stack.depth(stack.lambda_queue) == 0
+    finally:
+        project.app.conf.tasklane_lanes = {}
+        project.app.amqp.flush_routes()
+
+
 def test_each_run_is_an_attempt_in_the_tasks_history(stack, project, worker, tmp_path):
     """Celery's own outcomes (a retry, a failure, a success) are the attempts tasklane shows,
     with the error's type and message and the worker process that ran each."""

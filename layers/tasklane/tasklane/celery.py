@@ -43,7 +43,7 @@ from tasklane import logs, registry
 from tasklane.celery_settings import SQS_POLLING, SQS_WORKER_SETTINGS
 from tasklane.config import settings
 from tasklane.errors import AttemptNotDone, InvalidRequest, UnknownTask
-from tasklane.lanes import Lane, queue_name
+from tasklane.lanes import HIGH_PRIORITY, PRIORITIES, Lane, high_queue_url, queue_name
 from tasklane.lifecycle import retry_delay_seconds
 
 #: Receive counts kombu's back-off policy covers: every count SQS allows (maxReceiveCount is at
@@ -287,13 +287,22 @@ def lane_of(task: Task) -> str:
 
 
 def _route_by_lane(app: Celery) -> Any:
-    """A Celery router sending the lambda lane's tasks to its queue (after the app's own
-    ``task_routes``, which still decide first)."""
+    """A Celery router sending the lambda lane's tasks to its queue, and a task of priority 5
+    to 9 (``apply_async(priority=)`` or the task's ``priority``) to its lane's high-priority
+    queue (after the app's own ``task_routes``, which still decide first)."""
 
     def route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any):
         task = task if task is not None else app.tasks.get(name)
-        url = settings().lambda_queue_url
-        if isinstance(task, AdoptedTask) and url and lane_of(task) == Lane.LAMBDA.value:
+        if not isinstance(task, AdoptedTask):
+            return None
+        lane, config = Lane(lane_of(task)), settings()
+        priority = (options or {}).get("priority")
+        url = None
+        if isinstance(priority, int) and priority in PRIORITIES and priority >= HIGH_PRIORITY:
+            url = high_queue_url(lane, config)
+        if url is None and lane is Lane.LAMBDA:
+            url = config.lambda_queue_url
+        if url:
             return {"queue": Queue(queue_name(url), routing_key=queue_name(url))}
         return None
 

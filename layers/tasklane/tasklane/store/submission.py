@@ -502,8 +502,9 @@ class Submissions(StoreBase):
     ) -> None:
         """An adopted Celery task's message, about to be sent: its row, ``queued``, with the
         message's arguments as payload (and its ``priority``, if given, in the row's Celery
-        meta). A message sent again under the same id (a retry, a replacement) renews the row,
-        unless the task has already succeeded."""
+        meta, and as the row's own when it is one of tasklane's, 1 to 9). A message sent again
+        under the same id (a retry, a replacement) renews the row, unless the task has
+        already succeeded."""
         text = json_text(payload)
         if len(text.encode()) > self.max_payload_bytes:
             raise InvalidRequest(
@@ -518,6 +519,8 @@ class Submissions(StoreBase):
                 json.dumps({} if priority is None else {"priority": priority}), JsonText()
             ),
             "max_attempts": max_attempts,
+            # every later send of the task goes by the queue of its priority (tasklane.lanes)
+            "priority": priority if priority in range(1, 10) else None,
         }
         renewed = values | {
             "lease_until": None,
