@@ -44,6 +44,7 @@ def run(bench: BenchEnv) -> dict:
         elapsed += time.perf_counter() - start
         done += len(messages)
     figures["consumer tasks/s (batches of 10)"] = done / elapsed
+    figures["handler ms per task (batches of 10)"] = elapsed / done * 1000
     return {
         "name": "consumer round trips",
         "workload": f"trivial task; {n} tasks for the rate (handler time only)",
