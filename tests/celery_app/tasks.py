@@ -1,8 +1,9 @@
 """Celery tasks written as for any Celery app: positional and keyword arguments, @app.task and
-@shared_task. Nothing in them knows about tasklane."""
+@shared_task. Nothing in them knows about tasklane but one option of ``single``."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 from celery import shared_task
@@ -105,3 +106,10 @@ def chord_body(results, marker):
 def paced(n):
     """Celery's rate_limit: with tasklane, two a second across every worker."""
     return n
+
+
+@app.task(concurrency=1)
+def single(seconds):
+    """tasklane's concurrency limit on an adopted task: one at a time, all workers together."""
+    time.sleep(seconds)
+    return seconds

@@ -7,6 +7,7 @@ tests/integration/test_celery_suite.py)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -239,3 +240,17 @@ def test_celerys_rate_limit_is_global(stack, project, worker):
     starts = [r.started_at.timestamp() for r in rows]
     assert max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts) <= 3
     assert starts[-1] - starts[0] >= 2.3 and {r.attempts for r in rows} == {1}
+
+
+def test_a_concurrency_limit_on_an_adopted_task_holds_across_worker_processes(
+    stack, project, worker
+):
+    """``@app.task(concurrency=1)``: tasklane's limit, enforced at the claim in Postgres, so
+    the worker's two processes never run two at once; a delivery over it spends no retry."""
+    results = [project.single.delay(0.3) for _ in range(4)]
+    assert [r.get(timeout=60) for r in results] == [0.3] * 4
+    sql = "SELECT started_at, finished_at, attempts FROM tasks WHERE task = :t ORDER BY started_at"
+    runs = stack.query(sql, t=project.single.name)
+    assert {r.attempts for r in runs} == {1}
+    for before, after in itertools.pairwise(runs):
+        assert after.started_at >= before.finished_at, "two runs overlapped"

@@ -428,6 +428,10 @@ def register_tasks(app: Celery) -> None:
                 # global, across every worker and consumer (ADOPTED_DEFAULTS turns Celery's
                 # own, per worker, off)
                 rate_limit=task.rate_limit or None,
+                # tasklane's own options, given to Celery's decorator (@app.task(concurrency=2,
+                # priority=7)), which keeps them as the task's attributes
+                concurrency=getattr(task, "concurrency", None),
+                priority=task.priority if task.priority in PRIORITIES else 0,
             )(_payload_runner(task))
     for queue in app.conf.broker_transport_options.get("predefined_queues", {}).values():
         queue["backoff_tasks"] = sorted(set(queue.get("backoff_tasks", [])) | set(names))
