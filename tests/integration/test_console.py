@@ -107,11 +107,12 @@ def test_the_list_shows_a_submitted_task_and_filters(page, stack, tmp_path):
     ]
     assert statuses == sorted(statuses, key=order.index), statuses  # stable, in life order
     expect(page.locator('#counts tr[data-status="succeeded"]')).to_have_count(1)
-    expect(page.locator('#queues tr[data-lane="lambda"] td')).to_have_count(4)
+    expect(page.locator('#queues tr[data-lane="lambda"] td')).to_have_count(5)
     page.locator("#chart rect.succeeded").first.wait_for()  # this minute's completion
     worker = page.locator("#workers tbody tr[data-worker]")  # tasklane dev's celery worker
     expect(worker).to_have_count(1)
-    assert worker.locator("td").nth(2).inner_text().endswith("celery")  # its queue
+    queues = worker.locator("td").nth(2).inner_text().split(", ")  # the lane's two queues
+    assert sorted(q.rsplit("-", 1)[-1] for q in queues) == ["celery", "high"], queues
     expect(page.locator("#running")).to_contain_text("lambda: ")
     wordcount = page.locator('#by-task tr[data-task="text.wordcount"] td')  # per task name
     expect(wordcount).to_have_count(6)

@@ -121,7 +121,10 @@ def test_listing_bulk_retry_and_stats_are_scoped(iam):
     assert body["queue_depths"] == {}  # they count everyone's messages: operators only
     operator_stats = call_api("GET", "/stats", authorizer=OPS)[2]
     assert operator_stats["counts"]["failed"]["lambda"] >= 5
-    assert set(operator_stats["queue_depths"]) == {"lambda", "lambda_dlq", "celery", "celery_dlq"}
+    assert set(operator_stats["queue_depths"]) == {
+        *("lambda", "lambda_high", "lambda_dlq"),
+        *("celery", "celery_high", "celery_dlq"),
+    }
 
     status, _, body = call_api("POST", "/tasks/retry", {}, authorizer=BOB)
     assert status == 202 and set(body["retried"]) == set(bob) and body["more"] is False

@@ -431,7 +431,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         )
     console.print(table)
     queues = Table(title="queues", title_justify="left")
-    for column in ("lane", "waiting", "dead letters", "oldest queued"):
+    for column in ("lane", "waiting", "high priority", "dead letters", "oldest queued"):
         queues.add_column(column, justify="left" if column == "lane" else "right")
     depths, oldest = stats["queue_depths"], stats["oldest_queued_seconds"]
     for lane in lanes:
@@ -439,6 +439,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         queues.add_row(
             lane,
             str(depths.get(lane, "-")),
+            str(depths.get(f"{lane}_high", "-")),
             str(depths.get(f"{lane}_dlq", "-")),
             f"{age:.0f} s" if age is not None else "-",
         )

@@ -374,7 +374,8 @@ class Stats(BaseModel):
     )
     finished_per_minute: list[MinuteFigures] = Field(description="The last 15 minutes")
     queue_depths: dict[str, int | None] = Field(
-        description="Messages waiting in each lane's queue and DLQ (null: SQS did not answer)"
+        description="Messages waiting in each lane's queue, its high-priority queue and its "
+        "DLQ (null: SQS did not answer, or the lane has no such queue)"
     )
 
 

@@ -137,6 +137,7 @@
     $("queues").tBodies[0].replaceChildren(...lanes.map((lane) => el("tr", { "data-lane": lane },
       el("td", { text: lane }),
       el("td", { class: "num", text: shown(depths[lane]) }),
+      el("td", { class: "num", text: shown(depths[`${lane}_high`]) }),
       el("td", { class: `num${depths[`${lane}_dlq`] ? " dead" : ""}`, text: shown(depths[`${lane}_dlq`]) }),
       el("td", { class: "num", text: age(stats.oldest_queued_seconds[lane]) }))));
     drawChart(stats.finished_per_minute || []);
