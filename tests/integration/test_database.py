@@ -264,6 +264,8 @@ def test_a_prepared_statement_outlives_a_change_of_its_tables_type(stack):
                 conn.execute(read, {"k": 1})
             conn.rollback()
             assert conn.execute(read, {"k": 1}).scalar_one() == 7
+            # the refused statement was closed on the server before the next one was prepared
+            assert len(conn.connection.dbapi_connection._statement_nums) == len(_prepared(conn))
             conn.rollback()
     finally:
         with engine.begin() as conn:
@@ -288,5 +290,30 @@ def test_a_prepared_statements_errors_are_the_drivers_own(stack):
                 conn.execute(text("SELECT 1 / :z"), {"z": 0})
             conn.rollback()
             assert conn.execute(text("SELECT 2 / :z"), {"z": 1}).scalar_one() == 2
+    finally:
+        engine.dispose()
+
+
+def test_a_transactional_tasks_own_sql_is_not_prepared(stack):
+    """The connection a transactional task writes through runs the application's SQL, which
+    may read ``SELECT *`` of a table a migration is changing: it is not prepared."""
+    from tasklane.store import default_store
+
+    with default_store().transaction(5) as db:
+        assert db.execute(text("SELECT :n * 2"), {"n": 21}).scalar_one() == 42
+        assert not any("* 2" in sql for sql in _prepared(db))
+
+
+def test_statements_the_server_refuses_leave_nothing_behind(stack):
+    engine = database.make_engine(settings())
+    try:
+        with engine.connect() as conn:
+            pg = conn.connection.dbapi_connection
+            for _ in range(20):
+                with pytest.raises(Exception, match="no_such_table"):
+                    conn.execute(text("SELECT * FROM no_such_table WHERE x = :x"), {"x": 1})
+                conn.rollback()
+            assert conn.execute(text("SELECT :n + 1"), {"n": 1}).scalar_one() == 2
+            assert len(pg._statement_nums) == len(_prepared(conn)) == 1
     finally:
         engine.dispose()

@@ -111,3 +111,35 @@ def test_a_celery_worker_takes_high_priority_tasks_ahead_of_its_backlog(stack):
     )[0]
     assert after >= 10, f"only {after} of the backlog of 20 started after the urgent task"
     assert len(backlog) == 20
+
+
+def test_a_workflows_steps_keep_their_tasks_priority(stack):
+    """A chain of a task declared priority 7: each step, the first sent now and the next
+    released by its end, goes by the high-priority queue."""
+    from tasklane import chain
+
+    urgent = registry.get("test.urgent")
+    flow = chain(urgent.s({"step": 1}), urgent.s())
+    handle = flow.delay()
+    rows = dict(stack.query("SELECT id, priority FROM tasks"))
+    assert set(rows.values()) == {7} and len(rows) == 2
+    assert stack.depth(stack.lambda_high_queue) == 1 and stack.depth(stack.lambda_queue) == 0
+    assert stack.lambda_lane(high=True).poll_once().deleted == 1  # the first; it releases the next
+    assert stack.depth(stack.lambda_high_queue) == 1 and stack.depth(stack.lambda_queue) == 0
+    assert stack.lambda_lane(high=True).poll_once().deleted == 1
+    assert handle.get(timeout=5) == {"step": 1}
+
+
+def test_a_failed_high_priority_task_backs_off_on_its_own_queue(stack, monkeypatch):
+    """A failed attempt's message comes back after the retry back-off (its visibility set on
+    the queue it came from), not after the queue's whole visibility timeout."""
+    from tasklane import broker
+
+    calls = []
+    change = broker.change_visibility
+    monkeypatch.setattr(
+        broker, "change_visibility", lambda q, h, s: (calls.append((q, s)), change(q, h, s))
+    )
+    submit("test.fail_twice", {}, priority=9)
+    assert len(stack.lambda_lane(high=True).poll_once().failed_ids) == 1
+    assert calls == [(stack.lambda_high_queue, calls[0][1])] and 0 < calls[0][1] <= 10

@@ -98,6 +98,26 @@ def test_a_task_stuck_running_after_its_consumer_died_is_sent_again(stack):
     assert task["status"] == "succeeded" and task["attempts"] == 2
 
 
+def test_a_lost_high_priority_message_is_sent_again_past_the_lanes_own_backlog(stack, monkeypatch):
+    """Each of a lane's two queues is quiet or not on its own: a backlog in the lane's queue
+    does not hold back a lost message of its high-priority queue, nor the other way round."""
+    from tasklane import submit
+    from tasklane.config import settings
+
+    monkeypatch.setenv("QUEUED_GRACE_SECONDS", "300")
+    settings.cache_clear()
+    urgent = submit("test.echo", "lost", priority=9)
+    stack.sqs.purge_queue(QueueUrl=stack.lambda_high_queue)  # acknowledged while queued
+    time.sleep(0.2)
+    backlog = submit("test.echo", "waits its turn")  # the lane's own queue is busy
+    with database.engine().begin() as conn:
+        conn.execute(text("UPDATE tasks SET updated_at = now() - interval '11 minutes'"))
+    assert [r.id for r in reconciler.reconcile()] == [urgent.id]
+    assert stack.depth(stack.lambda_high_queue) == 1 and stack.depth(stack.lambda_queue) == 1
+    assert stack.lambda_lane(high=True).poll_once().deleted == 1
+    assert urgent.status() == "succeeded" and backlog.status() == "queued"
+
+
 def test_a_queued_task_whose_message_is_gone_is_sent_again_once_its_lane_is_quiet(
     stack, monkeypatch
 ):

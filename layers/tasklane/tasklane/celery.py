@@ -286,6 +286,13 @@ def lane_of(task: Task) -> str:
     return Lane(task.lane).value
 
 
+def _tasklane_priority(priority: Any) -> int:
+    """A Celery priority as tasklane's: a whole number 0 to 9, else 0 (RabbitMQ's 0-255, a
+    float: Celery's own, recorded with the message, but not one that picks a queue)."""
+    whole = isinstance(priority, int) and not isinstance(priority, bool)
+    return priority if whole and priority in PRIORITIES else 0
+
+
 def _route_by_lane(app: Celery) -> Any:
     """A Celery router sending the lambda lane's tasks to its queue, and a task of priority 5
     to 9 (``apply_async(priority=)`` or the task's ``priority``) to its lane's high-priority
@@ -296,9 +303,8 @@ def _route_by_lane(app: Celery) -> Any:
         if not isinstance(task, AdoptedTask):
             return None
         lane, config = Lane(lane_of(task)), settings()
-        priority = (options or {}).get("priority")
         url = None
-        if isinstance(priority, int) and priority in PRIORITIES and priority >= HIGH_PRIORITY:
+        if _tasklane_priority((options or {}).get("priority")) >= HIGH_PRIORITY:
             url = high_queue_url(lane, config)
         if url is None and lane is Lane.LAMBDA:
             url = config.lambda_queue_url
@@ -431,7 +437,7 @@ def register_tasks(app: Celery) -> None:
                 # tasklane's own options, given to Celery's decorator (@app.task(concurrency=2,
                 # priority=7)), which keeps them as the task's attributes
                 concurrency=getattr(task, "concurrency", None),
-                priority=task.priority if task.priority in PRIORITIES else 0,
+                priority=_tasklane_priority(task.priority),
             )(_payload_runner(task))
     for queue in app.conf.broker_transport_options.get("predefined_queues", {}).values():
         queue["backoff_tasks"] = sorted(set(queue.get("backoff_tasks", [])) | set(names))

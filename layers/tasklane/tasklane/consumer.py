@@ -178,9 +178,12 @@ class ClaimCheckProcessor(BatchProcessor):
             logger.warning("could not fail an unrunnable task", extra={"error": str(exc)})
 
     def _back_off(self, record: SQSRecord, seconds: int) -> None:
-        """Make the returned message visible again after ``seconds``."""
-        url = self.config.lambda_queue_url
-        if not url or queue_name(url) != record.queue_url.rsplit("/", 1)[-1]:
+        """Make the returned message visible again after ``seconds`` (from either of the lambda
+        lane's queues: its own and its high-priority one)."""
+        name = record.queue_url.rsplit("/", 1)[-1]
+        urls = (self.config.lambda_queue_url, self.config.lambda_high_queue_url)
+        url = next((u for u in urls if u and queue_name(u) == name), None)
+        if url is None:
             return
         try:
             broker.change_visibility(url, record.receipt_handle, seconds)

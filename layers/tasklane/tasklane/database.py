@@ -131,6 +131,10 @@ def _cache_placeholder_rewrites() -> None:
 #: How many statements each connection keeps prepared (the store's are a few dozen).
 PREPARED_PER_CONNECTION = 64
 _PREPARED = "_tasklane_prepared"
+_STALE = "_tasklane_stale"
+#: An execution option: ``False`` on a connection whose statements are not to be prepared (a
+#: transactional task's ``db``: the application's own SQL, ``SELECT *`` after a migration).
+PREPARE = "tasklane_prepare"
 
 
 def execute_prepared(cursor: Any, statement: str, parameters: Any, _context: Any = None) -> None:
@@ -145,8 +149,9 @@ def execute_prepared(cursor: Any, statement: str, parameters: Any, _context: Any
     (``plan_cache_mode``). SQLAlchemy's statement cache keeps a statement's text the same from
     call to call; each connection keeps its ``PREPARED_PER_CONNECTION`` most recently used.
 
-    Statements without parameters (``BEGIN``, ``COMMIT``, DDL) and long ones (an ``IN`` list
-    of a thousand ids, whose text changes with its length) take pg8000's own path. A statement
+    Statements without parameters (``BEGIN``, ``COMMIT``, DDL), long ones (an ``IN`` list of
+    a thousand ids, whose text changes with its length) and those of a connection with the
+    execution option ``PREPARE`` off take pg8000's own path. A statement
     whose prepared plan no longer fits its table (a migration changed a column's type while
     the process ran) is prepared again: at once outside a transaction, by the caller's retry
     inside one (the transaction is aborted).
@@ -155,7 +160,8 @@ def execute_prepared(cursor: Any, statement: str, parameters: Any, _context: Any
     import pg8000.legacy
     from pg8000.core import make_params
 
-    if not parameters or len(statement) > PLACEHOLDER_CACHE_CHARS:
+    unprepared = _context is not None and _context.execution_options.get(PREPARE) is False
+    if not parameters or len(statement) > PLACEHOLDER_CACHE_CHARS or unprepared:
         cursor.execute(statement, parameters)
         return
     conn = cursor._c  # pg8000's connection: its protocol methods
@@ -170,12 +176,15 @@ def execute_prepared(cursor: Any, statement: str, parameters: Any, _context: Any
             if not _stale_plan(error):
                 raise
             name = getattr(conn, _PREPARED).pop(query)[0]
-            if conn._in_transaction:
+            if conn._in_transaction:  # aborted: closed before the next statement prepared
+                getattr(conn, _STALE).append(name)
                 raise
             conn.close_prepared_statement(name)
             result = _run_prepared(conn, query, params)
-    except AttributeError:  # pg8000 after its socket was closed
-        raise pg8000.InterfaceError("connection is closed") from None
+    except AttributeError:  # pg8000 after its socket was closed, as its own execute says
+        if conn._sock is None:
+            raise pg8000.InterfaceError("connection is closed") from None
+        raise
     except pg8000.DatabaseError as error:
         raise _as_dbapi_error(error) from None
     cursor._context = result  # what pg8000's own execute leaves on the cursor
@@ -185,16 +194,27 @@ def execute_prepared(cursor: Any, statement: str, parameters: Any, _context: Any
 
 
 def _run_prepared(conn: Any, query: str, params: Any) -> Any:
+    from pg8000.core import IN_FAILED_TRANSACTION
+
     prepared: OrderedDict | None = getattr(conn, _PREPARED, None)
     if prepared is None:
         prepared = OrderedDict()
         setattr(conn, _PREPARED, prepared)
+        setattr(conn, _STALE, [])
+    stale = getattr(conn, _STALE)
+    while stale and conn._transaction_status != IN_FAILED_TRANSACTION:
+        conn.close_prepared_statement(stale.pop())
     entry = prepared.get(query)
     if entry is None:
         if len(prepared) >= PREPARED_PER_CONNECTION:
             _, (oldest, *_rest) = prepared.popitem(last=False)
             conn.close_prepared_statement(oldest)
-        entry = prepared[query] = conn.prepare_statement(query, ())
+        names = set(conn._statement_nums)
+        try:
+            entry = prepared[query] = conn.prepare_statement(query, ())
+        except Exception:  # pg8000 keeps the name of a statement the server refused
+            conn._statement_nums.intersection_update(names)
+            raise
     else:
         prepared.move_to_end(query)
     name, columns, input_funcs = entry

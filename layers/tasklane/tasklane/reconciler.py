@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from tasklane import broker, metrics, payloads, periodic, registry
 from tasklane.config import Settings, settings
-from tasklane.lanes import Lane, queue_urls
+from tasklane.lanes import Lane, high_queue_url, queue_url
 from tasklane.lifecycle import Status
 from tasklane.logs import logger
 from tasklane.sending import send
@@ -185,14 +185,21 @@ def prune(
     return counts
 
 
-def quiet_lanes(config: Settings) -> list[str]:
-    """Lanes whose queue has no message waiting: a task ``queued`` there for long has lost its
-    message, rather than waiting its turn behind a backlog."""
-    quiet = []
+def quiet_lanes(config: Settings) -> list[str | tuple[str, bool]]:
+    """Queues with no message waiting: a task ``queued`` there for long has lost its message,
+    rather than waiting its turn behind a backlog. A lane without a high-priority queue is its
+    name (every priority); a lane with one, ``(lane, high)`` for each of its quiet queues, so a
+    backlog in one does not hold back a lost message of the other."""
+    quiet: list[str | tuple[str, bool]] = []
     for lane in Lane:
-        try:
-            if all(broker.waiting_messages(url) == 0 for url in queue_urls(lane, config)):
-                quiet.append(lane.value)
-        except Exception as exc:  # unknown depth: assume busy, resend nothing queued there
-            logger.warning("queue depth unknown", extra={"lane": lane, "error": str(exc)})
+        high = high_queue_url(lane, config)
+        for is_high in (False, True) if high else (False,):
+            try:
+                url = high if is_high else queue_url(lane, config)
+                if broker.waiting_messages(url) == 0:
+                    quiet.append((lane.value, is_high) if high else lane.value)
+            except Exception as exc:  # unknown depth: assume busy, resend nothing queued there
+                logger.warning(
+                    "queue depth unknown", extra={"lane": lane, "high": is_high, "error": str(exc)}
+                )
     return quiet

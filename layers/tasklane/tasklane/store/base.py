@@ -13,7 +13,7 @@ from sqlalchemy import (
     Engine,
 )
 
-from tasklane.database import autocommit, socket_of
+from tasklane.database import PREPARE, autocommit, socket_of
 from tasklane.store.sql import unavailable_as_error
 
 #: How much longer than a transactional run's time limit its client waits for the server.
@@ -79,6 +79,7 @@ class StoreBase:
         abandons all the same (the alarm struck in a later statement) is cancelled by the
         server once it sees the connection gone (``client_connection_check_interval``)."""
         with unavailable_as_error(), self.engine.begin() as conn:
+            conn.execution_options(**{PREPARE: False})  # the task's own SQL: not prepared
             sock = socket_of(conn.connection.dbapi_connection)
             before = sock.gettimeout() if sock is not None else None
             if limit_s:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     and_,
     any_,
     delete,
+    false,
     func,
     literal,
     null,
@@ -26,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from tasklane.errors import InvalidTransition, TaskNotFound
+from tasklane.lanes import HIGH_PRIORITY
 from tasklane.lifecycle import MAX_BACKOFF_S, TERMINAL, Status
 from tasklane.store.base import StoreBase
 from tasklane.store.records import TaskFilter, TaskRecord
@@ -204,7 +206,7 @@ class Maintenance(StoreBase):
         self,
         grace_seconds: float,
         stranded_seconds: float,
-        quiet_lanes: Sequence[str] = (),
+        quiet_lanes: Sequence[str | tuple[str, bool]] = (),
         limit: int = 100,
     ) -> list[TaskRecord]:
         """Tasks whose message may be missing, taken so no other reconciler sends them.
@@ -222,9 +224,13 @@ class Maintenance(StoreBase):
           still has its message (hidden), and a busy lane's queued tasks may simply be waiting
           their turn; sending those again would give them a second carrier.
 
+        ``quiet_lanes``: a lane's name (every priority), or ``(lane, high)`` for one of its two
+        queues (:func:`tasklane.reconciler.quiet_lanes`).
+
         ``FOR UPDATE SKIP LOCKED`` lets reconcilers run side by side; touching ``updated_at``
         keeps the next run from resending before another grace period has passed.
         """
+        quiet = _in_quiet_queues(quiet_lanes)
         grace = func.now() - literal(timedelta(seconds=grace_seconds), Interval)
         stranded = func.now() - literal(
             timedelta(seconds=stranded_seconds + MAX_BACKOFF_S), Interval
@@ -237,12 +243,12 @@ class Maintenance(StoreBase):
                     and_(
                         status_is(Status.RUNNING),
                         tasks.c.lease_until < grace,
-                        or_(tasks.c.lane.in_(list(quiet_lanes)), tasks.c.lease_until < stranded),
+                        or_(quiet, tasks.c.lease_until < stranded),
                     ),
                     and_(
                         status_is(Status.QUEUED),
                         tasks.c.updated_at < stranded,
-                        tasks.c.lane.in_(list(quiet_lanes)),
+                        quiet,
                         or_(tasks.c.run_at.is_(None), tasks.c.run_at < grace),
                     ),
                 ),
@@ -279,3 +285,18 @@ class Maintenance(StoreBase):
         with unavailable_as_error(), self.engine.begin() as conn:
             conn.execute(ended)
             return [TaskRecord.from_row(r) for r in conn.execute(stmt)]
+
+
+def _in_quiet_queues(quiet: Sequence[str | tuple[str, bool]]) -> Any:
+    """Whether a task's queue is one of ``quiet``: its lane, and for ``(lane, high)`` its
+    priority's side of :data:`tasklane.lanes.HIGH_PRIORITY`."""
+    priority = func.coalesce(tasks.c.priority, 0)
+    conditions = [
+        tasks.c.lane == q
+        if isinstance(q, str)
+        else and_(
+            tasks.c.lane == q[0], priority >= HIGH_PRIORITY if q[1] else priority < HIGH_PRIORITY
+        )
+        for q in quiet
+    ]
+    return or_(false(), *conditions)

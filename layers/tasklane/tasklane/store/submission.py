@@ -520,7 +520,7 @@ class Submissions(StoreBase):
             ),
             "max_attempts": max_attempts,
             # every later send of the task goes by the queue of its priority (tasklane.lanes)
-            "priority": priority if priority in range(1, 10) else None,
+            "priority": priority if type(priority) is int and 1 <= priority <= 9 else None,
         }
         renewed = values | {
             "lease_until": None,

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    SmallInteger,
     Text,
     any_,
     bindparam,
@@ -50,9 +51,12 @@ from tasklane.workflows import payload_json
 def _insert_steps_statement() -> Any:
     """A workflow's tasks: as :func:`_insert_statement`, with each task's status and its
     ``step`` (a JSON array ``steps``, zipped by position) and the workflow's id."""
+    priorities = cast(bindparam("priorities"), ARRAY(SmallInteger))
     columns = (
-        func.unnest(IDS, NAMES, LANES, MAX_ATTEMPTS, STATUSES)
-        .table_valued("id", "task", "lane", "max_attempts", "status", with_ordinality="n")
+        func.unnest(IDS, NAMES, LANES, MAX_ATTEMPTS, STATUSES, priorities)
+        .table_valued(
+            *("id", "task", "lane", "max_attempts", "status", "priority"), with_ordinality="n"
+        )
         .render_derived("t")
     )
     payloads = (
@@ -75,6 +79,7 @@ def _insert_steps_statement() -> Any:
         bindparam("workflow", type_=UUID(as_uuid=True)),
         steps.c.value,
         OWNER,
+        columns.c.priority,
     ).select_from(
         columns.join(payloads, columns.c.n == payloads.c.n).join(steps, columns.c.n == steps.c.n)
     )
@@ -83,7 +88,7 @@ def _insert_steps_statement() -> Any:
         .from_select(
             [
                 *("id", "task", "lane", "status", "payload", "max_attempts"),
-                *("workflow_id", "step", "owner"),
+                *("workflow_id", "step", "owner", "priority"),
             ],
             rows,
         )
@@ -120,6 +125,7 @@ class Workflows(StoreBase):
             "lanes": [t.lane for t in new],
             "max_attempts": [t.max_attempts for t in new],
             "statuses": statuses,
+            "priorities": [t.priority or None for t in new],
             "workflow": workflow_id,
             "payloads": f"[{','.join(t.payload_json for t in new)}]",
             "steps": json_text(list(steps)),
@@ -148,6 +154,7 @@ class Workflows(StoreBase):
                 updated_at=created_at,
                 workflow_id=workflow_id,
                 owner=owner,
+                priority=t.priority or None,
             )
             for t, status in zip(new, statuses, strict=True)
         ]
