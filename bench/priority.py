@@ -40,9 +40,7 @@ def _started(task_id) -> tuple[float | None, float]:
 
     with database.engine().connect() as conn:
         delay = conn.execute(
-            text(
-                "SELECT extract(epoch FROM started_at - created_at) FROM tasks WHERE id = :id"
-            ),
+            text("SELECT extract(epoch FROM started_at - created_at) FROM tasks WHERE id = :id"),
             {"id": task_id},
         ).scalar_one()
         left = conn.execute(
