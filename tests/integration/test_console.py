@@ -85,7 +85,10 @@ def test_the_list_shows_a_submitted_task_and_filters(page, stack, tmp_path):
     waiting = http(
         "POST",
         f"{stack.api}/tasks",
-        {"task": "test.echo", "payload": "later", "delay_seconds": 3600, "unique_key": "c-1"},
+        {
+            **{"task": "test.echo", "payload": "later", "delay_seconds": 3600},
+            **{"unique_key": "c-1", "priority": 6},
+        },
     )[1]["id"]
 
     page.goto(f"{stack.api}/console")
@@ -129,6 +132,7 @@ def test_the_list_shows_a_submitted_task_and_filters(page, stack, tmp_path):
     page.screenshot(path=tmp_path / "console-filtered.png", full_page=True)
     page.click(f'#tasks tr[data-id="{waiting}"] td.id a')
     expect(page.locator('dd[data-field="unique key"]')).to_have_text("c-1")
+    expect(page.locator('dd[data-field="priority"]')).to_have_text("6")
     page.go_back()
 
     page.goto(f"{stack.api}/console#/?task=text.*")  # a prefix of names

@@ -369,6 +369,7 @@
       ["updated", when(task.updated_at)],
     ];
     if (task.unique_key) fields.push(["unique key", el("code", { text: task.unique_key })]);
+    if (task.priority) fields.push(["priority", String(task.priority)]);
     if (task.workflow_id) {
       fields.push(["workflow", el("a", { href: `#/workflows/${task.workflow_id}`, text: task.workflow_id })]);
     }
