@@ -15,22 +15,9 @@ import threading
 import time
 
 from tasklane import consumer, submit, submit_many
-from tasklane.local.events import queue_arn
-from tasklane.local.eventsource import SqsEventSource
+from tasklane.local.eventsource import queue_source
 
 from bench.env import BenchEnv, percentile
-
-
-def _source(bench: BenchEnv, url: str, name: str) -> SqsEventSource:
-    return SqsEventSource(
-        bench.sqs,
-        url,
-        queue_arn(url.rsplit("/", 1)[-1]),
-        consumer.handle,
-        function_name=name,
-        report_batch_item_failures=True,
-        timeout=30,
-    )
 
 
 def _started(task_id) -> tuple[float | None, float]:
@@ -56,8 +43,8 @@ def run(bench: BenchEnv) -> dict:
         submit_many([("bench.noop", {"n": n}) for n in range(start, min(backlog, start + 100))])
     stop = threading.Event()
     sources = [
-        _source(bench, bench.urls["LambdaQueue"], "consumer"),
-        _source(bench, bench.urls["LambdaHighQueue"], "consumer-high"),
+        queue_source(bench.sqs, bench.urls["LambdaQueue"], consumer.handle),
+        queue_source(bench.sqs, bench.urls["LambdaHighQueue"], consumer.handle, "consumer-high"),
     ]
     threads = [threading.Thread(target=s.run, args=(stop,), daemon=True) for s in sources]
     for thread in threads:

@@ -62,19 +62,10 @@ def consumer_source(
     stack: Any, function: str = "consumer", url: str | None = None, timeout: float = 30, **kw: Any
 ):
     """The emulated event source of ``function`` on a test queue (the lambda lane by default)."""
-    from tasklane.local.events import queue_arn
-    from tasklane.local.eventsource import SqsEventSource
+    from tasklane.local.eventsource import queue_source
 
-    url = url or stack.lambda_queue
-    return SqsEventSource(
-        stack.sqs,
-        url,
-        queue_arn(url.rsplit("/", 1)[-1]),
-        handler(function),
-        function_name=function,
-        report_batch_item_failures=True,
-        timeout=timeout,
-        **kw,
+    return queue_source(
+        stack.sqs, url or stack.lambda_queue, handler(function), function, timeout, **kw
     )
 
 

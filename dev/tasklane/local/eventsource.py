@@ -159,3 +159,27 @@ class SqsEventSource:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def queue_source(
+    client: Any,
+    url: str,
+    handler: Handler,
+    function_name: str = "consumer",
+    timeout: float = 30,
+    **options: Any,
+) -> SqsEventSource:
+    """An event source on the queue ``url`` calling ``handler`` in this process, reporting
+    partial batch failures (as the template's SQS event sources do)."""
+    from tasklane.local.events import queue_arn
+
+    return SqsEventSource(
+        client,
+        url,
+        queue_arn(url.rsplit("/", 1)[-1]),
+        handler,
+        function_name=function_name,
+        report_batch_item_failures=True,
+        timeout=timeout,
+        **options,
+    )

@@ -241,19 +241,10 @@ class Stack:
         """The lambda lane's event source, calling tasklane's consumer in this process (of its
         high-priority queue with ``high``)."""
         from tasklane import consumer
-        from tasklane.local.events import queue_arn
-        from tasklane.local.eventsource import SqsEventSource
+        from tasklane.local.eventsource import queue_source
 
         url = self.lambda_high_queue if high else self.lambda_queue
-        return SqsEventSource(
-            self.sqs,
-            url,
-            queue_arn(url.rsplit("/", 1)[-1]),
-            consumer.handle,
-            function_name=function,
-            report_batch_item_failures=True,
-            timeout=timeout,
-        )
+        return queue_source(self.sqs, url, consumer.handle, function, timeout)
 
     def run_lambda_lane(self, polls: int = 10) -> int:
         """Poll the lambda lane until its queues have nothing to offer (its high-priority
