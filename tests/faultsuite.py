@@ -566,12 +566,21 @@ def _submit_cancel_then_deadlock(
 
 def _cancel_when_running(call_api, task_id: str, faults: Faults, report: Report) -> None:
     deadline = time.monotonic() + 60
+    unanswered = False  # a cancel answered 503 (an injected outage) may still have committed
     while time.monotonic() < deadline:
-        if _statuses([task_id]).get(task_id, ("", 0))[0] == "running":
+        now = _statuses([task_id]).get(task_id, ("", 0))[0]
+        if unanswered and now == "cancelled":
+            faults.happened("cancel, then a deadlock")
+            return
+        if now == "running":
             status, _, answer = call_api("POST", f"/tasks/{task_id}/cancel")
             if status == 200:
                 faults.happened("cancel, then a deadlock")
                 return
+            if status == 503:  # "try again later", as a client would
+                unanswered = True
+                time.sleep(0.1)
+                continue
             report.problems.append(f"cancel of {task_id}: {status} {answer}")
             return
         time.sleep(0.1)
