@@ -43,7 +43,7 @@ from tasklane import logs, registry
 from tasklane.celery_settings import SQS_POLLING, SQS_WORKER_SETTINGS
 from tasklane.config import settings
 from tasklane.errors import AttemptNotDone, InvalidRequest, UnknownTask
-from tasklane.lanes import HIGH_PRIORITY, PRIORITIES, Lane, high_queue_url, queue_name
+from tasklane.lanes import HIGH_PRIORITY, Lane, high_queue_url, priority_of, queue_name, queue_urls
 from tasklane.lifecycle import retry_delay_seconds
 
 #: Receive counts kombu's back-off policy covers: every count SQS allows (maxReceiveCount is at
@@ -286,13 +286,6 @@ def lane_of(task: Task) -> str:
     return Lane(task.lane).value
 
 
-def _tasklane_priority(priority: Any) -> int:
-    """A Celery priority as tasklane's: a whole number 0 to 9, else 0 (RabbitMQ's 0-255, a
-    float: Celery's own, recorded with the message, but not one that picks a queue)."""
-    whole = isinstance(priority, int) and not isinstance(priority, bool)
-    return priority if whole and priority in PRIORITIES else 0
-
-
 def _route_by_lane(app: Celery) -> Any:
     """A Celery router sending the lambda lane's tasks to its queue, and a task of priority 5
     to 9 (``apply_async(priority=)`` or the task's ``priority``) to its lane's high-priority
@@ -304,7 +297,7 @@ def _route_by_lane(app: Celery) -> Any:
             return None
         lane, config = Lane(lane_of(task)), settings()
         url = None
-        if _tasklane_priority((options or {}).get("priority")) >= HIGH_PRIORITY:
+        if priority_of((options or {}).get("priority")) >= HIGH_PRIORITY:
             url = high_queue_url(lane, config)
         if url is None and lane is Lane.LAMBDA:
             url = config.lambda_queue_url
@@ -437,7 +430,7 @@ def register_tasks(app: Celery) -> None:
                 # tasklane's own options, given to Celery's decorator (@app.task(concurrency=2,
                 # priority=7)), which keeps them as the task's attributes
                 concurrency=getattr(task, "concurrency", None),
-                priority=_tasklane_priority(task.priority),
+                priority=priority_of(task.priority),
             )(_payload_runner(task))
     for queue in app.conf.broker_transport_options.get("predefined_queues", {}).values():
         queue["backoff_tasks"] = sorted(set(queue.get("backoff_tasks", [])) | set(names))
@@ -471,9 +464,8 @@ def _queues() -> dict[str, dict]:
 def _celery_lane_queues() -> list[Queue]:
     """The queues a worker consumes without ``-Q``: the celery lane's high-priority queue and
     its own (kombu's SQS transport polls them in turn)."""
-    config = settings()
-    urls = [config.celery_high_queue_url, config.celery_queue_url]
-    return [Queue(queue_name(u), routing_key=queue_name(u)) for u in urls if u]
+    urls = queue_urls(Lane.CELERY, settings())
+    return [Queue(queue_name(u), routing_key=queue_name(u)) for u in urls]
 
 
 def _sqs() -> dict:

@@ -26,7 +26,7 @@ from tasklane import broker, codec
 from tasklane.config import Settings, settings
 from tasklane.errors import MessageDecodeError, StoreUnavailable, TasklaneError
 from tasklane.executor import Attempt, Delivery, Executor, Outcome, Verdict, delivery_token
-from tasklane.lanes import Lane, queue_name
+from tasklane.lanes import Lane, queue_name, queue_urls
 from tasklane.logs import logger
 from tasklane.store import default_store
 
@@ -181,8 +181,8 @@ class ClaimCheckProcessor(BatchProcessor):
         """Make the returned message visible again after ``seconds`` (from either of the lambda
         lane's queues: its own and its high-priority one)."""
         name = record.queue_url.rsplit("/", 1)[-1]
-        urls = (self.config.lambda_queue_url, self.config.lambda_high_queue_url)
-        url = next((u for u in urls if u and queue_name(u) == name), None)
+        urls = queue_urls(Lane.LAMBDA, self.config)
+        url = next((u for u in urls if queue_name(u) == name), None)
         if url is None:
             return
         try:

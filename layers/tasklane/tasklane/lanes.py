@@ -38,6 +38,15 @@ def checked_priority(value: object, what: str = "priority") -> int:
     return value
 
 
+def priority_of(value: object) -> int:
+    """A priority from outside tasklane's own checks (a Celery message's or task's, any value):
+    itself if it is one of :data:`PRIORITIES`, else 0 (RabbitMQ's 0-255, a float)."""
+    try:
+        return checked_priority(value)
+    except ValueError:
+        return 0
+
+
 def queue_url(lane: Lane, settings: Settings, priority: int = 0) -> str:
     """The queue a task of this lane and priority is sent to: the lane's high-priority queue
     from :data:`HIGH_PRIORITY` on, if the lane has one; else the lane's queue."""
@@ -45,10 +54,15 @@ def queue_url(lane: Lane, settings: Settings, priority: int = 0) -> str:
         high = high_queue_url(lane, settings)
         if high:
             return high
-    url = settings.lambda_queue_url if lane is Lane.LAMBDA else settings.celery_queue_url
+    url = own_queue_url(lane, settings)
     if not url:
         raise ConfigurationError(f"{lane.upper()}_QUEUE_URL is not set")
     return url
+
+
+def own_queue_url(lane: Lane, settings: Settings) -> str | None:
+    """The lane's own queue (``LAMBDA_QUEUE_URL``, ``CELERY_QUEUE_URL``), if configured."""
+    return settings.lambda_queue_url if lane is Lane.LAMBDA else settings.celery_queue_url
 
 
 def high_queue_url(lane: Lane, settings: Settings) -> str | None:
@@ -56,8 +70,9 @@ def high_queue_url(lane: Lane, settings: Settings) -> str | None:
 
 
 def queue_urls(lane: Lane, settings: Settings) -> list[str]:
-    """Every queue of a lane, the high-priority one first (a worker consumes them in turn)."""
-    return [u for u in (high_queue_url(lane, settings), queue_url(lane, settings)) if u]
+    """Every configured queue of a lane, the high-priority one first (a worker consumes them
+    in turn)."""
+    return [u for u in (high_queue_url(lane, settings), own_queue_url(lane, settings)) if u]
 
 
 def dead_letter_url(lane: Lane, settings: Settings) -> str | None:

@@ -20,7 +20,7 @@ from tasklane import broker, workflows
 from tasklane.callers import Caller
 from tasklane.config import Settings, settings
 from tasklane.errors import InvalidRequest, TaskNotFound
-from tasklane.lanes import Lane, dead_letter_url, high_queue_url
+from tasklane.lanes import Lane, dead_letter_url, high_queue_url, own_queue_url
 from tasklane.lifecycle import Status
 from tasklane.logs import logger
 from tasklane.moments import in_range
@@ -189,9 +189,7 @@ def stats(
         return figures | {"queue_depths": {}}
     urls: dict[str, str | None] = {}
     for lane in Lane:
-        urls[lane.value] = (
-            config.lambda_queue_url if lane is Lane.LAMBDA else config.celery_queue_url
-        )
+        urls[lane.value] = own_queue_url(lane, config)
         urls[f"{lane.value}_high"] = high_queue_url(lane, config)
         urls[f"{lane.value}_dlq"] = dead_letter_url(lane, config)
     depths: dict[str, int | None] = {}

@@ -14,6 +14,7 @@ from sqlalchemy import (
     DateTime,
     Integer,
     Interval,
+    SmallInteger,
     Text,
     TypeDecorator,
     bindparam,
@@ -114,6 +115,10 @@ RUN_ATS = cast(bindparam("run_ats"), ARRAY(DateTime(timezone=True)))
 
 
 STATUSES = cast(bindparam("statuses"), ARRAY(Text))
+
+
+#: Each task's priority (null: 0), as inserts write them.
+PRIORITY_VALUES = cast(bindparam("priorities"), ARRAY(SmallInteger))
 
 
 #: Who submits a batch (one caller a statement).

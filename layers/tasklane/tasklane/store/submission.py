@@ -15,7 +15,6 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Float,
-    SmallInteger,
     Text,
     any_,
     bindparam,
@@ -33,6 +32,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from tasklane.errors import InvalidRequest, StoreUnavailable
+from tasklane.lanes import priority_of
 from tasklane.lifecycle import LIVE_STATUSES, Status
 from tasklane.store.base import StoreBase
 from tasklane.store.records import KeyUse, NewTask, TaskRecord
@@ -43,6 +43,7 @@ from tasklane.store.sql import (
     NAMES,
     NEAR,
     OWNER,
+    PRIORITY_VALUES,
     PUBLIC,
     RUN_ATS,
     JsonText,
@@ -75,11 +76,10 @@ def _insert_statement() -> Any:
     rate_keys = cast(bindparam("rate_keys"), ARRAY(Text))
     ordering_keys = cast(bindparam("ordering_keys"), ARRAY(Text))
     waiting_ons = cast(bindparam("waiting_ons"), ARRAY(Text))
-    priorities = cast(bindparam("priorities"), ARRAY(SmallInteger))
     columns = (
         func.unnest(
             *(IDS, NAMES, LANES, MAX_ATTEMPTS, RUN_ATS, unique_keys, unique_fors),
-            *(concurrency_keys, rate_keys, ordering_keys, waiting_ons, priorities),
+            *(concurrency_keys, rate_keys, ordering_keys, waiting_ons, PRIORITY_VALUES),
         )
         .table_valued(
             *("id", "task", "lane", "max_attempts", "run_at", "unique_key", "unique_for"),
@@ -520,7 +520,7 @@ class Submissions(StoreBase):
             ),
             "max_attempts": max_attempts,
             # every later send of the task goes by the queue of its priority (tasklane.lanes)
-            "priority": priority if type(priority) is int and 1 <= priority <= 9 else None,
+            "priority": priority_of(priority) or None,
         }
         renewed = values | {
             "lease_until": None,

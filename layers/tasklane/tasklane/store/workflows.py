@@ -11,7 +11,6 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
-    SmallInteger,
     Text,
     any_,
     bindparam,
@@ -36,6 +35,7 @@ from tasklane.store.sql import (
     MAX_ATTEMPTS,
     NAMES,
     OWNER,
+    PRIORITY_VALUES,
     PUBLIC,
     STATUSES,
     JsonText,
@@ -51,9 +51,8 @@ from tasklane.workflows import payload_json
 def _insert_steps_statement() -> Any:
     """A workflow's tasks: as :func:`_insert_statement`, with each task's status and its
     ``step`` (a JSON array ``steps``, zipped by position) and the workflow's id."""
-    priorities = cast(bindparam("priorities"), ARRAY(SmallInteger))
     columns = (
-        func.unnest(IDS, NAMES, LANES, MAX_ATTEMPTS, STATUSES, priorities)
+        func.unnest(IDS, NAMES, LANES, MAX_ATTEMPTS, STATUSES, PRIORITY_VALUES)
         .table_valued(
             *("id", "task", "lane", "max_attempts", "status", "priority"), with_ordinality="n"
         )
